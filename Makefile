@@ -1,0 +1,60 @@
+# modeconn: setup, build, run and test. Every target is idempotent.
+#
+#   make run    # first command on a fresh machine: setup + the quick experiment end to end
+#   make test   # second command: setup + every test
+#   make gpu    # full CUDA libtorch (NVIDIA machines), then rebuild
+#
+# libtorch comes from PyPI (torch==2.13.0, the version tch 0.26 expects) into
+# a project-local venv; build.rs embeds its path as an rpath, so the binary
+# runs with no environment variables.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+TORCH_DIR := $(CURDIR)/$(VENV)/lib/python3.11/site-packages/torch
+TORCH_STAMP := $(VENV)/.torch-2.13.0
+BIN := target/release/modeconn
+
+.PHONY: setup run test gpu build data bench clean-build
+
+setup: $(TORCH_STAMP) data build
+
+$(TORCH_STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps torch==2.13.0 \
+		nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
+	touch $@
+
+# Fashion-MNIST from Debian when apt is available and the dataset is missing.
+data:
+	@if [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -e data/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -e data/fashion-mnist/train-images-idx3-ubyte ]; then \
+		echo "fashion-mnist: present"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "fashion-mnist missing and no apt-get: run 'target/release/modeconn download fashion-mnist' after the build"; \
+	fi
+
+build: $(TORCH_STAMP)
+	LIBTORCH=$$($(VENV)/bin/python -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')/torch \
+		cargo build --release --locked
+
+run: setup
+	$(BIN) run --preset quick
+
+test: setup
+	LIBTORCH=$$($(VENV)/bin/python -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')/torch \
+		cargo test --release --locked
+
+# GPU machines: the full CUDA stack from PyPI (about 4.7 GB), then relink with libtorch_cuda.
+gpu: $(TORCH_STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
+	touch build.rs
+	LIBTORCH=$$($(VENV)/bin/python -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')/torch \
+		MODECONN_CUDA=1 cargo build --release --locked
+
+# Benchmarks (on demand; see benches/README.md).
+bench: setup
+	LIBTORCH=$$($(VENV)/bin/python -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')/torch \
+		cargo bench --locked

@@ -1,0 +1,214 @@
+//! Checkpoints: safetensors files with PyTorch state-dict keys and a JSON
+//! metadata entry, always written atomically (temp file, fsync, rename).
+//!
+//! * `model.safetensors`: one network, keys exactly as `nn.Module.state_dict()`
+//!   (`features.0.weight`, `bn.running_mean`, ...), loadable with
+//!   `safetensors.torch.load_file` + `load_state_dict`.
+//! * `curve.safetensors`: every bend of a curve, keys `bend<k>.<param>`.
+//! * `state.safetensors`: parameters plus optimiser state for `--resume`.
+//!
+//! Imports also read PyTorch `.pt`/`.pth` state dicts (`torch.save`'s zip
+//! format) through libtorch's pickle loader.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::curve::{Curve, CurveKind};
+use crate::model::{ArchConfig, Params};
+
+/// Key of the JSON metadata inside the safetensors header.
+const META_KEY: &str = "modeconn";
+
+/// What a checkpoint was made from; enough to rebuild its model and data.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Meta {
+    pub arch: ArchConfig,
+    pub dataset: String,
+    pub normalize: String,
+    /// Per-channel mean and std used for `--normalize standard` (pixel/255 units).
+    pub norm_mean: Vec<f64>,
+    pub norm_std: Vec<f64>,
+    pub classes: Vec<String>,
+    /// Completed epochs.
+    pub epoch: usize,
+    #[serde(default)]
+    pub curve: Option<CurveMeta>,
+    /// Free-form provenance (seed, source files of an import, ...).
+    #[serde(default)]
+    pub note: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CurveMeta {
+    pub kind: CurveKind,
+    pub bends: usize,
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same
+/// directory, flushed and synced, then renamed over the target.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
+    let name = path.file_name().ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let mut f = fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.sync_all().ok();
+    drop(f);
+    fs::rename(&tmp, path).with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// A contiguous CPU tensor viewed for safetensors serialisation.
+struct TensorBytes {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for &TensorBytes {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn to_bytes(t: &Tensor) -> Result<TensorBytes> {
+    let t = t.detach().to_device(Device::Cpu).contiguous();
+    let dtype = match t.kind() {
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        Kind::Int64 => Dtype::I64,
+        Kind::Int => Dtype::I32,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Half => Dtype::F16,
+        Kind::Uint8 => Dtype::U8,
+        k => bail!("cannot save tensors of kind {k:?}"),
+    };
+    let numel = t.numel();
+    let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut data, numel)?;
+    Ok(TensorBytes { dtype, shape: t.size().iter().map(|&d| d as usize).collect(), data })
+}
+
+/// Writes named tensors (and optional metadata) as safetensors, atomically.
+pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)], meta: Option<&Meta>) -> Result<()> {
+    let bytes: Vec<(String, TensorBytes)> =
+        tensors.iter().map(|(n, t)| Ok((n.clone(), to_bytes(t)?))).collect::<Result<_>>()?;
+    let views: Vec<(&str, &TensorBytes)> = bytes.iter().map(|(n, b)| (n.as_str(), b)).collect();
+    let mut header = HashMap::new();
+    if let Some(m) = meta {
+        header.insert(META_KEY.to_string(), serde_json::to_string(m)?);
+        header.insert("format".to_string(), "pt".to_string());
+    }
+    let buf = safetensors::tensor::serialize(views, &Some(header))
+        .map_err(|e| anyhow!("cannot serialise {}: {e:?}", path.display()))?;
+    write_atomic(path, &buf)
+}
+
+/// Reads every tensor of a `.safetensors`, `.pt` or `.pth` file, with the
+/// modeconn metadata when present.
+pub fn read_tensors(path: &Path) -> Result<(Vec<(String, Tensor)>, Option<Meta>)> {
+    if !path.exists() {
+        bail!("checkpoint {} does not exist", path.display());
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match ext {
+        "pt" | "pth" | "bin" => {
+            let ts = Tensor::loadz_multi(path).map_err(|e| {
+                anyhow!("cannot read {} as a PyTorch state dict ({e}); save it with torch.save(model.state_dict(), path) or as safetensors", path.display())
+            })?;
+            Ok((ts, None))
+        }
+        _ => {
+            let buf = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let st = SafeTensors::deserialize(&buf).map_err(|e| {
+                anyhow!("{} is not a valid safetensors file ({e:?}); it may be truncated or of another format", path.display())
+            })?;
+            let (_, header) = SafeTensors::read_metadata(&buf).map_err(|e| anyhow!("{}: {e:?}", path.display()))?;
+            let meta = match header.metadata().as_ref().and_then(|m| m.get(META_KEY)) {
+                Some(s) => Some(serde_json::from_str(s).with_context(|| format!("{}: unreadable modeconn metadata", path.display()))?),
+                None => None,
+            };
+            let mut out = Vec::new();
+            for (name, view) in st.tensors() {
+                let t: Tensor = view.try_into().map_err(|e| anyhow!("{}: tensor {name}: {e}", path.display()))?;
+                out.push((name, t));
+            }
+            // safetensors does not keep insertion order; the spec order is restored by the caller.
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok((out, meta))
+        }
+    }
+}
+
+/// Orders loaded tensors as `order` lists them (spec order); unknown keys go last.
+pub fn in_order(tensors: Vec<(String, Tensor)>, order: &[String]) -> Params {
+    let mut map: HashMap<String, Tensor> = tensors.into_iter().collect();
+    let mut entries = Vec::new();
+    for n in order {
+        if let Some(t) = map.remove(n) {
+            entries.push((n.clone(), t));
+        }
+    }
+    let mut rest: Vec<_> = map.into_iter().collect();
+    rest.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.extend(rest);
+    Params::new(entries)
+}
+
+pub fn save_model(path: &Path, params: &Params, meta: &Meta) -> Result<()> {
+    write_tensors(path, &params.to_state_dict(), Some(meta))
+}
+
+/// Saves every bend of a curve (weights) plus metadata.
+pub fn save_curve(path: &Path, curve: &Curve, meta: &Meta) -> Result<()> {
+    let mut all = Vec::new();
+    for (k, b) in curve.bends.iter().enumerate() {
+        for (n, t) in b.to_state_dict() {
+            all.push((format!("bend{k}.{n}"), t));
+        }
+    }
+    write_tensors(path, &all, Some(meta))
+}
+
+/// Splits `bend<k>.<param>` keys back into bends.
+pub fn split_bends(tensors: Vec<(String, Tensor)>, n: usize, path: &Path) -> Result<Vec<Vec<(String, Tensor)>>> {
+    let mut bends: Vec<Vec<(String, Tensor)>> = (0..n).map(|_| Vec::new()).collect();
+    for (name, t) in tensors {
+        let rest = name.strip_prefix("bend").ok_or_else(|| anyhow!("{}: key {name} is not of the form bend<k>.<param>", path.display()))?;
+        let (k, p) = rest.split_once('.').ok_or_else(|| anyhow!("{}: malformed key {name}", path.display()))?;
+        let k: usize = k.parse().map_err(|_| anyhow!("{}: malformed key {name}", path.display()))?;
+        if k >= n {
+            bail!("{}: key {name} refers to bend {k}, but the metadata says {n} bends", path.display());
+        }
+        bends[k].push((p.to_string(), t));
+    }
+    Ok(bends)
+}
+
+/// Standard file names inside an experiment directory.
+pub fn model_file(dir: &Path) -> PathBuf {
+    dir.join("model.safetensors")
+}
+pub fn state_file(dir: &Path) -> PathBuf {
+    dir.join("state.safetensors")
+}
+pub fn curve_file(dir: &Path) -> PathBuf {
+    dir.join("curve.safetensors")
+}

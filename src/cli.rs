@@ -1,0 +1,333 @@
+//! Command-line interface: one `Args` struct per subcommand. Doc comments
+//! become `--help`. Values are validated once, when the commands turn them
+//! into configs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::curve::CurveKind;
+use crate::eval::ensemble::{Average, Sampling};
+use crate::landscape::Coords;
+use crate::loader::Normalize;
+use crate::model::{ArchKind, Precision};
+use crate::optim::{OptimKind, Schedule};
+use crate::runtime::{DeviceChoice, MemoryFormat};
+
+#[derive(Parser, Debug)]
+#[command(name = "modeconn", version, about = "Mode connectivity of neural networks (Garipov et al. 2018): train endpoints, fit low-loss curves between them, evaluate and plot.", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the whole experiment: endpoints, curve, eval, ensemble, landscape, plots.
+    Run(RunArgs),
+    /// Train independent networks from different seeds (the curve's endpoints).
+    TrainEndpoints(TrainArgs),
+    /// Fit a Bezier curve or polygonal chain between two fixed endpoints (or import one).
+    FitCurve(FitCurveArgs),
+    /// Metrics along the curve and the straight line; curve ensembles with --ensemble K.
+    Eval(EvalArgs),
+    /// Evaluate the loss landscape on the plane through w1, the bend and w2.
+    Landscape(LandscapeArgs),
+    /// Draw every figure whose data exists and write report.html.
+    Plot(PlotArgs),
+    /// Write the curve's weights at t as a PyTorch-compatible state dict.
+    Export(ExportArgs),
+    /// Fetch a dataset's official archives and verify their checksums.
+    Download(DownloadArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct DataArgs {
+    /// Dataset: fashion-mnist, mnist, cifar10, cifar100 or image-folder.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Where the dataset lives (searched first; required for image-folder).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Input normalisation: none (pixels/255) or standard (per-channel mean/std).
+    #[arg(long, value_enum)]
+    pub normalize: Option<Normalize>,
+    /// Use a deterministic class-balanced subset of N training images.
+    #[arg(long, value_name = "N")]
+    pub train_subset: Option<usize>,
+    /// Use a deterministic class-balanced subset of N test images.
+    #[arg(long, value_name = "N")]
+    pub test_subset: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ModelArgs {
+    /// Architecture.
+    #[arg(long, value_enum)]
+    pub arch: Option<ArchKind>,
+    /// Depth for preresnet (20, 110, 164) and wrn (28).
+    #[arg(long)]
+    pub depth: Option<i64>,
+    /// Width: wrn's widen factor; for the others a percentage of the standard channel counts.
+    #[arg(long)]
+    pub widen: Option<i64>,
+    /// Dropout probability (seed-convnet and vgg: 0.5 by default).
+    #[arg(long)]
+    pub dropout: Option<f64>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RuntimeArgs {
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// CPU threads for libtorch (default: libtorch's choice, one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Precision of convolutions and linear layers.
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
+    /// Memory layout of activations and convolution weights on CPU.
+    #[arg(long, value_enum, default_value = "channels-last")]
+    pub memory_format: MemoryFormat,
+    /// Batch size of evaluation passes.
+    #[arg(long, default_value_t = 1000)]
+    pub eval_batch_size: i64,
+}
+
+impl Default for RuntimeArgs {
+    fn default() -> Self {
+        RuntimeArgs {
+            device: DeviceChoice::Auto,
+            threads: None,
+            precision: Precision::Fp32,
+            memory_format: MemoryFormat::ChannelsLast,
+            eval_batch_size: 1000,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct OptimArgs {
+    /// Epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Mini-batch size.
+    #[arg(long)]
+    pub batch_size: Option<i64>,
+    /// Initial learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Weight decay (L2).
+    #[arg(long)]
+    pub wd: Option<f64>,
+    /// SGD momentum.
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Nesterov momentum.
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Optimiser.
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimKind>,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum)]
+    pub schedule: Option<Schedule>,
+    /// Random seed (endpoint i uses seed + i).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Data augmentation (random crop + flip); on by default for CIFAR-like RGB data.
+    #[arg(long, overrides_with = "no_augment")]
+    pub augment: bool,
+    /// Turn augmentation off.
+    #[arg(long)]
+    pub no_augment: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Experiment directory (default experiments/<dataset>_<arch>).
+    #[arg(long)]
+    pub exp: Option<PathBuf>,
+    /// How many networks to train.
+    #[arg(long, default_value_t = 2)]
+    pub models: usize,
+    /// Continue an interrupted run from its last complete epoch.
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub optim: OptimArgs,
+    #[command(flatten)]
+    pub rt: RuntimeArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FitCurveArgs {
+    /// Experiment directory: endpoints from its start_model/ and end_model/, curve into curve_model/.
+    #[arg(long)]
+    pub exp: Option<PathBuf>,
+    /// Start endpoint checkpoint (.safetensors, .pt or .pth) instead of <exp>/start_model.
+    #[arg(long)]
+    pub start: Option<PathBuf>,
+    /// End endpoint checkpoint instead of <exp>/end_model.
+    #[arg(long)]
+    pub end: Option<PathBuf>,
+    /// Curve family.
+    #[arg(long, value_enum, default_value = "bezier")]
+    pub curve: CurveKind,
+    /// Number of bends, endpoints included (3 = quadratic Bezier).
+    #[arg(long, default_value_t = 3)]
+    pub bends: usize,
+    /// Start inner bend k from a checkpoint: --init-bend 1=theta.safetensors (repeatable).
+    #[arg(long, value_name = "K=PATH")]
+    pub init_bend: Vec<String>,
+    /// Continue an interrupted fit.
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub optim: OptimArgs,
+    #[command(flatten)]
+    pub rt: RuntimeArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// Experiment directory holding curve_model/.
+    #[arg(long)]
+    pub exp: PathBuf,
+    /// Number of equally spaced t in [0, 1].
+    #[arg(long, default_value_t = 61)]
+    pub points: usize,
+    /// Evaluate a curve ensemble of K models instead of the sweep.
+    #[arg(long, value_name = "K")]
+    pub ensemble: Option<usize>,
+    /// How ensemble members are placed on the curve.
+    #[arg(long, value_enum, default_value = "grid")]
+    pub sampling: Sampling,
+    /// How members are averaged.
+    #[arg(long, value_enum, default_value = "probs")]
+    pub average: Average,
+    /// Seed for --sampling random.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub rt: RuntimeArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LandscapeArgs {
+    /// Experiment directory holding curve_model/.
+    #[arg(long)]
+    pub exp: PathBuf,
+    /// Grid points per axis.
+    #[arg(long, default_value_t = 21)]
+    pub grid: usize,
+    /// Margin around the bends, as a fraction of the extent on each side.
+    #[arg(long, default_value_t = 0.2)]
+    pub margin: f64,
+    /// Plane coordinates: orthonormal (Gram–Schmidt, as the reference) or seed (θ at (0,0), w1 at (1,0), w2 at (0,1)).
+    #[arg(long, value_enum, default_value = "orthonormal")]
+    pub coords: Coords,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub rt: RuntimeArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PlotArgs {
+    /// Experiment directory.
+    #[arg(long)]
+    pub exp: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// Experiment directory holding curve_model/.
+    #[arg(long)]
+    pub exp: PathBuf,
+    /// Point on the curve, in [0, 1].
+    #[arg(long)]
+    pub t: f64,
+    /// Output file (.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub rt: RuntimeArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DownloadArgs {
+    /// mnist, fashion-mnist, cifar10 or cifar100.
+    pub dataset: String,
+    /// Destination (default data/<dataset>).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Preset: quick, seed-cifar10, paper-vgg16 or paper-preresnet.
+    #[arg(long, default_value = "quick")]
+    pub preset: String,
+    /// Experiment directory (default experiments/<preset>).
+    #[arg(long)]
+    pub exp: Option<PathBuf>,
+    /// Epochs of endpoint training (overrides the preset).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Epochs of curve fitting (overrides the preset).
+    #[arg(long)]
+    pub curve_epochs: Option<usize>,
+    /// Endpoint learning rate (overrides the preset).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Curve learning rate (overrides the preset).
+    #[arg(long)]
+    pub curve_lr: Option<f64>,
+    /// Mini-batch size for both trainings.
+    #[arg(long)]
+    pub batch_size: Option<i64>,
+    /// Weight decay for both trainings.
+    #[arg(long)]
+    pub wd: Option<f64>,
+    /// Seed of the first endpoint.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Curve family.
+    #[arg(long, value_enum)]
+    pub curve: Option<CurveKind>,
+    /// Bends of the curve.
+    #[arg(long)]
+    pub bends: Option<usize>,
+    /// Points of the sweep along t.
+    #[arg(long)]
+    pub points: Option<usize>,
+    /// Size of the curve ensemble.
+    #[arg(long)]
+    pub ensemble: Option<usize>,
+    /// Landscape grid points per axis.
+    #[arg(long)]
+    pub grid: Option<usize>,
+    /// Training images used by the sweep and the landscape (subset).
+    #[arg(long)]
+    pub eval_train_subset: Option<usize>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub rt: RuntimeArgs,
+}

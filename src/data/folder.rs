@@ -1,0 +1,597 @@
+//! Generic image folders: `<root>/{train,test}/<class>/*.{jpg,jpeg,png}`.
+//!
+//! Classes are the sorted subdirectory names of `train/` (`test/` must have the
+//! same ones); files are sorted by name within a class. All images must share
+//! one size; they are converted to RGB, or to grayscale when the first image is
+//! grayscale. Decoding runs on all cores, and the decoded splits are cached in
+//! `cache_dir/imagefolder-<key>.bin`, where the key hashes the canonical root
+//! and every file's relative path, size and mtime, so any change to the tree
+//! selects a fresh cache file.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::UNIX_EPOCH;
+
+use anyhow::{bail, ensure, Context, Result};
+use image::DynamicImage;
+
+use super::{DatasetKind, RawDataset, RawSplit};
+
+const CACHE_MAGIC: &[u8; 8] = b"MCIMGFLD";
+const CACHE_VERSION: u32 = 1;
+const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// 64-bit FNV-1a.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    /// Writes a length-prefixed field so that concatenations cannot collide.
+    fn field(&mut self, bytes: &[u8]) {
+        self.write(&(bytes.len() as u64).to_le_bytes());
+        self.write(bytes);
+    }
+}
+
+/// The files of the tree, in dataset order, with the cache key.
+struct Listing {
+    root: PathBuf,
+    classes: Vec<String>,
+    train: Vec<(PathBuf, u32)>,
+    test: Vec<(PathBuf, u32)>,
+    key: u64,
+}
+
+/// Sorted names of the non-hidden subdirectories of `dir`.
+fn subdirs(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in
+        fs::read_dir(dir).with_context(|| format!("cannot read directory {}", dir.display()))?
+    {
+        let entry = entry.with_context(|| format!("cannot read directory {}", dir.display()))?;
+        if !entry.path().is_dir() {
+            continue;
+        }
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            bail!(
+                "{}: class folder name is not valid UTF-8",
+                entry.path().display()
+            );
+        };
+        if !name.starts_with('.') {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+fn list(root: &Path) -> Result<Listing> {
+    ensure!(
+        root.is_dir(),
+        "image-folder root {} is not a directory (expected train/<class>/*.jpg|png and test/<class>/*.jpg|png)",
+        root.display()
+    );
+    let canonical =
+        fs::canonicalize(root).with_context(|| format!("cannot resolve {}", root.display()))?;
+    for split in ["train", "test"] {
+        ensure!(
+            root.join(split).is_dir(),
+            "image-folder root {} has no {split}/ directory (expected {split}/<class>/*.jpg|png)",
+            root.display()
+        );
+    }
+    let classes = subdirs(&root.join("train"))?;
+    ensure!(
+        !classes.is_empty(),
+        "{}: no class subdirectories",
+        root.join("train").display()
+    );
+    let test_classes = subdirs(&root.join("test"))?;
+    if test_classes != classes {
+        let only = |a: &[String], b: &[String]| -> Vec<String> {
+            a.iter().filter(|c| !b.contains(c)).cloned().collect()
+        };
+        bail!(
+            "{}: class folders differ from train/: only in train/: {:?}; only in test/: {:?}",
+            root.join("test").display(),
+            only(&classes, &test_classes),
+            only(&test_classes, &classes)
+        );
+    }
+    let mut hash = Fnv::new();
+    hash.field(b"modeconn image-folder");
+    hash.field(canonical.as_os_str().as_encoded_bytes());
+    let mut splits = [Vec::new(), Vec::new()];
+    for (split, out) in ["train", "test"].into_iter().zip(splits.iter_mut()) {
+        for (label, class) in classes.iter().enumerate() {
+            let dir = root.join(split).join(class);
+            let read_err = || format!("cannot read directory {}", dir.display());
+            let mut files = Vec::new();
+            for entry in fs::read_dir(&dir).with_context(read_err)? {
+                let entry = entry.with_context(read_err)?;
+                let path = entry.path();
+                if !is_image(&path) {
+                    continue;
+                }
+                let meta = fs::metadata(&path)
+                    .with_context(|| format!("cannot stat {}", path.display()))?;
+                if meta.is_file() {
+                    let mtime = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .unwrap_or_default();
+                    files.push((entry.file_name(), meta.len(), mtime.as_nanos()));
+                }
+            }
+            ensure!(
+                !files.is_empty(),
+                "empty class folder {}: it holds no .jpg/.jpeg/.png images",
+                dir.display()
+            );
+            files.sort();
+            for (name, size, mtime) in files {
+                hash.field(format!("{split}/{class}").as_bytes());
+                hash.field(name.as_encoded_bytes());
+                hash.write(&size.to_le_bytes());
+                hash.write(&mtime.to_le_bytes());
+                out.push((dir.join(name), label as u32));
+            }
+        }
+    }
+    let [train, test] = splits;
+    Ok(Listing {
+        root: root.to_path_buf(),
+        classes,
+        train,
+        test,
+        key: hash.0,
+    })
+}
+
+fn decode(path: &Path) -> Result<DynamicImage> {
+    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    image::load_from_memory(&bytes)
+        .with_context(|| format!("{}: cannot decode image", path.display()))
+}
+
+/// Decodes every file into one buffer: (images, height, width, channels).
+fn decode_all(files: &[&Path]) -> Result<(Vec<u8>, usize, usize, usize)> {
+    let first = decode(files[0])?;
+    let (w, h) = (first.width(), first.height());
+    let channels = if first.color().has_color() { 3 } else { 1 };
+    let image_len = w as usize * h as usize * channels;
+    let threads = thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len());
+    let per_thread = files.len().div_ceil(threads);
+    let mut images = vec![0u8; files.len() * image_len];
+    let convert_into = |path: &Path, out: &mut [u8]| -> Result<()> {
+        let img = decode(path)?;
+        if (img.width(), img.height()) != (w, h) {
+            bail!(
+                "{}: image is {}x{} but {} is {w}x{h}; all images must have the same size",
+                path.display(),
+                img.width(),
+                img.height(),
+                files[0].display()
+            );
+        }
+        if channels == 3 {
+            out.copy_from_slice(img.into_rgb8().as_raw());
+        } else {
+            out.copy_from_slice(img.into_luma8().as_raw());
+        }
+        Ok(())
+    };
+    thread::scope(|s| {
+        let workers: Vec<_> = files
+            .chunks(per_thread)
+            .zip(images.chunks_mut(per_thread * image_len))
+            .map(|(paths, out)| {
+                s.spawn(move || {
+                    paths
+                        .iter()
+                        .zip(out.chunks_exact_mut(image_len))
+                        .try_for_each(|(p, o)| convert_into(p, o))
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|_| bail!("image decoding thread panicked"))
+        })
+    })?;
+    Ok((images, h as usize, w as usize, channels))
+}
+
+fn cache_path(cache_dir: &Path, key: u64) -> PathBuf {
+    cache_dir.join(format!("imagefolder-{key:016x}.bin"))
+}
+
+fn write_cache(path: &Path, key: u64, ds: &RawDataset) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".imagefolder-{key:016x}.{}.tmp",
+        std::process::id()
+    ));
+    let result = (|| -> Result<()> {
+        let mut f = BufWriter::new(File::create(&tmp)?);
+        let classes = serde_json::to_vec(&ds.classes)?;
+        f.write_all(CACHE_MAGIC)?;
+        f.write_all(&CACHE_VERSION.to_le_bytes())?;
+        f.write_all(&key.to_le_bytes())?;
+        for v in [
+            ds.height,
+            ds.width,
+            ds.channels,
+            ds.train.n,
+            ds.test.n,
+            classes.len(),
+        ] {
+            f.write_all(&(v as u64).to_le_bytes())?;
+        }
+        f.write_all(&classes)?;
+        for split in [&ds.train, &ds.test] {
+            f.write_all(&split.images)?;
+            for l in &split.labels {
+                f.write_all(&l.to_le_bytes())?;
+            }
+        }
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write cache {}", path.display()))
+}
+
+/// A bounds-checked cursor over the cache bytes.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        ensure!(n <= self.0.len(), "truncated");
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into()?))
+    }
+    fn usize(&mut self) -> Result<usize> {
+        Ok(usize::try_from(self.u64()?)?)
+    }
+}
+
+/// Reads and validates a cache file against the listing.
+fn read_cache(path: &Path, listing: &Listing) -> Result<RawDataset> {
+    let bytes = fs::read(path)?;
+    let mut c = Cursor(&bytes);
+    ensure!(c.take(8)? == CACHE_MAGIC, "bad magic");
+    ensure!(
+        c.take(4)? == CACHE_VERSION.to_le_bytes(),
+        "unsupported version"
+    );
+    ensure!(c.u64()? == listing.key, "key mismatch");
+    let (height, width, channels) = (c.usize()?, c.usize()?, c.usize()?);
+    let (n_train, n_test, classes_len) = (c.usize()?, c.usize()?, c.usize()?);
+    let classes: Vec<String> = serde_json::from_slice(c.take(classes_len)?)?;
+    ensure!(classes == listing.classes, "class names differ");
+    ensure!(
+        n_train == listing.train.len() && n_test == listing.test.len(),
+        "image counts differ"
+    );
+    let image_len = height
+        .checked_mul(width)
+        .and_then(|v| v.checked_mul(channels))
+        .context("bad dimensions")?;
+    let mut split = |n: usize, files: &[(PathBuf, u32)]| -> Result<RawSplit> {
+        let images = c
+            .take(n.checked_mul(image_len).context("bad dimensions")?)?
+            .to_vec();
+        let labels: Vec<u32> = c
+            .take(n * 4)?
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        ensure!(
+            labels.iter().zip(files).all(|(l, (_, f))| l == f),
+            "labels differ"
+        );
+        Ok(RawSplit { images, labels, n })
+    };
+    let train = split(n_train, &listing.train)?;
+    let test = split(n_test, &listing.test)?;
+    ensure!(c.0.is_empty(), "trailing bytes");
+    Ok(RawDataset {
+        kind: DatasetKind::ImageFolder,
+        classes,
+        height,
+        width,
+        channels,
+        train,
+        test,
+        source: listing.root.clone(),
+    })
+}
+
+pub(crate) fn load(root: &Path, cache_dir: &Path) -> Result<RawDataset> {
+    load_with_status(root, cache_dir).map(|(ds, _)| ds)
+}
+
+/// Loads the folder; the flag says whether the cache was used.
+fn load_with_status(root: &Path, cache_dir: &Path) -> Result<(RawDataset, bool)> {
+    let listing = list(root)?;
+    let cache = cache_path(cache_dir, listing.key);
+    if cache.is_file() {
+        match read_cache(&cache, &listing) {
+            Ok(ds) => return Ok((ds, true)),
+            Err(e) => eprintln!(
+                "warning: ignoring unusable cache {} ({e:#}); rebuilding",
+                cache.display()
+            ),
+        }
+    }
+    let files: Vec<&Path> = listing
+        .train
+        .iter()
+        .chain(&listing.test)
+        .map(|(p, _)| p.as_path())
+        .collect();
+    eprintln!(
+        "decoding {} images under {} ...",
+        files.len(),
+        root.display()
+    );
+    let (mut images, height, width, channels) = decode_all(&files)?;
+    let test_images = images.split_off(listing.train.len() * height * width * channels);
+    let split = |images: Vec<u8>, files: &[(PathBuf, u32)]| RawSplit {
+        images,
+        labels: files.iter().map(|(_, l)| *l).collect(),
+        n: files.len(),
+    };
+    let ds = RawDataset {
+        kind: DatasetKind::ImageFolder,
+        classes: listing.classes.clone(),
+        height,
+        width,
+        channels,
+        train: split(images, &listing.train),
+        test: split(test_images, &listing.test),
+        source: listing.root.clone(),
+    };
+    if let Err(e) = write_cache(&cache, listing.key, &ds) {
+        eprintln!("warning: {e:#}; continuing without a cache");
+    }
+    Ok((ds, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayImage, Luma, Rgb, RgbImage};
+    use std::time::{Duration, Instant, SystemTime};
+
+    /// Pixel (x, y) of image `seed`.
+    fn rgb(seed: u32, w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            Rgb([(seed * 40 + x) as u8, (y * 10) as u8, (x + y + seed) as u8])
+        })
+    }
+
+    /// train: cat has 2 PNGs + 1 JPEG, dog 1 PNG; test: one PNG each.
+    fn make_tree(root: &Path) {
+        for (split, class, name, seed) in [
+            ("train", "dog", "b.png", 1),
+            ("train", "cat", "b.png", 2),
+            ("train", "cat", "a.PNG", 3),
+            ("train", "cat", "c.JPG", 4),
+            ("test", "cat", "x.png", 5),
+            ("test", "dog", "y.png", 6),
+        ] {
+            let dir = root.join(split).join(class);
+            fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(name);
+            let fmt = if name.ends_with("JPG") {
+                image::ImageFormat::Jpeg
+            } else {
+                image::ImageFormat::Png
+            };
+            rgb(seed, 6, 4).save_with_format(&path, fmt).unwrap();
+        }
+        fs::write(root.join("train/cat/notes.txt"), "ignored").unwrap();
+    }
+
+    fn cache_files(dir: &Path) -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .map(|rd| {
+                rd.map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "bin"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn loads_sorted_rgb_and_caches() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (root, cache) = (tmp.path().join("root"), tmp.path().join("cache"));
+        make_tree(&root);
+        let (ds, hit) = load_with_status(&root, &cache).unwrap();
+        assert!(!hit);
+        assert_eq!(ds.classes, vec!["cat", "dog"]);
+        assert_eq!((ds.height, ds.width, ds.channels), (4, 6, 3));
+        assert_eq!((ds.train.n, ds.test.n), (4, 2));
+        assert_eq!(ds.train.labels, vec![0, 0, 0, 1]);
+        assert_eq!(ds.test.labels, vec![0, 1]);
+        assert_eq!(ds.train.images.len(), 4 * 72);
+        // First train image is cat/a.PNG (seed 3): pixel (x=5, y=2) in HWC.
+        let off = (2 * 6 + 5) * 3;
+        assert_eq!(
+            &ds.train.images[off..off + 3],
+            &[(3 * 40 + 5) as u8, 20, 10]
+        );
+        // Last train image is dog/b.png (seed 1).
+        assert_eq!(&ds.train.images[3 * 72..3 * 72 + 3], &[40, 0, 1]);
+        assert_eq!(ds.source, root);
+        assert_eq!(cache_files(&cache).len(), 1);
+
+        // Second load: cache hit with identical data.
+        let (again, hit) = load_with_status(&root, &cache).unwrap();
+        assert!(hit);
+        assert_eq!(
+            (again.train, again.test, again.classes),
+            (ds.train.clone(), ds.test.clone(), ds.classes.clone())
+        );
+
+        // Garbage of the same size and mtime is not noticed: proof that nothing is decoded.
+        let victim = root.join("test/dog/y.png");
+        let (orig, mtime) = (
+            fs::read(&victim).unwrap(),
+            fs::metadata(&victim).unwrap().modified().unwrap(),
+        );
+        let set = |bytes: &[u8], t: SystemTime| {
+            fs::write(&victim, bytes).unwrap();
+            File::options()
+                .write(true)
+                .open(&victim)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        };
+        set(&vec![0u8; orig.len()], mtime);
+        assert!(load_with_status(&root, &cache).unwrap().1);
+
+        // Touching a file changes the key and rebuilds.
+        set(&orig, mtime + Duration::from_secs(10));
+        let (touched, hit) = load_with_status(&root, &cache).unwrap();
+        assert!(!hit);
+        assert_eq!(touched.test, ds.test);
+        assert!(load_with_status(&root, &cache).unwrap().1);
+
+        // Adding a file rebuilds.
+        rgb(9, 6, 4).save(root.join("test/dog/z.png")).unwrap();
+        let (added, hit) = load_with_status(&root, &cache).unwrap();
+        assert!(!hit);
+        assert_eq!(added.test.n, 3);
+
+        // A truncated cache is rebuilt, not trusted.
+        let path = cache_path(&cache, list(&root).unwrap().key);
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        let (rebuilt, hit) = load_with_status(&root, &cache).unwrap();
+        assert!(!hit);
+        assert_eq!(rebuilt.test, added.test);
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+    }
+
+    #[test]
+    fn grayscale_folder_has_one_channel() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (split, i) in [("train", 0u8), ("test", 1)] {
+            let dir = tmp.path().join(split).join("only");
+            fs::create_dir_all(&dir).unwrap();
+            GrayImage::from_fn(3, 2, |x, y| Luma([i * 100 + (x + 3 * y) as u8]))
+                .save(dir.join("g.png"))
+                .unwrap();
+        }
+        let ds = load(tmp.path(), &tmp.path().join("cache")).unwrap();
+        assert_eq!((ds.height, ds.width, ds.channels), (2, 3, 1));
+        assert_eq!(ds.train.images, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(ds.test.images, vec![100, 101, 102, 103, 104, 105]);
+    }
+
+    fn err_for(edit: impl FnOnce(&Path)) -> String {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        make_tree(&root);
+        edit(&root);
+        format!("{:#}", load(&root, &tmp.path().join("cache")).unwrap_err())
+    }
+
+    #[test]
+    fn folder_errors_name_the_culprit() {
+        let err = err_for(|r| fs::create_dir(r.join("test/cow")).unwrap());
+        assert!(err.contains("cow") && err.contains("differ"), "{err}");
+        let err = err_for(|r| {
+            fs::create_dir(r.join("train/cow")).unwrap();
+            fs::create_dir(r.join("test/cow")).unwrap();
+        });
+        assert!(
+            err.contains("empty class folder") && err.contains("train/cow"),
+            "{err}"
+        );
+        let err = err_for(|r| rgb(0, 5, 4).save(r.join("train/dog/c.png")).unwrap());
+        assert!(
+            err.contains("train/dog/c.png") && err.contains("5x4") && err.contains("6x4"),
+            "{err}"
+        );
+        let err = err_for(|r| {
+            fs::write(r.join("train/dog/broken.jpeg"), b"\xff\xd8\xffnot a jpeg").unwrap()
+        });
+        assert!(
+            err.contains("broken.jpeg") && err.contains("decode"),
+            "{err}"
+        );
+        let err = err_for(|r| fs::remove_dir_all(r.join("test")).unwrap());
+        assert!(err.contains("test/"), "{err}");
+    }
+
+    #[test]
+    fn unwritable_cache_still_loads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        make_tree(&root);
+        let blocker = tmp.path().join("file");
+        fs::write(&blocker, "x").unwrap();
+        let ds = load(&root, &blocker.join("cache")).unwrap();
+        assert_eq!(ds.train.n, 4);
+    }
+
+    #[test]
+    fn real_cifar10_jpg() {
+        let root = Path::new("/work/shared/datasets/cifar10-jpg");
+        if !root.join("train").is_dir() {
+            eprintln!("note: {} absent; skipping", root.display());
+            return;
+        }
+        let cache = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        let (ds, hit) = load_with_status(root, cache.path()).unwrap();
+        let cold = t.elapsed();
+        assert!(!hit);
+        assert_eq!(
+            (ds.train.n, ds.test.n, ds.classes.len()),
+            (50000, 10000, 10)
+        );
+        assert_eq!((ds.height, ds.width, ds.channels), (32, 32, 3));
+        assert_eq!(ds.classes[0], "airplane");
+        let t = Instant::now();
+        let (again, hit) = load_with_status(root, cache.path()).unwrap();
+        eprintln!("cifar10-jpg: cold {cold:?}, cached {:?}", t.elapsed());
+        assert!(hit);
+        assert!(again.train == ds.train && again.test == ds.test);
+    }
+}

@@ -1,0 +1,135 @@
+//! Metrics along the curve and along the straight line between its
+//! endpoints, at equally spaced t: the numbers behind the paper's figures.
+
+use serde::{Deserialize, Serialize};
+
+use super::metrics::{barrier, summarize, Summary};
+use super::{Evaluator, Stats, GROUP_BUDGET};
+use crate::model::Params;
+use crate::progress::Progress;
+
+/// One evaluated point of a path.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Row {
+    pub t: f64,
+    pub train_loss: f64,
+    pub train_nll: f64,
+    pub train_acc: f64,
+    pub train_err: f64,
+    pub test_loss: f64,
+    pub test_nll: f64,
+    pub test_acc: f64,
+    pub test_err: f64,
+    pub test_ece: f64,
+    /// ‖φ(t_i) − φ(t_{i−1})‖ (0 at the first point).
+    pub dl: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Barriers {
+    pub train_loss: f64,
+    pub test_err: f64,
+}
+
+/// A whole path: rows, per-metric summaries, length and barriers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Path {
+    pub rows: Vec<Row>,
+    pub summary: std::collections::BTreeMap<String, Summary>,
+    pub length: f64,
+    pub barrier: Barriers,
+    pub barrier_t: Barriers,
+}
+
+/// The metrics named in `summary`, in table order.
+pub const METRICS: [&str; 9] =
+    ["train_loss", "train_nll", "train_err", "test_loss", "test_nll", "test_err", "train_acc", "test_acc", "test_ece"];
+
+impl Row {
+    pub fn get(&self, name: &str) -> f64 {
+        match name {
+            "train_loss" => self.train_loss,
+            "train_nll" => self.train_nll,
+            "train_acc" => self.train_acc,
+            "train_err" => self.train_err,
+            "test_loss" => self.test_loss,
+            "test_nll" => self.test_nll,
+            "test_acc" => self.test_acc,
+            "test_err" => self.test_err,
+            "test_ece" => self.test_ece,
+            _ => f64::NAN,
+        }
+    }
+}
+
+/// Builds the summaries, length and barriers from filled rows.
+pub fn finish_path(rows: Vec<Row>) -> Path {
+    let dl: Vec<f64> = rows.iter().map(|r| r.dl).collect();
+    let ts: Vec<f64> = rows.iter().map(|r| r.t).collect();
+    let summary = METRICS
+        .iter()
+        .map(|m| (m.to_string(), summarize(&rows.iter().map(|r| r.get(m)).collect::<Vec<_>>(), &dl)))
+        .collect();
+    let col = |m: &str| rows.iter().map(|r| r.get(m)).collect::<Vec<_>>();
+    let (bl, tl) = barrier(&ts, &col("train_loss"));
+    let (be, te) = barrier(&ts, &col("test_err"));
+    Path {
+        length: dl.iter().sum(),
+        summary,
+        barrier: Barriers { train_loss: bl, test_err: be },
+        barrier_t: Barriers { train_loss: tl, test_err: te },
+        rows,
+    }
+}
+
+/// Evaluates `points(t)` at every t on train and test splits, in groups that
+/// share each data batch. `weights(t)` gives the weights alone (for the step
+/// lengths and the L2 term `wd/2·‖φ(t)‖²` added to the loss).
+pub fn sweep(
+    ev: &Evaluator,
+    ts: &[f64],
+    point: &dyn Fn(f64) -> Params,
+    wd: f64,
+    prog: &mut Progress,
+) -> Path {
+    let group = ev.group_size(GROUP_BUDGET).min(ts.len()).max(1);
+    let mut rows = Vec::with_capacity(ts.len());
+    let mut prev: Option<Params> = None;
+    for chunk in ts.chunks(group) {
+        let params: Vec<Params> = chunk.iter().map(|&t| point(t)).collect();
+        ev.update_bn(&params);
+        let (train, _) = ev.evaluate(&params, &ev.data.train, false);
+        let (test, _) = ev.evaluate(&params, &ev.data.test, false);
+        for (i, &t) in chunk.iter().enumerate() {
+            let w = &params[i];
+            let is_w = |n: &str| ev.model.is_weight(n);
+            let dl = prev.as_ref().map(|p| w.distance(p, is_w).unwrap_or(f64::NAN)).unwrap_or(0.0);
+            let reg = 0.5 * wd * crate::optim::scalar(&w.sq_norm(is_w));
+            rows.push(row(t, &train[i], &test[i], reg, dl));
+            prev = Some(w.deep_clone());
+            prog.inc(1);
+        }
+    }
+    finish_path(rows)
+}
+
+fn row(t: f64, train: &Stats, test: &Stats, reg: f64, dl: f64) -> Row {
+    Row {
+        t,
+        train_loss: train.nll + reg,
+        train_nll: train.nll,
+        train_acc: train.acc,
+        train_err: 100.0 - train.acc,
+        test_loss: test.nll + reg,
+        test_nll: test.nll,
+        test_acc: test.acc,
+        test_err: 100.0 - test.acc,
+        test_ece: test.ece,
+        dl,
+    }
+}
+
+/// `n` equally spaced values in [0, 1].
+pub fn grid(n: usize) -> Vec<f64> {
+    (0..n).map(|i| i as f64 / (n - 1) as f64).collect()
+}

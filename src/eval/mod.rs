@@ -1,0 +1,155 @@
+//! Evaluation of many parameter sets on the same data.
+//!
+//! Every path that evaluates several models — the sweep along t, the
+//! straight line, ensembles, the landscape grid — goes through
+//! [`Evaluator::evaluate`]: each batch is read and converted once and fed to
+//! every model of the group, under no-grad, with metrics accumulated on the
+//! device (one host sync per model at the end, none per batch).
+//!
+//! BatchNorm statistics are re-estimated by [`Evaluator::update_bn`] before a
+//! model that is not an endpoint is evaluated (the reference
+//! implementation's `update_bn`: one pass over the training data in train
+//! mode, cumulative average with momentum b/(n+b)).
+
+pub mod along;
+pub mod ensemble;
+pub mod metrics;
+
+use tch::{Kind, Tensor};
+
+use crate::loader::{Data, Split};
+use crate::model::{BnMode, Model, Params};
+use crate::runtime::Runtime;
+use metrics::{bin_index, bins_from_sums, ece_from_bins, Bin, ECE_BINS};
+
+/// Loss, accuracy and calibration of one model on one split.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Mean cross-entropy (NLL).
+    pub nll: f64,
+    /// Accuracy in percent.
+    pub acc: f64,
+    pub ece: f64,
+    pub bins: Vec<Bin>,
+    pub n: i64,
+}
+
+/// Running sums on the device for one model.
+struct Acc {
+    nll: Tensor,
+    correct: Tensor,
+    count: Tensor,
+    conf: Tensor,
+    hits: Tensor,
+}
+
+impl Acc {
+    fn new(device: tch::Device) -> Acc {
+        let z = |n: i64| Tensor::zeros([n], (Kind::Double, device));
+        Acc { nll: z(1), correct: z(1), count: z(ECE_BINS), conf: z(ECE_BINS), hits: z(ECE_BINS) }
+    }
+
+    fn add(&mut self, logits: &Tensor, labels: &Tensor) {
+        let logp = logits.log_softmax(1, Kind::Float);
+        let nll = -logp.gather(1, &labels.unsqueeze(1), false).sum(Kind::Double);
+        let (maxlogp, pred) = logp.max_dim(1, false);
+        let conf = maxlogp.exp().to_kind(Kind::Double);
+        let correct = pred.eq_tensor(labels).to_kind(Kind::Double);
+        let idx = bin_index(&conf);
+        self.nll += nll.view([1]);
+        self.correct += correct.sum(Kind::Double).view([1]);
+        self.count += idx.bincount::<Tensor>(None, ECE_BINS).to_kind(Kind::Double);
+        self.conf += idx.bincount(Some(&conf), ECE_BINS).to_kind(Kind::Double);
+        self.hits += idx.bincount(Some(&correct), ECE_BINS).to_kind(Kind::Double);
+    }
+
+    fn finish(self, n: i64) -> Stats {
+        let v = |t: &Tensor| Vec::<f64>::try_from(t.to_device(tch::Device::Cpu)).unwrap_or_default();
+        let bins = bins_from_sums(&v(&self.count), &v(&self.conf), &v(&self.hits));
+        let n_f = n.max(1) as f64;
+        Stats { nll: v(&self.nll)[0] / n_f, acc: 100.0 * v(&self.correct)[0] / n_f, ece: ece_from_bins(&bins), bins, n }
+    }
+}
+
+/// Evaluates parameter sets of one architecture on one dataset.
+pub struct Evaluator<'a> {
+    pub model: &'a Model,
+    pub data: &'a Data,
+    pub rt: &'a Runtime,
+}
+
+impl Evaluator<'_> {
+    /// Inputs for images `[start, start+len)` of a split.
+    fn batch(&self, split: &Split, start: i64, len: i64) -> (Tensor, Tensor) {
+        let (imgs, labels) = split.slice(start, len);
+        (self.data.norm.apply(&imgs, self.rt.channels_last), labels)
+    }
+
+    fn batches(&self, split: &Split) -> impl Iterator<Item = (i64, i64)> {
+        let n = split.len();
+        let b = self.rt.eval_batch;
+        (0..n).step_by(b as usize).map(move |s| (s, b.min(n - s)))
+    }
+
+    /// Re-estimates BatchNorm running statistics of every parameter set with
+    /// one shared pass over the training split (no-op without BatchNorm).
+    pub fn update_bn(&self, params: &[Params]) {
+        if !self.model.has_bn || params.is_empty() {
+            return;
+        }
+        let _g = tch::no_grad_guard();
+        for p in params {
+            for (name, t) in p.iter() {
+                if name.ends_with("running_mean") || name.ends_with("num_batches_tracked") {
+                    let _ = t.shallow_clone().f_zero_();
+                } else if name.ends_with("running_var") {
+                    let _ = t.shallow_clone().f_fill_(1.0);
+                }
+            }
+        }
+        let mut seen = 0i64;
+        for (s, len) in self.batches(&self.data.train) {
+            if len < 2 {
+                continue; // batch statistics need two examples
+            }
+            let (x, _) = self.batch(&self.data.train, s, len);
+            let momentum = len as f64 / (seen + len) as f64;
+            for p in params {
+                let _ = self.model.forward(p, &x, BnMode::Train(Some(momentum)), self.rt.precision);
+            }
+            seen += len;
+        }
+    }
+
+    /// Loss/accuracy/calibration of every parameter set on `split`; with
+    /// `keep_logits`, also each model's logits `[N, C]` (on the CPU).
+    pub fn evaluate(&self, params: &[Params], split: &Split, keep_logits: bool) -> (Vec<Stats>, Vec<Tensor>) {
+        let _g = tch::no_grad_guard();
+        let mut accs: Vec<Acc> = params.iter().map(|_| Acc::new(self.rt.device)).collect();
+        let mut kept: Vec<Vec<Tensor>> = params.iter().map(|_| Vec::new()).collect();
+        for (s, len) in self.batches(split) {
+            let (x, y) = self.batch(split, s, len);
+            for (i, p) in params.iter().enumerate() {
+                let logits = self.model.forward(p, &x, BnMode::Eval, self.rt.precision);
+                accs[i].add(&logits, &y);
+                if keep_logits {
+                    kept[i].push(logits.to_device(tch::Device::Cpu));
+                }
+            }
+        }
+        let n = split.len();
+        let stats = accs.into_iter().map(|a| a.finish(n)).collect();
+        let logits = if keep_logits { kept.into_iter().map(|l| Tensor::cat(&l, 0)).collect() } else { Vec::new() };
+        (stats, logits)
+    }
+
+    /// How many parameter sets to hold at once so that their copies stay
+    /// under `budget_bytes`.
+    pub fn group_size(&self, budget_bytes: i64) -> usize {
+        let per = self.model.spec.iter().map(|s| s.shape.iter().product::<i64>() * 4).sum::<i64>().max(1);
+        ((budget_bytes / per).max(1)) as usize
+    }
+}
+
+/// Bytes of parameter copies a sweep may hold at once.
+pub const GROUP_BUDGET: i64 = 768 << 20;

@@ -1,0 +1,25 @@
+//! modeconn: mode connectivity of neural networks (Garipov, Izmailov,
+//! Podoprikhin, Vetrov, Wilson, NeurIPS 2018, arXiv 1802.10026).
+//!
+//! The design in one sentence: **one forward function and many sources of
+//! parameters**. [`model::Model::forward`] computes logits from a
+//! [`model::Params`]; an endpoint being trained, a curve point φ(t)
+//! ([`curve::Curve::weights_at`]), a landscape-plane point
+//! ([`landscape::Plane::point`]), an ensemble member and an imported PyTorch
+//! state dict are all just parameter sets handed to it.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod commands;
+pub mod curve;
+pub mod data;
+pub mod eval;
+pub mod experiment;
+pub mod landscape;
+pub mod loader;
+pub mod model;
+pub mod optim;
+pub mod progress;
+pub mod report;
+pub mod runtime;
+pub mod train;

@@ -1,0 +1,34 @@
+//! The reference implementation's ConvFC (timgaripov/dnn-mode-connectivity,
+//! `models/convfc.py`): three 5×5 convolutions of 32, 64 and 128 channels,
+//! each followed by ReLU and 3/2 max-pooling, then Linear 1000-1000-classes.
+//! Convolutions use He-normal weights and zero biases, as there.
+
+use tch::Tensor;
+
+use super::layers::{out_size, Fwd, SpecBuilder};
+use super::ArchConfig;
+
+fn flat_size(c: &ArchConfig) -> i64 {
+    let side = |n: i64| (0..3).fold(n, |n, _| out_size(n, 3, 2, 0));
+    c.ch(128) * side(c.height) * side(c.width)
+}
+
+pub(crate) fn spec(c: &ArchConfig, b: &mut SpecBuilder) {
+    let (c1, c2, c3, h) = (c.ch(32), c.ch(64), c.ch(128), c.ch(1000));
+    b.conv("conv_part.0", c.in_channels, c1, 5, true, true);
+    b.conv("conv_part.3", c1, c2, 5, true, true);
+    b.conv("conv_part.6", c2, c3, 5, true, true);
+    b.linear("fc_part.0", flat_size(c), h);
+    b.linear("fc_part.2", h, h);
+    b.linear("fc_part.4", h, c.num_classes);
+}
+
+pub(crate) fn forward(_c: &ArchConfig, f: &Fwd, x: &Tensor) -> Tensor {
+    let pool = |t: Tensor| t.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false);
+    let x = pool(f.conv(x, "conv_part.0", 1, 2).relu());
+    let x = pool(f.conv(&x, "conv_part.3", 1, 2).relu());
+    let x = pool(f.conv(&x, "conv_part.6", 1, 2).relu()).flatten(1, -1);
+    let x = f.linear(&x, "fc_part.0").relu();
+    let x = f.linear(&x, "fc_part.2").relu();
+    f.linear(&x, "fc_part.4")
+}

@@ -1,0 +1,150 @@
+//! The layer vocabulary shared by every architecture: a spec builder that
+//! declares parameters under PyTorch names, and [`Fwd`], which applies
+//! tch's functional ops to whichever [`Params`] it is given.
+
+use tch::{Kind, Tensor};
+
+use super::{Init, ParamSpec, Params, Role};
+
+/// How BatchNorm layers behave in one forward pass.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BnMode {
+    /// Evaluation: normalise with the running statistics in `Params`.
+    Eval,
+    /// Training with batch statistics; with `Some(m)` the running buffers in
+    /// `Params` are updated in place with momentum `m` (PyTorch's meaning:
+    /// new = (1−m)·old + m·batch). `None` leaves them untouched.
+    Train(Option<f64>),
+}
+
+impl BnMode {
+    pub fn training(self) -> bool {
+        matches!(self, BnMode::Train(_))
+    }
+}
+
+/// Numeric precision of convolutions and linear layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in float32.
+    Fp32,
+    /// Convolutions and linear layers in bfloat16 (inputs and weights cast);
+    /// parameters, BatchNorm, losses and metrics stay float32.
+    Bf16,
+}
+
+impl Precision {
+    fn compute_kind(self) -> Kind {
+        match self {
+            Precision::Fp32 => Kind::Float,
+            Precision::Bf16 => Kind::BFloat16,
+        }
+    }
+}
+
+/// One forward pass's view of a parameter set.
+pub struct Fwd<'a> {
+    pub p: &'a Params,
+    pub mode: BnMode,
+    pub precision: Precision,
+}
+
+impl Fwd<'_> {
+    fn cast(&self, t: &Tensor) -> Tensor {
+        let k = self.precision.compute_kind();
+        if t.kind() == k {
+            t.shallow_clone()
+        } else {
+            t.to_kind(k)
+        }
+    }
+
+    pub fn conv(&self, x: &Tensor, name: &str, stride: i64, padding: i64) -> Tensor {
+        let w = self.cast(self.p.get(&format!("{name}.weight")));
+        let b = self.p.try_get(&format!("{name}.bias")).map(|b| self.cast(b));
+        self.cast(x).conv2d(&w, b.as_ref(), [stride, stride], [padding, padding], [1, 1], 1)
+    }
+
+    pub fn linear(&self, x: &Tensor, name: &str) -> Tensor {
+        let w = self.cast(self.p.get(&format!("{name}.weight")));
+        let b = self.p.try_get(&format!("{name}.bias")).map(|b| self.cast(b));
+        self.cast(x).linear(&w, b.as_ref())
+    }
+
+    /// BatchNorm in float32 whatever the precision (its statistics must stay exact).
+    pub fn bn(&self, x: &Tensor, name: &str) -> Tensor {
+        let w = self.p.get(&format!("{name}.weight"));
+        let b = self.p.get(&format!("{name}.bias"));
+        let rm = self.p.get(&format!("{name}.running_mean"));
+        let rv = self.p.get(&format!("{name}.running_var"));
+        let x = x.to_kind(Kind::Float);
+        match self.mode {
+            BnMode::Eval => x.batch_norm(Some(w), Some(b), Some(rm), Some(rv), false, 0.0, 1e-5, true),
+            BnMode::Train(None) => {
+                x.batch_norm::<&Tensor>(Some(w), Some(b), None, None, true, 0.0, 1e-5, true)
+            }
+            BnMode::Train(Some(m)) => {
+                let _ = self.p.get(&format!("{name}.num_batches_tracked")).shallow_clone().f_add_scalar_(1);
+                x.batch_norm(Some(w), Some(b), Some(rm), Some(rv), true, m, 1e-5, true)
+            }
+        }
+    }
+
+    pub fn dropout(&self, x: &Tensor, p: f64) -> Tensor {
+        if p > 0.0 && self.mode.training() {
+            x.dropout(p, true)
+        } else {
+            x.shallow_clone()
+        }
+    }
+}
+
+/// Declares parameters in state-dict order.
+#[derive(Default)]
+pub(crate) struct SpecBuilder {
+    pub specs: Vec<ParamSpec>,
+}
+
+impl SpecBuilder {
+    fn push(&mut self, name: String, shape: Vec<i64>, init: Init, role: Role, kind: Kind) {
+        self.specs.push(ParamSpec { name, shape, init, role, kind });
+    }
+
+    /// A convolution. `he` selects the reference implementation's
+    /// N(0, √(2/(k²·out))) weights and zero bias; otherwise PyTorch's default
+    /// U(±1/√fan_in).
+    pub fn conv(&mut self, name: &str, cin: i64, cout: i64, k: i64, bias: bool, he: bool) {
+        let fan_in = (cin * k * k) as f64;
+        let (wi, bi) = if he {
+            (Init::Normal((2.0 / (k * k * cout) as f64).sqrt()), Init::Zeros)
+        } else {
+            (Init::Uniform(1.0 / fan_in.sqrt()), Init::Uniform(1.0 / fan_in.sqrt()))
+        };
+        self.push(format!("{name}.weight"), vec![cout, cin, k, k], wi, Role::Weight, Kind::Float);
+        if bias {
+            self.push(format!("{name}.bias"), vec![cout], bi, Role::Weight, Kind::Float);
+        }
+    }
+
+    /// A linear layer with PyTorch's default initialisation.
+    pub fn linear(&mut self, name: &str, fin: i64, fout: i64) {
+        let b = 1.0 / (fin as f64).sqrt();
+        self.push(format!("{name}.weight"), vec![fout, fin], Init::Uniform(b), Role::Weight, Kind::Float);
+        self.push(format!("{name}.bias"), vec![fout], Init::Uniform(b), Role::Weight, Kind::Float);
+    }
+
+    /// BatchNorm2d: affine weight/bias plus running buffers, as in PyTorch.
+    pub fn bn(&mut self, name: &str, c: i64) {
+        self.push(format!("{name}.weight"), vec![c], Init::Ones, Role::Weight, Kind::Float);
+        self.push(format!("{name}.bias"), vec![c], Init::Zeros, Role::Weight, Kind::Float);
+        self.push(format!("{name}.running_mean"), vec![c], Init::Zeros, Role::Buffer, Kind::Float);
+        self.push(format!("{name}.running_var"), vec![c], Init::Ones, Role::Buffer, Kind::Float);
+        self.push(format!("{name}.num_batches_tracked"), vec![], Init::Zeros, Role::Buffer, Kind::Int64);
+    }
+}
+
+/// Spatial size after a pooling/conv with kernel k, stride s, padding p.
+pub(crate) fn out_size(n: i64, k: i64, s: i64, p: i64) -> i64 {
+    (n + 2 * p - k) / s + 1
+}

@@ -1,0 +1,396 @@
+//! Architectures: a parameter spec plus ONE functional forward each.
+//!
+//! `Model::forward(params, x, mode)` computes logits from any [`Params`] that
+//! match the spec. Endpoints, curve points φ(t), landscape-plane points,
+//! ensemble members and imported PyTorch checkpoints are all just different
+//! `Params` handed to the same function; no layer is written twice.
+//!
+//! Inputs are NCHW float tensors (channels-last strides welcome); outputs are
+//! fp32 logits `[batch, classes]`. Parameter names and layouts are PyTorch's,
+//! so a state dict moves between modeconn and `nn.Module.load_state_dict`
+//! unchanged (see `python/modeconn_models.py` for the matching modules).
+
+mod convfc;
+mod layers;
+pub mod params;
+mod preresnet;
+mod seed_convnet;
+mod vgg;
+mod wrn;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+pub use layers::{BnMode, Fwd, Precision};
+pub use params::{channels_last, is_channels_last, Params, Role};
+
+/// The architectures `--arch` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchKind {
+    /// The seed experiment's 3-conv, 2-linear ConvNet.
+    SeedConvnet,
+    /// The reference implementation's ConvFC (3 conv 5x5 + 3 linear).
+    Convfc,
+    /// VGG16 without BatchNorm.
+    Vgg16,
+    /// VGG16 with BatchNorm.
+    Vgg16Bn,
+    /// Pre-activation ResNet (--depth 20, 110, 164).
+    Preresnet,
+    /// Wide ResNet (--depth 28 --widen 10 by default).
+    Wrn,
+}
+
+impl ArchKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ArchKind::SeedConvnet => "seed-convnet",
+            ArchKind::Convfc => "convfc",
+            ArchKind::Vgg16 => "vgg16",
+            ArchKind::Vgg16Bn => "vgg16-bn",
+            ArchKind::Preresnet => "preresnet",
+            ArchKind::Wrn => "wrn",
+        }
+    }
+}
+
+/// Everything that fixes the shapes of an architecture's parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArchConfig {
+    pub arch: ArchKind,
+    pub in_channels: i64,
+    pub num_classes: i64,
+    pub height: i64,
+    pub width: i64,
+    /// Depth for `preresnet` (20, 110, 164, ...) and `wrn` (28, ...).
+    pub depth: i64,
+    /// Width factor: `wrn`'s k; a channel multiplier in percent of the
+    /// standard widths for the others (100 = standard; tests use less).
+    pub widen: i64,
+    /// Dropout probability where the architecture has dropout.
+    pub dropout: f64,
+}
+
+impl ArchConfig {
+    pub fn new(arch: ArchKind, in_channels: i64, num_classes: i64, height: i64, width: i64) -> Self {
+        let (depth, widen, dropout) = match arch {
+            ArchKind::Preresnet => (110, 100, 0.0),
+            ArchKind::Wrn => (28, 10, 0.0),
+            ArchKind::SeedConvnet | ArchKind::Vgg16 | ArchKind::Vgg16Bn => (0, 100, 0.5),
+            ArchKind::Convfc => (0, 100, 0.0),
+        };
+        ArchConfig { arch, in_channels, num_classes, height, width, depth, widen, dropout }
+    }
+
+    /// Scales a standard channel count by `widen` percent (not for `wrn`,
+    /// whose `widen` is the WRN width factor).
+    pub(crate) fn ch(&self, c: i64) -> i64 {
+        ((c * self.widen + 50) / 100).max(1)
+    }
+}
+
+/// How a parameter is initialised (PyTorch's defaults or the reference
+/// implementation's explicit schemes).
+#[derive(Clone, Copy, Debug)]
+pub enum Init {
+    Uniform(f64),
+    Normal(f64),
+    Zeros,
+    Ones,
+}
+
+#[derive(Clone, Debug)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub init: Init,
+    pub role: Role,
+    pub kind: Kind,
+}
+
+/// An architecture instance: config, spec, and the forward.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub cfg: ArchConfig,
+    pub spec: Vec<ParamSpec>,
+    pub has_bn: bool,
+}
+
+impl Model {
+    pub fn new(cfg: ArchConfig) -> Result<Model> {
+        validate(&cfg)?;
+        let mut b = layers::SpecBuilder::default();
+        match cfg.arch {
+            ArchKind::SeedConvnet => seed_convnet::spec(&cfg, &mut b),
+            ArchKind::Convfc => convfc::spec(&cfg, &mut b),
+            ArchKind::Vgg16 | ArchKind::Vgg16Bn => vgg::spec(&cfg, &mut b),
+            ArchKind::Preresnet => preresnet::spec(&cfg, &mut b),
+            ArchKind::Wrn => wrn::spec(&cfg, &mut b),
+        }
+        let has_bn = b.specs.iter().any(|s| s.name.ends_with("running_mean"));
+        Ok(Model { cfg, spec: b.specs, has_bn })
+    }
+
+    /// Logits `[batch, classes]` in fp32 for inputs `[batch, C, H, W]`.
+    pub fn forward(&self, params: &Params, x: &Tensor, mode: BnMode, precision: Precision) -> Tensor {
+        let f = Fwd { p: params, mode, precision };
+        let logits = match self.cfg.arch {
+            ArchKind::SeedConvnet => seed_convnet::forward(&self.cfg, &f, x),
+            ArchKind::Convfc => convfc::forward(&self.cfg, &f, x),
+            ArchKind::Vgg16 | ArchKind::Vgg16Bn => vgg::forward(&self.cfg, &f, x),
+            ArchKind::Preresnet => preresnet::forward(&self.cfg, &f, x),
+            ArchKind::Wrn => wrn::forward(&self.cfg, &f, x),
+        };
+        logits.to_kind(Kind::Float)
+    }
+
+    /// Fresh parameters from the current global RNG state (seed it first
+    /// with `tch::manual_seed`).
+    pub fn init(&self, device: Device) -> Params {
+        let entries = self
+            .spec
+            .iter()
+            .map(|s| {
+                let opts = (s.kind, device);
+                let t = match s.init {
+                    Init::Zeros => Tensor::zeros(s.shape.as_slice(), opts),
+                    Init::Ones => Tensor::ones(s.shape.as_slice(), opts),
+                    Init::Uniform(b) => Tensor::empty(s.shape.as_slice(), opts).uniform_(-b, b),
+                    Init::Normal(std) => Tensor::empty(s.shape.as_slice(), opts).normal_(0.0, std),
+                };
+                (s.name.clone(), t)
+            })
+            .collect();
+        Params::new(entries)
+    }
+
+    /// The buffers alone (BatchNorm statistics at their initial values).
+    pub fn init_buffers(&self, device: Device) -> Params {
+        Params::new(
+            self.spec
+                .iter()
+                .filter(|s| s.role == Role::Buffer)
+                .map(|s| {
+                    let opts = (s.kind, device);
+                    let t = match s.init {
+                        Init::Ones => Tensor::ones(s.shape.as_slice(), opts),
+                        _ => Tensor::zeros(s.shape.as_slice(), opts),
+                    };
+                    (s.name.clone(), t)
+                })
+                .collect(),
+        )
+    }
+
+    /// Is `name` a trainable weight (as opposed to a buffer)?
+    pub fn is_weight(&self, name: &str) -> bool {
+        self.spec.iter().any(|s| s.name == name && s.role == Role::Weight)
+    }
+
+    pub fn weight_names(&self) -> impl Iterator<Item = &str> {
+        self.spec.iter().filter(|s| s.role == Role::Weight).map(|s| s.name.as_str())
+    }
+
+    pub fn num_weights(&self) -> i64 {
+        self.spec.iter().filter(|s| s.role == Role::Weight).map(|s| s.shape.iter().product::<i64>()).sum()
+    }
+
+    /// Checks that `params` has every key of the spec with the right shape,
+    /// and no extra key. `origin` names the file in the error.
+    pub fn check(&self, params: &Params, origin: &str) -> Result<()> {
+        for s in &self.spec {
+            match params.try_get(&s.name) {
+                None => bail!(
+                    "{origin}: missing key '{}' required by --arch {} (expected shape {:?}); is this checkpoint for another architecture?",
+                    s.name,
+                    self.cfg.arch.name(),
+                    s.shape
+                ),
+                Some(t) if t.size() != s.shape => bail!(
+                    "{origin}: key '{}' has shape {:?}, but --arch {} with {} input channels and {} classes expects {:?}",
+                    s.name,
+                    t.size(),
+                    self.cfg.arch.name(),
+                    self.cfg.in_channels,
+                    self.cfg.num_classes,
+                    s.shape
+                ),
+                _ => {}
+            }
+        }
+        for n in params.names() {
+            if !self.spec.iter().any(|s| s.name == n) {
+                bail!("{origin}: unexpected key '{n}', which --arch {} does not have", self.cfg.arch.name());
+            }
+        }
+        Ok(())
+    }
+
+    /// Converts loaded tensors to the spec's dtypes, the device and the
+    /// memory format used for compute.
+    pub fn prepare(&self, params: &Params, device: Device, channels_last_weights: bool) -> Params {
+        params.map(|n, t| {
+            let kind = self.spec.iter().find(|s| s.name == n).map(|s| s.kind).unwrap_or(Kind::Float);
+            let t = t.to_device(device).to_kind(kind);
+            if channels_last_weights && t.dim() == 4 {
+                channels_last(&t)
+            } else {
+                t.contiguous()
+            }
+        })
+    }
+}
+
+fn validate(cfg: &ArchConfig) -> Result<()> {
+    if cfg.in_channels < 1 || cfg.num_classes < 2 {
+        bail!("invalid architecture config: {} input channels, {} classes", cfg.in_channels, cfg.num_classes);
+    }
+    match cfg.arch {
+        ArchKind::Vgg16 | ArchKind::Vgg16Bn if cfg.height < 32 || cfg.width < 32 => {
+            bail!("{} halves the image five times and needs inputs of at least 32x32 (got {}x{}); use seed-convnet or convfc for 28x28 data", cfg.arch.name(), cfg.height, cfg.width)
+        }
+        ArchKind::Preresnet if cfg.depth < 8 || (cfg.depth < 44 && (cfg.depth - 2) % 6 != 0) || (cfg.depth >= 44 && (cfg.depth - 2) % 9 != 0) => {
+            bail!("preresnet --depth must be 6n+2 below 44 (e.g. 20, 32) or 9n+2 from 44 (e.g. 110, 164); got {}", cfg.depth)
+        }
+        ArchKind::Wrn if cfg.depth < 10 || (cfg.depth - 4) % 6 != 0 => {
+            bail!("wrn --depth must be 6n+4 (e.g. 16, 28); got {}", cfg.depth)
+        }
+        ArchKind::Wrn if cfg.widen < 1 => bail!("wrn --widen must be at least 1"),
+        _ if cfg.widen < 1 => bail!("--widen must be at least 1 (percent of the standard widths)"),
+        _ if !(0.0..1.0).contains(&cfg.dropout) => bail!("--dropout must be in [0, 1), got {}", cfg.dropout),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(arch: ArchKind, c: i64, hw: i64) -> Model {
+        let mut cfg = ArchConfig::new(arch, c, 10, hw, hw);
+        match arch {
+            ArchKind::Preresnet => {
+                cfg.depth = 8;
+                cfg.widen = 50;
+            }
+            ArchKind::Wrn => {
+                cfg.depth = 10;
+                cfg.widen = 1;
+            }
+            _ => cfg.widen = 25,
+        }
+        Model::new(cfg).unwrap()
+    }
+
+    #[test]
+    fn every_architecture_gives_logits_of_the_right_shape() {
+        tch::manual_seed(0);
+        let cases = [
+            (ArchKind::SeedConvnet, 1, 28),
+            (ArchKind::SeedConvnet, 3, 32),
+            (ArchKind::Convfc, 1, 28),
+            (ArchKind::Convfc, 3, 32),
+            (ArchKind::Vgg16, 3, 32),
+            (ArchKind::Vgg16Bn, 3, 32),
+            (ArchKind::Preresnet, 3, 32),
+            (ArchKind::Preresnet, 1, 28),
+            (ArchKind::Wrn, 3, 32),
+        ];
+        for (arch, c, hw) in cases {
+            let m = tiny(arch, c, hw);
+            let p = m.init(Device::Cpu);
+            m.check(&p, "init").unwrap();
+            let x = Tensor::randn([3, c, hw, hw], (Kind::Float, Device::Cpu));
+            for mode in [BnMode::Eval, BnMode::Train(None), BnMode::Train(Some(0.1))] {
+                let y = m.forward(&p, &x, mode, Precision::Fp32);
+                assert_eq!(y.size(), vec![3, 10], "{arch:?} {mode:?}");
+                assert!(y.isfinite().all().int64_value(&[]) == 1, "{arch:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn full_size_architectures_have_the_published_parameter_counts() {
+        // seed ConvNet on CIFAR-10: 448 + 4640 + 18496 + 262400 + 2570
+        let seed = Model::new(ArchConfig::new(ArchKind::SeedConvnet, 3, 10, 32, 32)).unwrap();
+        assert_eq!(seed.num_weights(), 288_554);
+        // PreResNet-110 on CIFAR-10 (bottleneck, 9n+2 with n = 12) and VGG16: sizes from the PyTorch modules
+        let convfc = Model::new(ArchConfig::new(ArchKind::Convfc, 3, 10, 32, 32)).unwrap();
+        // 3*32*25+32 + 32*64*25+64 + 64*128*25+128 + 1152*1000+1000 + 1000*1000+1000 + 1000*10+10
+        assert_eq!(convfc.num_weights(), 2432 + 51264 + 204928 + 1153000 + 1001000 + 10010);
+        let wrn = Model::new(ArchConfig::new(ArchKind::Wrn, 3, 10, 32, 32)).unwrap();
+        assert_eq!(wrn.num_weights(), 36_489_290, "WRN-28-10 with biased convolutions");
+    }
+
+    #[test]
+    fn pytorch_names_match_the_seed_state_dict() {
+        let m = Model::new(ArchConfig::new(ArchKind::SeedConvnet, 3, 10, 32, 32)).unwrap();
+        let names: Vec<&str> = m.spec.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "features.0.weight", "features.0.bias", "features.3.weight", "features.3.bias", "features.6.weight",
+                "features.6.bias", "classifier.2.weight", "classifier.2.bias", "classifier.5.weight", "classifier.5.bias"
+            ]
+        );
+        let bn = Model::new(ArchConfig::new(ArchKind::Vgg16Bn, 3, 10, 32, 32)).unwrap();
+        assert!(bn.spec.iter().any(|s| s.name == "layer_blocks.0.1.running_var"));
+        assert!(bn.spec.iter().any(|s| s.name == "layer_blocks.0.1.num_batches_tracked" && s.kind == Kind::Int64));
+    }
+
+    #[test]
+    fn channels_last_gives_the_same_logits_as_the_plain_layout() {
+        tch::manual_seed(1);
+        for (arch, c, hw) in [(ArchKind::SeedConvnet, 3, 32), (ArchKind::Convfc, 1, 28), (ArchKind::Vgg16Bn, 3, 32)] {
+            let m = tiny(arch, c, hw);
+            let p = m.init(Device::Cpu);
+            let x = Tensor::rand([8, c, hw, hw], (Kind::Float, Device::Cpu));
+            let plain = m.forward(&p, &x, BnMode::Eval, Precision::Fp32);
+            let pc = m.prepare(&p, Device::Cpu, true);
+            let xc = channels_last(&x);
+            assert!(is_channels_last(&xc));
+            let cl = m.forward(&pc, &xc, BnMode::Eval, Precision::Fp32);
+            let diff = (&plain - &cl).abs().max().double_value(&[]);
+            assert!(diff <= 1e-4, "{arch:?}: max abs diff {diff}");
+        }
+    }
+
+    #[test]
+    fn bf16_logits_are_close_to_fp32() {
+        // Tolerance: 5% of the logits' spread. bf16 keeps 8 mantissa bits
+        // (relative error ~0.4% per op), accumulated over a few layers.
+        tch::manual_seed(2);
+        let m = tiny(ArchKind::SeedConvnet, 3, 32);
+        let p = m.init(Device::Cpu);
+        let x = Tensor::rand([16, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let a = m.forward(&p, &x, BnMode::Eval, Precision::Fp32);
+        let b = m.forward(&p, &x, BnMode::Eval, Precision::Bf16);
+        assert_eq!(b.kind(), Kind::Float, "logits are returned in fp32");
+        let spread = a.std(true).double_value(&[]);
+        let diff = (&a - &b).abs().max().double_value(&[]);
+        assert!(diff <= 0.05 * spread.max(1e-3), "diff {diff}, spread {spread}");
+    }
+
+    #[test]
+    fn check_rejects_missing_and_misshaped_keys() {
+        let m = tiny(ArchKind::SeedConvnet, 3, 32);
+        let p = m.init(Device::Cpu);
+        let missing = Params::new(p.iter().skip(1).map(|(n, t)| (n.to_string(), t.shallow_clone())).collect());
+        let e = m.check(&missing, "x.safetensors").unwrap_err().to_string();
+        assert!(e.contains("x.safetensors") && e.contains("features.0.weight"), "{e}");
+        let wrong = p.map(|n, t| if n == "classifier.5.bias" { Tensor::zeros([7], (Kind::Float, Device::Cpu)) } else { t.shallow_clone() });
+        let e = m.check(&wrong, "y.pt").unwrap_err().to_string();
+        assert!(e.contains("y.pt") && e.contains("classifier.5.bias") && e.contains("[7]"), "{e}");
+    }
+
+    #[test]
+    fn invalid_configs_are_refused_with_guidance() {
+        let e = Model::new(ArchConfig::new(ArchKind::Vgg16, 1, 10, 28, 28)).unwrap_err().to_string();
+        assert!(e.contains("32x32"), "{e}");
+        let mut c = ArchConfig::new(ArchKind::Preresnet, 3, 10, 32, 32);
+        c.depth = 21;
+        assert!(Model::new(c).unwrap_err().to_string().contains("6n+2"));
+    }
+}

@@ -1,0 +1,65 @@
+//! VGG16 with and without BatchNorm, as in the reference implementation
+//! (`models/vgg.py`): five blocks of 3×3 convolutions (64, 64 | 128, 128 |
+//! 256×3 | 512×3 | 512×3), each block closed by 2×2 max-pooling, then
+//! Dropout-Linear(512,512)-ReLU-Dropout-Linear(512,512)-ReLU-Linear(512,classes).
+//! Keys: `layer_blocks.<block>.<i>` (conv at even i and BN at odd i with BN,
+//! conv at every i without), `classifier.1`, `classifier.4`, `classifier.6`.
+//! A final spatial map larger than 1×1 (inputs above 32×32) is average-pooled.
+
+use tch::Tensor;
+
+use super::layers::{Fwd, SpecBuilder};
+use super::{ArchConfig, ArchKind};
+
+const BLOCKS: [&[i64]; 5] = [&[64, 64], &[128, 128], &[256, 256, 256], &[512, 512, 512], &[512, 512, 512]];
+
+fn layer_names(bn: bool, block: usize, j: usize) -> (String, Option<String>) {
+    if bn {
+        (format!("layer_blocks.{block}.{}", 2 * j), Some(format!("layer_blocks.{block}.{}", 2 * j + 1)))
+    } else {
+        (format!("layer_blocks.{block}.{j}"), None)
+    }
+}
+
+pub(crate) fn spec(c: &ArchConfig, b: &mut SpecBuilder) {
+    let bn = c.arch == ArchKind::Vgg16Bn;
+    let mut cin = c.in_channels;
+    for (bi, sizes) in BLOCKS.iter().enumerate() {
+        for (j, &ch) in sizes.iter().enumerate() {
+            let ch = c.ch(ch);
+            let (conv, norm) = layer_names(bn, bi, j);
+            b.conv(&conv, cin, ch, 3, true, true);
+            if let Some(norm) = norm {
+                b.bn(&norm, ch);
+            }
+            cin = ch;
+        }
+    }
+    let h = c.ch(512);
+    b.linear("classifier.1", cin, h);
+    b.linear("classifier.4", h, h);
+    b.linear("classifier.6", h, c.num_classes);
+}
+
+pub(crate) fn forward(c: &ArchConfig, f: &Fwd, x: &Tensor) -> Tensor {
+    let bn = c.arch == ArchKind::Vgg16Bn;
+    let mut x = x.shallow_clone();
+    for (bi, sizes) in BLOCKS.iter().enumerate() {
+        for j in 0..sizes.len() {
+            let (conv, norm) = layer_names(bn, bi, j);
+            x = f.conv(&x, &conv, 1, 1);
+            if let Some(norm) = norm {
+                x = f.bn(&x, &norm);
+            }
+            x = x.relu();
+        }
+        x = x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+    }
+    if x.size()[2] > 1 || x.size()[3] > 1 {
+        x = x.adaptive_avg_pool2d([1, 1]);
+    }
+    let x = f.dropout(&x.flatten(1, -1), c.dropout);
+    let x = f.dropout(&f.linear(&x, "classifier.1").relu(), c.dropout);
+    let x = f.linear(&x, "classifier.4").relu();
+    f.linear(&x, "classifier.6")
+}

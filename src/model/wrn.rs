@@ -1,0 +1,53 @@
+//! Wide ResNet (Zagoruyko & Komodakis), as in the reference implementation
+//! (`models/wide_resnet.py`): depth 6n+4, widen factor k, stages of 16k, 32k
+//! and 64k planes; pre-activation blocks bn1-ReLU-conv1-dropout-bn2-ReLU-conv2
+//! (3×3 with bias), a 1×1 `shortcut.0` convolution where shapes change; final
+//! `bn1`, ReLU, global average pooling, `linear`.
+
+use tch::Tensor;
+
+use super::layers::{Fwd, SpecBuilder};
+use super::ArchConfig;
+
+fn blocks(c: &ArchConfig) -> Vec<(String, i64, i64, i64, bool)> {
+    let n = (c.depth - 4) / 6;
+    let k = c.widen;
+    let mut cin = 16;
+    let mut out = Vec::new();
+    for (stage, (planes, stride)) in [(16 * k, 1), (32 * k, 2), (64 * k, 2)].into_iter().enumerate() {
+        for i in 0..n {
+            let s = if i == 0 { stride } else { 1 };
+            out.push((format!("layer{}.{i}", stage + 1), cin, planes, s, s != 1 || cin != planes));
+            cin = planes;
+        }
+    }
+    out
+}
+
+pub(crate) fn spec(c: &ArchConfig, b: &mut SpecBuilder) {
+    b.conv("conv1", c.in_channels, 16, 3, true, false);
+    for (p, cin, planes, _, short) in blocks(c) {
+        b.bn(&format!("{p}.bn1"), cin);
+        b.conv(&format!("{p}.conv1"), cin, planes, 3, true, false);
+        b.bn(&format!("{p}.bn2"), planes);
+        b.conv(&format!("{p}.conv2"), planes, planes, 3, true, false);
+        if short {
+            b.conv(&format!("{p}.shortcut.0"), cin, planes, 1, true, false);
+        }
+    }
+    b.bn("bn1", 64 * c.widen);
+    b.linear("linear", 64 * c.widen, c.num_classes);
+}
+
+pub(crate) fn forward(c: &ArchConfig, f: &Fwd, x: &Tensor) -> Tensor {
+    let mut x = f.conv(x, "conv1", 1, 1);
+    for (p, _, _, stride, short) in blocks(c) {
+        let o = f.conv(&f.bn(&x, &format!("{p}.bn1")).relu(), &format!("{p}.conv1"), 1, 1);
+        let o = f.dropout(&o, c.dropout);
+        let o = f.conv(&f.bn(&o, &format!("{p}.bn2")).relu(), &format!("{p}.conv2"), stride, 1);
+        let residual = if short { f.conv(&x, &format!("{p}.shortcut.0"), stride, 0) } else { x };
+        x = o + residual;
+    }
+    let x = f.bn(&x, "bn1").relu().adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+    f.linear(&x, "linear")
+}

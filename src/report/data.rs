@@ -1,0 +1,371 @@
+//! Loading the experiment files the report reads (formats in `docs/FORMATS.md`), tolerating
+//! missing files (each becomes a note naming the command that makes it) and nulls in the data.
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Named numbers that may be null (`{"acc": 90.1, "nll": null}`).
+pub(crate) type Metrics = BTreeMap<String, Option<f64>>;
+
+pub(crate) fn get(m: &Metrics, key: &str) -> Option<f64> {
+    m.get(key).copied().flatten().filter(|v| v.is_finite())
+}
+
+/// One of `curve` / `line` in eval/along.json.
+#[derive(Debug, Deserialize)]
+pub(crate) struct PathEval {
+    pub rows: Vec<Metrics>,
+    #[serde(default)]
+    pub summary: BTreeMap<String, Metrics>,
+    #[serde(default)]
+    pub length: Option<f64>,
+    #[serde(default)]
+    pub barrier: Metrics,
+    #[serde(default)]
+    pub barrier_t: Metrics,
+}
+
+impl PathEval {
+    /// `(t, value)` for every row where both are numbers.
+    pub fn series(&self, key: &str) -> Vec<(f64, f64)> {
+        self.rows
+            .iter()
+            .filter_map(|r| Some((get(r, "t")?, get(r, key)?)))
+            .collect()
+    }
+
+    /// `(t*, chord(t*), chord(t*) + barrier)` for `key`, the chord joining the first and last values.
+    pub fn barrier(&self, key: &str) -> Option<(f64, f64, f64, f64)> {
+        let (b, t) = (get(&self.barrier, key)?, get(&self.barrier_t, key)?);
+        let s = self.series(key);
+        let (v0, v1) = (s.first()?.1, s.last()?.1);
+        let chord = (1.0 - t) * v0 + t * v1;
+        Some((t, chord, chord + b, b))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Along {
+    #[serde(default)]
+    pub meta: Value,
+    pub curve: PathEval,
+    #[serde(default)]
+    pub line: Option<PathEval>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Bin {
+    pub lo: f64,
+    pub hi: f64,
+    #[serde(default)]
+    pub count: f64,
+    pub conf: Option<f64>,
+    pub acc: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Ensemble {
+    #[serde(default)]
+    pub meta: Value,
+    #[serde(default)]
+    pub start: Metrics,
+    #[serde(default)]
+    pub end: Metrics,
+    #[serde(default)]
+    pub endpoints: Metrics,
+    #[serde(default)]
+    pub curve: Metrics,
+    #[serde(default)]
+    pub by_size: Vec<Metrics>,
+    #[serde(default)]
+    pub reliability: BTreeMap<String, Vec<Bin>>,
+}
+
+pub(crate) type Grid = Vec<Vec<Option<f64>>>;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Plane {
+    #[serde(default)]
+    pub meta: Value,
+    #[serde(default)]
+    pub x_label: Option<String>,
+    #[serde(default)]
+    pub y_label: Option<String>,
+    pub xs: Vec<f64>,
+    pub ys: Vec<f64>,
+    #[serde(default)]
+    pub train_loss: Option<Grid>,
+    #[serde(default)]
+    pub test_err: Option<Grid>,
+    #[serde(default)]
+    pub endpoints: Vec<[f64; 2]>,
+    #[serde(default)]
+    pub bends: Vec<[f64; 2]>,
+    #[serde(default)]
+    pub curve: Vec<[f64; 2]>,
+    #[serde(default)]
+    pub line: Vec<[f64; 2]>,
+}
+
+impl Plane {
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.xs.len() >= 2 && self.ys.len() >= 2,
+            "grid needs at least 2x2 points"
+        );
+        for (name, g) in [
+            ("train_loss", &self.train_loss),
+            ("test_err", &self.test_err),
+        ] {
+            if let Some(g) = g {
+                anyhow::ensure!(
+                    g.len() == self.ys.len() && g.iter().all(|r| r.len() == self.xs.len()),
+                    "{name} is not {} rows of {} values",
+                    self.ys.len(),
+                    self.xs.len()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The per-epoch log of one model (`start_model/log.jsonl`, ...).
+#[derive(Debug)]
+pub(crate) struct RunLog {
+    /// Directory name: `start_model`, `end_model`, `model_<i>`, `curve_model`.
+    pub dir: String,
+    /// Short label for legends and tables: `start`, `end`, `model 2`, `curve`.
+    pub label: String,
+    pub rows: Vec<BTreeMap<String, Value>>,
+}
+
+impl RunLog {
+    /// `(epoch, value)` pairs; the epoch defaults to the 1-based line number.
+    pub fn series(&self, key: &str) -> Vec<(f64, f64)> {
+        self.rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let e = r
+                    .get("epoch")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(i as f64 + 1.0);
+                let v = r
+                    .get(key)
+                    .and_then(Value::as_f64)
+                    .filter(|v| v.is_finite())?;
+                Some((e, v))
+            })
+            .collect()
+    }
+
+    pub fn last(&self, key: &str) -> Option<f64> {
+        self.rows
+            .iter()
+            .rev()
+            .find_map(|r| r.get(key).and_then(Value::as_f64))
+    }
+
+    pub fn is_curve(&self) -> bool {
+        self.dir == "curve_model"
+    }
+}
+
+/// Everything found in an experiment directory.
+#[derive(Debug, Default)]
+pub(crate) struct Inputs {
+    pub config: Option<Value>,
+    pub logs: Vec<RunLog>,
+    pub along: Option<Along>,
+    pub ensemble: Option<Ensemble>,
+    pub plane: Option<Plane>,
+    /// One line per missing or unreadable input, naming the command that makes it.
+    pub notes: Vec<String>,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn read_log(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, Value>>> {
+    let text = std::fs::read_to_string(path)?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| anyhow::anyhow!("line {}: {e}", i + 1)))
+        .collect()
+}
+
+impl Inputs {
+    pub fn load(exp: &Path) -> Inputs {
+        let mut inp = Inputs::default();
+        let dir = exp.display();
+        // Loads `rel` if it exists; a missing or broken file becomes a note naming `cmd`.
+        fn load<T>(
+            exp: &Path,
+            rel: &str,
+            cmd: &str,
+            what: &str,
+            notes: &mut Vec<String>,
+            read: impl Fn(&Path) -> anyhow::Result<T>,
+        ) -> Option<T> {
+            let path = exp.join(rel);
+            if !path.exists() {
+                notes.push(format!("{rel} not found: run `{cmd}` to make {what}"));
+                return None;
+            }
+            match read(&path) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    notes.push(format!(
+                        "{rel} could not be read ({e:#}): rerun `{cmd}` to make {what}"
+                    ));
+                    None
+                }
+            }
+        }
+        let n = &mut inp.notes;
+        if exp.join("config.json").exists() {
+            inp.config = load(
+                exp,
+                "config.json",
+                "modeconn train-endpoints",
+                "the configuration",
+                n,
+                read_json,
+            );
+        }
+        let mut model_dirs: Vec<(usize, String)> = std::fs::read_dir(exp)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let idx = name.strip_prefix("model_")?.parse::<usize>().ok()?;
+                Some((idx, name))
+            })
+            .collect();
+        model_dirs.sort();
+        let endpoint_dirs: Vec<(String, String)> = if model_dirs.is_empty() {
+            vec![
+                ("start_model".into(), "start".into()),
+                ("end_model".into(), "end".into()),
+            ]
+        } else {
+            model_dirs
+                .into_iter()
+                .map(|(i, d)| (d, format!("model {i}")))
+                .collect()
+        };
+        for (d, label) in &endpoint_dirs {
+            let rel = format!("{d}/log.jsonl");
+            let what = "the endpoint training curves";
+            if let Some(rows) = load(exp, &rel, "modeconn train-endpoints", what, n, read_log) {
+                inp.logs.push(RunLog {
+                    dir: d.clone(),
+                    label: label.clone(),
+                    rows,
+                });
+            }
+        }
+        if let Some(rows) = load(
+            exp,
+            "curve_model/log.jsonl",
+            "modeconn fit-curve",
+            "the curve training curves",
+            n,
+            read_log,
+        ) {
+            inp.logs.push(RunLog {
+                dir: "curve_model".into(),
+                label: "curve".into(),
+                rows,
+            });
+        }
+        inp.logs.retain(|l| !l.rows.is_empty());
+        let cmd = format!("modeconn eval --exp {dir}");
+        inp.along = load(
+            exp,
+            "eval/along.json",
+            &cmd,
+            "the along_curve figure and the curve-vs-line table",
+            n,
+            read_json,
+        );
+        let cmd = format!("modeconn eval --exp {dir} --ensemble 30");
+        inp.ensemble = load(
+            exp,
+            "eval/ensemble.json",
+            &cmd,
+            "the ensemble figure and table",
+            n,
+            read_json,
+        );
+        let cmd = format!("modeconn landscape --exp {dir}");
+        inp.plane = load(
+            exp,
+            "landscape/plane.json",
+            &cmd,
+            "the landscape figures",
+            n,
+            |p| {
+                let plane: Plane = read_json(p)?;
+                plane.check()?;
+                Ok(plane)
+            },
+        );
+        inp
+    }
+
+    pub fn nothing_to_draw(&self) -> bool {
+        self.logs.is_empty()
+            && self.along.is_none()
+            && self.ensemble.is_none()
+            && self.plane.is_none()
+    }
+
+    /// Looks up a string such as "dataset" in the metadata of the eval files, then anywhere in config.json.
+    pub fn describe(&self, key: &str) -> Option<String> {
+        let metas = [
+            self.along.as_ref().map(|a| &a.meta),
+            self.ensemble.as_ref().map(|e| &e.meta),
+            self.plane.as_ref().map(|p| &p.meta),
+        ];
+        metas
+            .into_iter()
+            .flatten()
+            .find_map(|m| m.get(key).and_then(Value::as_str).map(str::to_string))
+            .or_else(|| self.config.as_ref().and_then(|c| find_str(c, key)))
+    }
+
+    /// "dataset · arch", or whichever of the two is known.
+    pub fn title(&self) -> String {
+        let parts: Vec<String> = ["dataset", "arch"]
+            .iter()
+            .filter_map(|k| self.describe(k))
+            .collect();
+        if parts.is_empty() {
+            "modeconn experiment".into()
+        } else {
+            parts.join(" · ")
+        }
+    }
+}
+
+/// First string value under `key` anywhere in `v` (breadth first).
+fn find_str(v: &Value, key: &str) -> Option<String> {
+    let mut queue = std::collections::VecDeque::from([v]);
+    while let Some(v) = queue.pop_front() {
+        if let Value::Object(m) = v {
+            if let Some(s) = m.get(key).and_then(Value::as_str) {
+                return Some(s.to_string());
+            }
+            queue.extend(m.values());
+        }
+    }
+    None
+}

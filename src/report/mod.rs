@@ -1,0 +1,330 @@
+//! Figures and the HTML report of an experiment directory.
+//!
+//! [`plot_all`] reads whatever exists of `config.json`, `*/log.jsonl`, `eval/along.json`,
+//! `eval/ensemble.json` and `landscape/plane.json` (formats in `docs/FORMATS.md`), draws every
+//! figure whose inputs exist as `figures/<name>.png` and `figures/<name>.svg` (one drawing routine
+//! per figure, generic over the plotters backend), and writes a self-contained `report.html`.
+//! Text is rendered with the embedded DejaVu Sans, so no system fonts are needed.
+
+mod data;
+mod figures;
+mod html;
+mod landscape;
+mod levels;
+
+pub use levels::log_levels;
+
+use anyhow::{bail, Context, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// What [`plot_all`] wrote, and which inputs were missing (each note names the command that makes them).
+#[derive(Debug, Clone, Default)]
+pub struct PlotSummary {
+    pub written: Vec<PathBuf>,
+    pub missing: Vec<String>,
+}
+
+/// Reads what exists in `exp_dir` (config.json, */log.jsonl, eval/along.json, eval/ensemble.json,
+/// landscape/plane.json), writes `figures/<name>.png` and `figures/<name>.svg` for every figure whose
+/// inputs exist, and `report.html`. Returns the written paths and notes about missing inputs.
+/// Fails only if nothing at all can be drawn.
+pub fn plot_all(exp_dir: &Path) -> Result<PlotSummary> {
+    register_font()?;
+    let inputs = data::Inputs::load(exp_dir);
+    let mut missing = inputs.notes.clone();
+    let nothing = |missing: &[String]| {
+        anyhow::anyhow!(
+            "nothing to plot in {}:\n  {}",
+            exp_dir.display(),
+            missing.join("\n  ")
+        )
+    };
+    if inputs.nothing_to_draw() {
+        return Err(nothing(&missing));
+    }
+    let fig_dir = exp_dir.join("figures");
+    std::fs::create_dir_all(&fig_dir).with_context(|| format!("creating {}", fig_dir.display()))?;
+    let mut written = Vec::new();
+    let mut figures = Vec::new();
+    let title = inputs.title();
+
+    if let Some(plane) = &inputs.plane {
+        for metric in [landscape::Metric::TrainLoss, landscape::Metric::TestErr] {
+            match landscape::Landscape::new(plane, metric, &title) {
+                Some(fig) => {
+                    written.extend(render(&fig, &fig_dir, metric.figure_name())?);
+                    figures.push(metric.figure_name());
+                }
+                None => missing.push(format!(
+                    "landscape/plane.json has no {} values yet: run `modeconn landscape --exp {}` to finish the grid",
+                    metric.key(),
+                    exp_dir.display()
+                )),
+            }
+        }
+    }
+    if let Some(along) = &inputs.along {
+        written.extend(render(
+            &figures::AlongFigure {
+                along,
+                title: &title,
+            },
+            &fig_dir,
+            "along_curve",
+        )?);
+        figures.push("along_curve");
+    }
+    if let Some(ens) = &inputs.ensemble {
+        written.extend(render(
+            &figures::EnsembleFigure { ens, title: &title },
+            &fig_dir,
+            "ensemble",
+        )?);
+        figures.push("ensemble");
+    }
+    if !inputs.logs.is_empty() {
+        written.extend(render(
+            &figures::TrainingFigure {
+                logs: &inputs.logs,
+                title: &title,
+            },
+            &fig_dir,
+            "training",
+        )?);
+        figures.push("training");
+    }
+
+    if figures.is_empty() {
+        return Err(nothing(&missing));
+    }
+    let report = exp_dir.join("report.html");
+    atomic_write(
+        &report,
+        html::report(exp_dir, &inputs, &figures, &missing).as_bytes(),
+    )?;
+    written.push(report);
+    Ok(PlotSummary { written, missing })
+}
+
+/// A figure that draws itself onto any plotters backend.
+pub(crate) trait Figure {
+    fn size(&self) -> (u32, u32);
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static;
+}
+
+/// Draws `fig` to `<dir>/<name>.png` and `<dir>/<name>.svg` (atomically) and returns both paths.
+fn render(fig: &impl Figure, dir: &Path, name: &str) -> Result<[PathBuf; 2]> {
+    let (w, h) = fig.size();
+    let mut rgb = vec![0u8; w as usize * h as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        root.fill(&WHITE)?;
+        fig.draw(&root)
+            .with_context(|| format!("drawing {name}.png"))?;
+        root.present()?;
+    }
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        &rgb,
+        w,
+        h,
+        image::ExtendedColorType::Rgb8,
+    )
+    .with_context(|| format!("encoding {name}.png"))?;
+    let png_path = dir.join(format!("{name}.png"));
+    atomic_write(&png_path, &png)?;
+
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
+        root.fill(&WHITE)?;
+        fig.draw(&root)
+            .with_context(|| format!("drawing {name}.svg"))?;
+        root.present()?;
+    }
+    let svg_path = dir.join(format!("{name}.svg"));
+    atomic_write(&svg_path, svg.as_bytes())?;
+    Ok([png_path, svg_path])
+}
+
+/// Writes `<name>.tmp` next to `path`, then renames it over `path`.
+fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .context("atomic_write needs a file name")?
+        .to_string_lossy();
+    let tmp = path.with_file_name(format!("{name}.tmp"));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+static FONT_BYTES: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/DejaVuSans.ttf"
+));
+
+/// Registers the embedded DejaVu Sans as plotters' "sans-serif" family (once per process).
+fn register_font() -> Result<()> {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    static OK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    ONCE.call_once(|| {
+        let ok =
+            plotters::style::register_font("sans-serif", FontStyle::Normal, FONT_BYTES).is_ok();
+        OK.store(ok, std::sync::atomic::Ordering::SeqCst);
+    });
+    if !OK.load(std::sync::atomic::Ordering::SeqCst) {
+        bail!("the embedded font assets/DejaVuSans.ttf could not be loaded");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod testdata;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_figure(dir: &Path, name: &str) {
+        let png = std::fs::read(dir.join("figures").join(format!("{name}.png"))).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{name}.png signature"
+        );
+        assert!(png.len() > 10_000, "{name}.png is only {} bytes", png.len());
+        let svg = std::fs::read_to_string(dir.join("figures").join(format!("{name}.svg"))).unwrap();
+        assert!(
+            svg.contains("<svg") && svg.len() > 5_000,
+            "{name}.svg is only {} bytes",
+            svg.len()
+        );
+    }
+
+    /// Writes into `$REPORT_TEST_OUT/<sub>` when set (to look at the figures), else into a tempdir.
+    fn out_dir(sub: &str) -> (Option<tempfile::TempDir>, PathBuf) {
+        match std::env::var_os("REPORT_TEST_OUT") {
+            Some(p) => {
+                let d = PathBuf::from(p).join(sub);
+                let _ = std::fs::remove_dir_all(&d);
+                std::fs::create_dir_all(&d).unwrap();
+                (None, d)
+            }
+            None => {
+                let t = tempfile::tempdir().unwrap();
+                let d = t.path().to_path_buf();
+                (Some(t), d)
+            }
+        }
+    }
+
+    #[test]
+    fn full_experiment_draws_everything() {
+        let (_keep, dir) = out_dir("full");
+        testdata::write_all(&dir, 100.0);
+        let s = plot_all(&dir).unwrap();
+        assert!(s.missing.is_empty(), "{:?}", s.missing);
+        let names = [
+            "landscape_train_loss",
+            "landscape_test_error",
+            "along_curve",
+            "ensemble",
+            "training",
+        ];
+        for n in names {
+            check_figure(&dir, n);
+        }
+        assert_eq!(s.written.len(), 2 * names.len() + 1);
+        assert!(s.written.iter().all(|p| p.exists()));
+        let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+        for n in names {
+            assert!(
+                html.contains(&format!("figures/{n}.svg"))
+                    && html.contains(&format!("figures/{n}.png")),
+                "{n}"
+            );
+        }
+        // Key numbers: curve length, ensemble accuracy, a barrier, the final test accuracy, the caption.
+        for needle in [
+            "41.2",
+            "92.31",
+            "fashion-mnist",
+            "seed-convnet",
+            "plane through w1, bend 1 and w2",
+            "&lt;b&gt;",
+        ] {
+            assert!(html.contains(needle), "report lacks {needle}");
+        }
+        assert!(!html.contains("<b>x"), "unescaped JSON string");
+        assert!(!html.contains("http://") && !html.contains("https://"));
+        assert!(std::fs::read_dir(dir.join("figures")).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".tmp")));
+    }
+
+    #[test]
+    fn partial_inputs_draw_what_exists() {
+        let (_keep, dir) = out_dir("partial");
+        testdata::write_config(&dir);
+        testdata::write_logs(&dir, &["start_model", "end_model"]);
+        testdata::write_along(&dir, 100.0);
+        let s = plot_all(&dir).unwrap();
+        check_figure(&dir, "along_curve");
+        check_figure(&dir, "training");
+        assert!(!dir.join("figures/ensemble.png").exists());
+        assert!(!dir.join("figures/landscape_train_loss.png").exists());
+        let all = s.missing.join("\n");
+        for cmd in [
+            "modeconn eval --exp",
+            "--ensemble 30",
+            "modeconn landscape --exp",
+            "modeconn fit-curve",
+        ] {
+            assert!(all.contains(cmd), "missing notes lack {cmd}: {all}");
+        }
+        assert!(!all.contains("train-endpoints"));
+        let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+        assert!(html.contains("modeconn landscape --exp") && html.contains("modeconn fit-curve"));
+    }
+
+    #[test]
+    fn nothing_to_draw_is_an_error_naming_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        testdata::write_config(dir.path());
+        let err = format!("{:#}", plot_all(dir.path()).unwrap_err());
+        for needle in [
+            "eval/along.json",
+            "landscape/plane.json",
+            "modeconn train-endpoints",
+            "modeconn eval --exp",
+        ] {
+            assert!(err.contains(needle), "{err}");
+        }
+        assert!(!dir.path().join("report.html").exists());
+    }
+
+    #[test]
+    fn steep_landscape_and_partial_grid() {
+        let (_keep, dir) = out_dir("steep");
+        testdata::write_plane(&dir, 100.0, true);
+        let s = plot_all(&dir).unwrap();
+        check_figure(&dir, "landscape_train_loss");
+        check_figure(&dir, "landscape_test_error");
+        assert!(s
+            .missing
+            .iter()
+            .any(|m| m.contains("modeconn train-endpoints")));
+        let svg = std::fs::read_to_string(dir.join("figures/landscape_train_loss.svg")).unwrap();
+        assert!(
+            svg.contains("&gt; ") || svg.contains("> "),
+            "colour bar top label"
+        );
+    }
+}

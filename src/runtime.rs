@@ -1,0 +1,67 @@
+//! Where and how tensors are computed: device, threads, precision, layout.
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use crate::model::Precision;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA when available, else CPU.
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemoryFormat {
+    /// NHWC strides for activations and convolution weights (faster with oneDNN on CPU).
+    ChannelsLast,
+    /// Plain NCHW-contiguous tensors, as PyTorch uses by default.
+    Contiguous,
+}
+
+/// Resolved runtime settings, shared by training and evaluation.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub device: Device,
+    pub precision: Precision,
+    pub channels_last: bool,
+    /// Batch size for evaluation passes (no gradients, so it can be large).
+    pub eval_batch: i64,
+}
+
+impl Runtime {
+    pub fn new(device: DeviceChoice, threads: Option<usize>, precision: Precision, format: MemoryFormat, eval_batch: i64) -> Result<Runtime> {
+        let device = match device {
+            DeviceChoice::Cpu => Device::Cpu,
+            DeviceChoice::Auto => Device::cuda_if_available(),
+            DeviceChoice::Cuda => {
+                if !tch::Cuda::is_available() {
+                    bail!("--device cuda: no CUDA device is visible to libtorch. This build links the CPU-only libtorch unless it was built with `make gpu` (see the README's GPU section); check `nvidia-smi` too.");
+                }
+                Device::Cuda(0)
+            }
+        };
+        if let Some(t) = threads {
+            if t == 0 {
+                bail!("--threads must be at least 1");
+            }
+            tch::set_num_threads(t as i32);
+        }
+        if eval_batch < 1 {
+            bail!("--eval-batch-size must be at least 1");
+        }
+        // cuDNN prefers NHWC too on recent GPUs, but NCHW is the safe default there.
+        let channels_last = format == MemoryFormat::ChannelsLast && device == Device::Cpu;
+        Ok(Runtime { device, precision, channels_last, eval_batch })
+    }
+
+    /// CPU, fp32, plain layout: for tests.
+    pub fn cpu() -> Runtime {
+        Runtime { device: Device::Cpu, precision: Precision::Fp32, channels_last: false, eval_batch: 500 }
+    }
+}

@@ -1,0 +1,160 @@
+//! The one training loop, shared by endpoints and curves.
+//!
+//! What differs between them is only where each batch's parameters come
+//! from: an endpoint hands the forward its own leaves; a curve draws
+//! t ~ U(0,1) and hands it φ(t) = Σ c_k(t)·bend_k (plus the L2 term on φ(t)).
+//! Data order, augmentation, dropout and t are drawn from tch's RNG, which
+//! is re-seeded from (seed, epoch) at the start of every epoch, so a resumed
+//! run reproduces an uninterrupted one exactly on CPU.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::loader::{augment, Data};
+use crate::model::{BnMode, Model, Params};
+use crate::optim::Optimizer;
+use crate::progress::Progress;
+use crate::runtime::Runtime;
+
+/// One line of `log.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub test_loss: Option<f64>,
+    pub test_acc: Option<f64>,
+    /// For curves: the t at which the test metrics were taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_t: Option<f64>,
+    pub seconds: f64,
+}
+
+/// Parameters for one batch plus an extra loss term (the curve's L2).
+pub type BatchParams<'a> = dyn FnMut() -> (Params, Option<Tensor>) + 'a;
+
+pub struct Loop<'a> {
+    pub model: &'a Model,
+    pub data: &'a Data,
+    pub rt: &'a Runtime,
+    pub batch_size: i64,
+    pub augment: bool,
+    /// BatchNorm behaviour while training (batch statistics; endpoints also
+    /// track running statistics with momentum 0.1).
+    pub bn: BnMode,
+}
+
+/// Seed of the RNG for `epoch` of a run seeded `seed`.
+pub fn epoch_seed(seed: u64, epoch: usize) -> i64 {
+    (seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64 * 7919) & 0x7fff_ffff_ffff) as i64
+}
+
+impl Loop<'_> {
+    /// One epoch over the training split. Returns (mean loss, accuracy %).
+    pub fn epoch(
+        &self,
+        leaves: &[Tensor],
+        opt: &mut Optimizer,
+        lr: f64,
+        params_for_batch: &mut BatchParams,
+        prog: &mut Progress,
+    ) -> Result<(f64, f64)> {
+        let train = &self.data.train;
+        let n = train.len();
+        let dev = self.rt.device;
+        let perm = Tensor::randperm(n, (Kind::Int64, dev));
+        let mut loss_sum = Tensor::zeros([], (Kind::Double, dev));
+        let mut correct = Tensor::zeros([], (Kind::Double, dev));
+        let mut seen = 0i64;
+        let mut start = 0i64;
+        let mut batch_no = 0usize;
+        while start < n {
+            let len = self.batch_size.min(n - start);
+            if len < 2 && self.model.has_bn {
+                break; // BatchNorm cannot train on a single example
+            }
+            let idx = perm.narrow(0, start, len);
+            let mut imgs = train.images.index_select(0, &idx);
+            if self.augment {
+                imgs = augment(&imgs, 4);
+            }
+            let x = self.data.norm.apply(&imgs, self.rt.channels_last);
+            let y = train.labels.index_select(0, &idx);
+            let (p, extra) = params_for_batch();
+            let logits = self.model.forward(&p, &x, self.bn, self.rt.precision);
+            let ce = logits.cross_entropy_for_logits(&y);
+            let loss = match extra {
+                Some(e) => &ce + e,
+                None => ce,
+            };
+            opt.zero_grad(leaves);
+            loss.backward();
+            opt.step(leaves, lr);
+            {
+                let _g = tch::no_grad_guard();
+                loss_sum += loss.detach().to_kind(Kind::Double) * len as f64;
+                correct += logits.argmax(1, false).eq_tensor(&y).sum(Kind::Double);
+            }
+            seen += len;
+            start += len;
+            batch_no += 1;
+            prog.inc(1);
+            // A cheap periodic check, so a diverged run stops early.
+            if batch_no % 50 == 0 && !loss_sum.double_value(&[]).is_finite() {
+                break;
+            }
+        }
+        let loss = loss_sum.double_value(&[]) / seen.max(1) as f64;
+        let acc = 100.0 * correct.double_value(&[]) / seen.max(1) as f64;
+        Ok((loss, acc))
+    }
+
+    /// Number of batches per epoch (for progress totals).
+    pub fn batches_per_epoch(&self) -> u64 {
+        let n = self.data.train.len();
+        let full = n / self.batch_size;
+        let rest = n % self.batch_size;
+        (full + i64::from(rest >= 2 || (rest == 1 && !self.model.has_bn))) as u64
+    }
+}
+
+/// Errors out on a non-finite loss, naming the epoch and the fix.
+pub fn check_finite(loss: f64, epoch: usize, what: &str, lr: f64, kept: &std::path::Path) -> Result<()> {
+    if !loss.is_finite() {
+        bail!(
+            "{what}: the training loss became {loss} in epoch {epoch} (lr {lr:.4}). Try a lower --lr (e.g. {:.4}). The last good checkpoint is kept in {}.",
+            lr / 3.0,
+            kept.display()
+        );
+    }
+    Ok(())
+}
+
+/// Appends an epoch line to `log.jsonl`, dropping any lines at or beyond
+/// this epoch left by an interrupted run; written atomically.
+pub fn append_log(path: &std::path::Path, entry: &EpochLog) -> Result<()> {
+    let mut lines: Vec<String> = match std::fs::read_to_string(path) {
+        Ok(s) => s
+            .lines()
+            .filter(|l| serde_json::from_str::<EpochLog>(l).map(|e| e.epoch < entry.epoch).unwrap_or(false))
+            .map(str::to_string)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    lines.push(serde_json::to_string(entry)?);
+    crate::checkpoint::write_atomic(path, (lines.join("\n") + "\n").as_bytes())
+}
+
+pub struct Timer(Instant);
+impl Timer {
+    pub fn start() -> Timer {
+        Timer(Instant::now())
+    }
+    pub fn secs(&self) -> f64 {
+        self.0.elapsed().as_secs_f64()
+    }
+}
