@@ -91,7 +91,7 @@ pub struct RuntimeArgs {
     #[arg(long, value_enum, default_value = "channels-last")]
     pub memory_format: MemoryFormat,
     /// Batch size of evaluation passes.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 256)]
     pub eval_batch_size: i64,
 }
 
@@ -102,7 +102,7 @@ impl Default for RuntimeArgs {
             threads: None,
             precision: Precision::Fp32,
             memory_format: MemoryFormat::ChannelsLast,
-            eval_batch_size: 1000,
+            eval_batch_size: 256,
         }
     }
 }

@@ -43,6 +43,7 @@ impl Normalize {
 pub struct Split {
     pub images: Tensor,
     pub labels: Tensor,
+    padded: std::sync::OnceLock<(i64, Tensor)>,
 }
 
 impl Split {
@@ -51,6 +52,16 @@ impl Split {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    pub fn new(images: Tensor, labels: Tensor) -> Split {
+        Split { images, labels, padded: std::sync::OnceLock::new() }
+    }
+    /// The images zero-padded by `pad` pixels on each side, made once and
+    /// kept, so that augmentation is a single gather per batch.
+    pub fn padded(&self, pad: i64) -> &Tensor {
+        let (p, t) = self.padded.get_or_init(|| (pad, self.images.constant_pad_nd([0, 0, pad, pad, pad, pad])));
+        assert_eq!(*p, pad, "one padding per split");
+        t
     }
     /// Images `[start, start+len)` as a uint8 batch.
     pub fn slice(&self, start: i64, len: i64) -> (Tensor, Tensor) {
@@ -121,7 +132,7 @@ pub struct DataConfig {
 fn to_split(raw: &RawSplit, h: usize, w: usize, c: usize, device: Device) -> Split {
     let images = Tensor::from_slice(&raw.images).view([raw.n as i64, h as i64, w as i64, c as i64]).to_device(device);
     let labels: Vec<i64> = raw.labels.iter().map(|&l| l as i64).collect();
-    Split { images, labels: Tensor::from_slice(&labels).to_device(device) }
+    Split::new(images, Tensor::from_slice(&labels).to_device(device))
 }
 
 /// Per-channel mean and std of uint8 HWC images, in pixel/255 units.
@@ -188,14 +199,15 @@ pub fn load(cfg: &DataConfig, device: Device, norm_override: Option<(Vec<f64>, V
     })
 }
 
-/// Random crop (zero padding `pad` on each side) and horizontal flip for a
-/// whole uint8 batch `[B,H,W,C]`, as one gather: per image a random offset
+/// Random crop (zero padding `pad` on each side) and horizontal flip for the
+/// images `idx` of a dataset, as ONE gather from the padded uint8 dataset
+/// `[N, H+2p, W+2p, C]` (see [`Split::padded`]): per image a random offset
 /// (oy, ox) ∈ [0, 2·pad]² and a coin for the flip, drawn from tch's RNG.
-pub fn augment(images: &Tensor, pad: i64) -> Tensor {
-    let size = images.size();
-    let (b, h, w) = (size[0], size[1], size[2]);
-    let dev = images.device();
-    let padded = images.constant_pad_nd([0, 0, pad, pad, pad, pad]);
+pub fn augment(padded: &Tensor, idx: &Tensor, pad: i64) -> Tensor {
+    let size = padded.size();
+    let (h, w) = (size[1] - 2 * pad, size[2] - 2 * pad);
+    let b = idx.size()[0];
+    let dev = padded.device();
     let oy = Tensor::randint(2 * pad + 1, [b, 1], (Kind::Int64, dev));
     let ox = Tensor::randint(2 * pad + 1, [b, 1], (Kind::Int64, dev));
     let flip = Tensor::randint(2, [b, 1], (Kind::Int64, dev)).eq(1);
@@ -204,6 +216,53 @@ pub fn augment(images: &Tensor, pad: i64) -> Tensor {
     let rows = &oy + ry; // [B,H]
     // flipped: column j reads source column (W-1-j); then shifted by ox.
     let cols = &ox + rx.flip([1]).where_self(&flip, &rx); // [B,W]
-    let bi = Tensor::arange(b, (Kind::Int64, dev)).view([b, 1, 1]);
-    padded.index(&[Some(bi), Some(rows.unsqueeze(2)), Some(cols.unsqueeze(1))])
+    padded.index(&[Some(idx.view([b, 1, 1])), Some(rows.unsqueeze(2)), Some(cols.unsqueeze(1))])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn augmentation_is_a_shifted_and_possibly_flipped_crop() {
+        // 2 images 4x4x1 with distinct pixel values; every augmented image must be
+        // a 4x4 window of the zero-padded original, flipped or not.
+        let imgs = Tensor::arange(32, (Kind::Uint8, Device::Cpu)).view([2, 4, 4, 1]) + 1;
+        let split = Split::new(imgs.shallow_clone(), Tensor::from_slice(&[0i64, 1]));
+        tch::manual_seed(5);
+        for _ in 0..20 {
+            let idx = Tensor::from_slice(&[1i64, 0]);
+            let out = augment(split.padded(2), &idx, 2);
+            assert_eq!(out.size(), vec![2, 4, 4, 1]);
+            for (b, src) in [(0i64, 1i64), (1, 0)] {
+                let o = out.get(b).squeeze_dim(2);
+                let padded = split.padded(2).get(src).squeeze_dim(2);
+                let mut found = false;
+                for oy in 0..5 {
+                    for ox in 0..5 {
+                        let win = padded.narrow(0, oy, 4).narrow(1, ox, 4);
+                        if win.equal(&o) || win.flip([1]).equal(&o) {
+                            found = true;
+                        }
+                    }
+                }
+                assert!(found, "not a crop of image {src}");
+            }
+        }
+    }
+
+    #[test]
+    fn normalizer_maps_pixels_and_gives_channels_last_strides() {
+        let n = Normalizer::new(vec![0.5, 0.25], vec![0.5, 0.25], Device::Cpu);
+        let imgs = Tensor::from_slice(&[0u8, 255, 255, 0]).view([1, 1, 2, 2]); // N,H,W,C with C=2
+        let x = n.apply(&imgs, true);
+        assert_eq!(x.size(), vec![1, 2, 1, 2]);
+        // channel 0: (0/255-0.5)/0.5 = -1, (255/255-0.5)/0.5 = 1; channel 1: (1-0.25)/0.25 = 3, (0-0.25)/0.25 = -1
+        let v = Vec::<f32>::try_from(x.contiguous().flatten(0, -1)).unwrap();
+        let want = [-1.0f32, 1.0, 3.0, -1.0];
+        for (a, b) in v.iter().zip(want) {
+            assert!((a - b).abs() < 1e-5);
+        }
+        assert!(crate::model::is_channels_last(&x));
+    }
 }

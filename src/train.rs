@@ -78,10 +78,7 @@ impl Loop<'_> {
                 break; // BatchNorm cannot train on a single example
             }
             let idx = perm.narrow(0, start, len);
-            let mut imgs = train.images.index_select(0, &idx);
-            if self.augment {
-                imgs = augment(&imgs, 4);
-            }
+            let imgs = if self.augment { augment(train.padded(4), &idx, 4) } else { train.images.index_select(0, &idx) };
             let x = self.data.norm.apply(&imgs, self.rt.channels_last);
             let y = train.labels.index_select(0, &idx);
             let (p, extra) = params_for_batch();

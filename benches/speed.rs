@@ -1,0 +1,191 @@
+//! Throughput benchmarks, run side by side in one process (`make bench`, or
+//! `cargo bench --bench speed -- [--quick]`).
+//!
+//! Model: `seed-convnet` on CIFAR-10 (the JPEG copy in
+//! ../shared/datasets/cifar10-jpg, decoded once into the cache; set
+//! MODECONN_BENCH_DATA to use another image folder).
+//!
+//! 1. Data pipeline: one training epoch through modeconn's loader (uint8 in
+//!    memory, converted and augmented per batch) against the same model
+//!    stepping over preloaded fp32 NCHW tensors (the pipeline's lower bound).
+//! 2. Layout and precision: training and evaluation img/s for fp32/bf16 ×
+//!    NCHW/channels-last, against the fp32 NCHW baseline.
+//! 3. Curve step vs plain step: φ(t) costs a weighted sum of parameters.
+//! 4. Multi-model evaluation (sweep / landscape pattern): K models sharing
+//!    each converted batch vs K separate passes.
+//!
+//! Ratios are what matter (this machine is noisy); every comparison runs
+//! back to back in the same process.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use modeconn::curve::{Curve, CurveKind};
+use modeconn::eval::Evaluator;
+use modeconn::loader::{self, Data, DataConfig, Normalize};
+use modeconn::model::{channels_last, ArchConfig, ArchKind, BnMode, Model, Params, Precision};
+use modeconn::optim::{OptimConfig, OptimKind, Optimizer};
+use modeconn::progress::Progress;
+use modeconn::runtime::Runtime;
+use modeconn::train::Loop;
+use tch::{Device, Kind, Tensor};
+
+fn rt(precision: Precision, cl: bool) -> Runtime {
+    Runtime { device: Device::Cpu, precision, channels_last: cl, eval_batch: 500 }
+}
+
+fn leaves_of(model: &Model, p: &Params) -> (Params, Vec<Tensor>) {
+    let p = p.map(|n, t| if model.is_weight(n) { t.detach().copy().set_requires_grad(true) } else { t.copy() });
+    let leaves = model.weight_names().map(|n| p.get(n).shallow_clone()).collect();
+    (p, leaves)
+}
+
+fn sgd(leaves: &[Tensor]) -> Optimizer {
+    Optimizer::new(OptimConfig { kind: OptimKind::Sgd, lr: 0.01, momentum: 0.9, nesterov: false, wd: 5e-4 }, leaves)
+}
+
+/// modeconn's training loop: img/s over one pass of `data.train`.
+fn train_modeconn(model: &Model, p0: &Params, data: &Data, r: &Runtime, augment: bool, curve: bool) -> f64 {
+    let p0 = model.prepare(p0, Device::Cpu, r.channels_last);
+    let lp = Loop { model, data, rt: r, batch_size: 128, augment, bn: BnMode::Train(None) };
+    let mut prog = Progress::new("bench", lp.batches_per_epoch());
+    let start = Instant::now();
+    if curve {
+        let w = modeconn::curve::weights_only(model, &p0);
+        let mut c = Curve::linear_init(CurveKind::Bezier, 3, &w, &w.map(|_, t| t * 1.01)).unwrap();
+        let leaves = c.trainable();
+        let mut opt = sgd(&leaves);
+        let cc = &c;
+        let mut batch = || {
+            let t = Tensor::rand([1], (Kind::Double, Device::Cpu)).double_value(&[0]);
+            let w = cc.weights_at(t);
+            let reg = w.sq_norm(|_| true) * 2.5e-4;
+            (w, Some(reg))
+        };
+        lp.epoch(&leaves, &mut opt, 0.01, &mut batch, &mut prog).unwrap();
+    } else {
+        let (p, leaves) = leaves_of(model, &p0);
+        let mut opt = sgd(&leaves);
+        let mut batch = || (p.shallow_clone(), None);
+        lp.epoch(&leaves, &mut opt, 0.01, &mut batch, &mut prog).unwrap();
+    }
+    data.train.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The baseline: same model and optimiser stepping over preloaded fp32 NCHW
+/// tensors (no conversion, no augmentation, no shuffling), as PyTorch does
+/// over a TensorDataset.
+fn train_preloaded(model: &Model, p0: &Params, x: &Tensor, y: &Tensor) -> f64 {
+    let (p, leaves) = leaves_of(model, p0);
+    let mut opt = sgd(&leaves);
+    let n = x.size()[0];
+    let start = Instant::now();
+    let mut s = 0;
+    while s < n {
+        let b = 128.min(n - s);
+        let logits = model.forward(&p, &x.narrow(0, s, b), BnMode::Train(None), Precision::Fp32);
+        let loss = logits.cross_entropy_for_logits(&y.narrow(0, s, b));
+        opt.zero_grad(&leaves);
+        loss.backward();
+        opt.step(&leaves, 0.01);
+        s += b;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn eval_ips(model: &Model, ps: &[Params], data: &Data, r: &Runtime) -> f64 {
+    let ps: Vec<Params> = ps.iter().map(|p| model.prepare(p, Device::Cpu, r.channels_last)).collect();
+    let ev = Evaluator { model, data, rt: r };
+    let start = Instant::now();
+    let _ = ev.evaluate(&ps, &data.test, false);
+    (ps.len() as i64 * data.test.len()) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn eval_preloaded(model: &Model, p: &Params, x: &Tensor) -> f64 {
+    let _g = tch::no_grad_guard();
+    let n = x.size()[0];
+    let start = Instant::now();
+    let mut s = 0;
+    while s < n {
+        let b = 500.min(n - s);
+        let l = model.forward(p, &x.narrow(0, s, b), BnMode::Eval, Precision::Fp32);
+        let _ = l.log_softmax(1, Kind::Float).max_dim(1, false);
+        s += b;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    std::env::set_var("MODECONN_QUIET", "1");
+    let dir = std::env::var_os("MODECONN_BENCH_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/datasets/cifar10-jpg"));
+    let n_train = if quick { 5_120 } else { 25_600 };
+    let cfg = DataConfig { dataset: "image-folder".into(), data_dir: Some(dir), normalize: Normalize::None, train_subset: Some(n_train), test_subset: Some(if quick { 2_000 } else { 5_000 }) };
+    let data = match loader::load(&cfg, Device::Cpu, None) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("bench needs the CIFAR-10 JPEG copy: {e:#}");
+            return;
+        }
+    };
+    let model = Model::new(ArchConfig::new(ArchKind::SeedConvnet, 3, 10, 32, 32)).unwrap();
+    tch::manual_seed(0);
+    let p0 = model.init(Device::Cpu);
+    let x_train = data.norm.apply(&data.train.images, false);
+    let x_test = data.norm.apply(&data.test.images, false);
+    println!("seed-convnet, CIFAR-10 JPEG copy: {} train / {} test images, {} threads", data.train.len(), data.test.len(), tch::get_num_threads());
+    // warm-up (oneDNN primitive creation)
+    let _ = train_preloaded(&model, &p0, &x_train.narrow(0, 0, 1024), &data.train.labels.narrow(0, 0, 1024));
+
+    println!("\n1. data pipeline (fp32 NCHW, batch 128)");
+    let base = train_preloaded(&model, &p0, &x_train, &data.train.labels);
+    let pipe = train_modeconn(&model, &p0, &data, &rt(Precision::Fp32, false), true, false);
+    println!("   preloaded fp32 tensors         {base:>8.0} img/s");
+    println!("   modeconn loader (u8 + augment) {pipe:>8.0} img/s   ratio {:.3} (pipeline cost {:.1}%)", pipe / base, 100.0 * (1.0 - pipe / base));
+
+    println!("\n2. layout and precision: training (batch 128, augmentation on) and evaluation (batch 500)");
+    let eval_base = eval_preloaded(&model, &p0, &x_test);
+    for (name, prec, cl) in [
+        ("fp32 NCHW", Precision::Fp32, false),
+        ("fp32 channels-last", Precision::Fp32, true),
+        ("bf16 NCHW", Precision::Bf16, false),
+        ("bf16 channels-last", Precision::Bf16, true),
+    ] {
+        let r = rt(prec, cl);
+        let tr = train_modeconn(&model, &p0, &data, &r, true, false);
+        let cu = train_modeconn(&model, &p0, &data, &r, true, true);
+        let ev = eval_ips(&model, std::slice::from_ref(&p0), &data, &r);
+        println!(
+            "   {name:<20} train {tr:>7.0} img/s ({:.2}x)  curve {cu:>7.0} img/s ({:.2}x, curve/plain step cost {:.3})  eval {ev:>7.0} img/s ({:.2}x)",
+            tr / base,
+            cu / base,
+            tr / cu,
+            ev / eval_base
+        );
+    }
+
+    println!("\n3. multi-model evaluation (K models sharing each batch), fp32 channels-last");
+    let k = if quick { 4 } else { 12 };
+    let ps: Vec<Params> = (0..k).map(|i| p0.map(|_, t| t * (1.0 + 0.01 * i as f64))).collect();
+    let r = rt(Precision::Fp32, true);
+    let shared = eval_ips(&model, &ps, &data, &r);
+    let start = Instant::now();
+    for p in &ps {
+        let _ = eval_ips(&model, std::slice::from_ref(p), &data, &r);
+    }
+    let separate = (k as i64 * data.test.len()) as f64 / start.elapsed().as_secs_f64();
+    let bf = eval_ips(&model, &ps, &data, &rt(Precision::Bf16, true));
+    println!("   {k} models, shared batches   {shared:>8.0} img/s ({:.2}x the fp32 NCHW single-model baseline {eval_base:.0})", shared / eval_base);
+    println!("   {k} models, separate passes  {separate:>8.0} img/s");
+    println!("   {k} models, shared, bf16     {bf:>8.0} img/s ({:.2}x)", bf / eval_base);
+    let _ = channels_last(&x_test.narrow(0, 0, 1));
+    println!("\npeak RSS {:.0} MB", rss_mb());
+}

@@ -1,0 +1,1 @@
+pub use std::path::{Path, PathBuf};
