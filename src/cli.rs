@@ -93,6 +93,9 @@ pub struct RuntimeArgs {
     /// Batch size of evaluation passes.
     #[arg(long, default_value_t = 256)]
     pub eval_batch_size: i64,
+    /// Models evaluated at once (stacked into grouped convolutions) by sweeps, ensembles and the landscape.
+    #[arg(long, default_value_t = 8)]
+    pub stack_models: i64,
 }
 
 impl Default for RuntimeArgs {
@@ -103,6 +106,7 @@ impl Default for RuntimeArgs {
             precision: Precision::Fp32,
             memory_format: MemoryFormat::ChannelsLast,
             eval_batch_size: 256,
+            stack_models: 8,
         }
     }
 }

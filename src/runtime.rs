@@ -32,10 +32,13 @@ pub struct Runtime {
     pub channels_last: bool,
     /// Batch size for evaluation passes (no gradients, so it can be large).
     pub eval_batch: i64,
+    /// How many models one evaluation pass runs at once, stacked into grouped
+    /// convolutions and batched matmuls (1: one model at a time).
+    pub stack: i64,
 }
 
 impl Runtime {
-    pub fn new(device: DeviceChoice, threads: Option<usize>, precision: Precision, format: MemoryFormat, eval_batch: i64) -> Result<Runtime> {
+    pub fn new(device: DeviceChoice, threads: Option<usize>, precision: Precision, format: MemoryFormat, eval_batch: i64, stack: i64) -> Result<Runtime> {
         let device = match device {
             DeviceChoice::Cpu => Device::Cpu,
             DeviceChoice::Auto => Device::cuda_if_available(),
@@ -52,16 +55,16 @@ impl Runtime {
             }
             tch::set_num_threads(t as i32);
         }
-        if eval_batch < 1 {
-            bail!("--eval-batch-size must be at least 1");
+        if eval_batch < 1 || stack < 1 {
+            bail!("--eval-batch-size and --stack-models must be at least 1");
         }
         // cuDNN prefers NHWC too on recent GPUs, but NCHW is the safe default there.
         let channels_last = format == MemoryFormat::ChannelsLast && device == Device::Cpu;
-        Ok(Runtime { device, precision, channels_last, eval_batch })
+        Ok(Runtime { device, precision, channels_last, eval_batch, stack })
     }
 
     /// CPU, fp32, plain layout: for tests.
     pub fn cpu() -> Runtime {
-        Runtime { device: Device::Cpu, precision: Precision::Fp32, channels_last: false, eval_batch: 500 }
+        Runtime { device: Device::Cpu, precision: Precision::Fp32, channels_last: false, eval_batch: 500, stack: 1 }
     }
 }

@@ -87,7 +87,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
 }
 
 pub fn runtime(a: &crate::cli::RuntimeArgs) -> Result<Runtime> {
-    Runtime::new(a.device, a.threads, a.precision, a.memory_format, a.eval_batch_size)
+    Runtime::new(a.device, a.threads, a.precision, a.memory_format, a.eval_batch_size, a.stack_models)
 }
 
 /// Trains every endpoint of an experiment; returns their directories.

@@ -91,6 +91,21 @@ impl Evaluator<'_> {
         (0..n).step_by(b as usize).map(move |s| (s, b.min(n - s)))
     }
 
+    /// The parameter sets in stacks of at most `rt.stack` models each.
+    fn stacks(&self, params: &[Params]) -> Vec<(usize, i64, Params)> {
+        let s = self.rt.stack.max(1) as usize;
+        params
+            .chunks(s)
+            .enumerate()
+            .map(|(c, ch)| (c * s, ch.len() as i64, if ch.len() == 1 { ch[0].shallow_clone() } else { Params::stack(ch) }))
+            .collect()
+    }
+
+    /// Logits `[B, k, classes]` of a stack for one input batch.
+    fn stack_logits(&self, stacked: &Params, k: i64, x: &Tensor, mode: BnMode) -> Tensor {
+        self.model.forward_stacked(stacked, k, x, mode, self.rt.precision)
+    }
+
     /// Re-estimates BatchNorm running statistics of every parameter set with
     /// one shared pass over the training split (no-op without BatchNorm).
     pub fn update_bn(&self, params: &[Params]) {
@@ -98,7 +113,8 @@ impl Evaluator<'_> {
             return;
         }
         let _g = tch::no_grad_guard();
-        for p in params {
+        let stacks = self.stacks(params);
+        for (_, _, p) in &stacks {
             for (name, t) in p.iter() {
                 if name.ends_with("running_mean") || name.ends_with("num_batches_tracked") {
                     let _ = t.shallow_clone().f_zero_();
@@ -114,10 +130,24 @@ impl Evaluator<'_> {
             }
             let (x, _) = self.batch(&self.data.train, s, len);
             let momentum = len as f64 / (seen + len) as f64;
-            for p in params {
-                let _ = self.model.forward(p, &x, BnMode::Train(Some(momentum)), self.rt.precision);
+            for (_, k, p) in &stacks {
+                let _ = self.stack_logits(p, *k, &x, BnMode::Train(Some(momentum)));
             }
             seen += len;
+        }
+        // Write the statistics back into each model's own tensors.
+        for (first, k, p) in &stacks {
+            if *k == 1 {
+                continue;
+            }
+            for (i, one) in p.unstack(*k).iter().enumerate() {
+                for (name, t) in one.iter() {
+                    if !self.model.is_weight(name) {
+                        let mut dst = params[first + i].get(name).shallow_clone();
+                        dst.copy_(t);
+                    }
+                }
+            }
         }
     }
 
@@ -127,13 +157,17 @@ impl Evaluator<'_> {
         let _g = tch::no_grad_guard();
         let mut accs: Vec<Acc> = params.iter().map(|_| Acc::new(self.rt.device)).collect();
         let mut kept: Vec<Vec<Tensor>> = params.iter().map(|_| Vec::new()).collect();
+        let stacks = self.stacks(params);
         for (s, len) in self.batches(split) {
             let (x, y) = self.batch(split, s, len);
-            for (i, p) in params.iter().enumerate() {
-                let logits = self.model.forward(p, &x, BnMode::Eval, self.rt.precision);
-                accs[i].add(&logits, &y);
-                if keep_logits {
-                    kept[i].push(logits.to_device(tch::Device::Cpu));
+            for (first, k, p) in &stacks {
+                let all = self.stack_logits(p, *k, &x, BnMode::Eval);
+                for i in 0..*k as usize {
+                    let logits = all.select(1, i as i64);
+                    accs[first + i].add(&logits, &y);
+                    if keep_logits {
+                        kept[first + i].push(logits.to_device(tch::Device::Cpu));
+                    }
                 }
             }
         }

@@ -44,10 +44,18 @@ impl Precision {
 }
 
 /// One forward pass's view of a parameter set.
+///
+/// `models` > 1 means `p` holds that many models stacked along each
+/// tensor's first dimension (see [`Params::stack`]): convolutions then run
+/// as one grouped convolution (the first one, on the shared input, as one
+/// convolution with K·O filters), linear layers as one batched matmul, and
+/// every other op is per channel anyway. The architectures' code is the same
+/// for one model and for K; only these helpers know the difference.
 pub struct Fwd<'a> {
     pub p: &'a Params,
     pub mode: BnMode,
     pub precision: Precision,
+    pub models: i64,
 }
 
 impl Fwd<'_> {
@@ -63,13 +71,27 @@ impl Fwd<'_> {
     pub fn conv(&self, x: &Tensor, name: &str, stride: i64, padding: i64) -> Tensor {
         let w = self.cast(self.p.get(&format!("{name}.weight")));
         let b = self.p.try_get(&format!("{name}.bias")).map(|b| self.cast(b));
-        self.cast(x).conv2d(&w, b.as_ref(), [stride, stride], [padding, padding], [1, 1], 1)
+        // Stacked models: the shared input (C = I) feeds all K·O filters at
+        // once; stacked activations (C = K·I) go through K groups.
+        let groups = if self.models > 1 && x.size()[1] != w.size()[1] { self.models } else { 1 };
+        self.cast(x).conv2d(&w, b.as_ref(), [stride, stride], [padding, padding], [1, 1], groups)
     }
 
     pub fn linear(&self, x: &Tensor, name: &str) -> Tensor {
         let w = self.cast(self.p.get(&format!("{name}.weight")));
         let b = self.p.try_get(&format!("{name}.bias")).map(|b| self.cast(b));
-        self.cast(x).linear(&w, b.as_ref())
+        if self.models == 1 {
+            return self.cast(x).linear(&w, b.as_ref());
+        }
+        // x [B, K·F] with weights [K·O, F]: one batched matmul over the K models.
+        let k = self.models;
+        let (bsz, o, fin) = (x.size()[0], w.size()[0] / k, w.size()[1]);
+        let xs = self.cast(x).reshape([bsz, k, fin]).transpose(0, 1); // K,B,F
+        let mut y = xs.bmm(&w.reshape([k, o, fin]).transpose(1, 2)); // K,B,O
+        if let Some(b) = b {
+            y = y + b.reshape([k, 1, o]);
+        }
+        y.transpose(0, 1).reshape([bsz, k * o])
     }
 
     /// BatchNorm in float32 whatever the precision (its statistics must stay exact).

@@ -135,7 +135,18 @@ impl Model {
 
     /// Logits `[batch, classes]` in fp32 for inputs `[batch, C, H, W]`.
     pub fn forward(&self, params: &Params, x: &Tensor, mode: BnMode, precision: Precision) -> Tensor {
-        let f = Fwd { p: params, mode, precision };
+        self.forward_k(params, 1, x, mode, precision)
+    }
+
+    /// The same forward for `k` models stacked with [`Params::stack`]:
+    /// logits `[batch, k, classes]`, model i's at `[:, i, :]`.
+    pub fn forward_stacked(&self, stacked: &Params, k: i64, x: &Tensor, mode: BnMode, precision: Precision) -> Tensor {
+        let b = x.size()[0];
+        self.forward_k(stacked, k, x, mode, precision).reshape([b, k, self.cfg.num_classes])
+    }
+
+    fn forward_k(&self, params: &Params, models: i64, x: &Tensor, mode: BnMode, precision: Precision) -> Tensor {
+        let f = Fwd { p: params, mode, precision, models };
         let logits = match self.cfg.arch {
             ArchKind::SeedConvnet => seed_convnet::forward(&self.cfg, &f, x),
             ArchKind::Convfc => convfc::forward(&self.cfg, &f, x),
@@ -392,5 +403,43 @@ mod tests {
         let mut c = ArchConfig::new(ArchKind::Preresnet, 3, 10, 32, 32);
         c.depth = 21;
         assert!(Model::new(c).unwrap_err().to_string().contains("6n+2"));
+    }
+}
+
+#[cfg(test)]
+mod stacked_tests {
+    use super::*;
+
+    #[test]
+    fn stacked_forward_equals_separate_forwards() {
+        tch::manual_seed(4);
+        for (arch, c, hw) in [(ArchKind::SeedConvnet, 1, 28), (ArchKind::Convfc, 3, 32), (ArchKind::Vgg16Bn, 3, 32), (ArchKind::Preresnet, 3, 32), (ArchKind::Wrn, 3, 32)] {
+            let mut cfg = ArchConfig::new(arch, c, 10, hw, hw);
+            (cfg.depth, cfg.widen) = match arch {
+                ArchKind::Preresnet => (8, 50),
+                ArchKind::Wrn => (10, 1),
+                _ => (0, 25),
+            };
+            cfg.dropout = 0.0; // train-mode BN (batch statistics) but deterministic
+            let m = Model::new(cfg).unwrap();
+            let sets: Vec<Params> = (0..3).map(|_| m.init(Device::Cpu)).collect();
+            let x = Tensor::rand([5, c, hw, hw], (Kind::Float, Device::Cpu));
+            for cl in [false, true] {
+                let prepared: Vec<Params> = sets.iter().map(|p| m.prepare(p, Device::Cpu, cl)).collect();
+                let xs = if cl { channels_last(&x) } else { x.shallow_clone() };
+                let stacked = Params::stack(&prepared);
+                let all = m.forward_stacked(&stacked, 3, &xs, BnMode::Train(None), Precision::Fp32);
+                assert_eq!(all.size(), vec![5, 3, 10]);
+                for (i, p) in prepared.iter().enumerate() {
+                    let one = m.forward(p, &xs, BnMode::Train(None), Precision::Fp32);
+                    let d = (&one - all.select(1, i as i64)).abs().max().double_value(&[]);
+                    assert!(d < 1e-4, "{arch:?} cl={cl} model {i}: {d}");
+                }
+                // unstack gives back the sets
+                for (a, b) in stacked.unstack(3).iter().zip(&prepared) {
+                    assert_eq!(a.distance(b, |n| m.is_weight(n)).unwrap(), 0.0);
+                }
+            }
+        }
     }
 }

@@ -115,6 +115,35 @@ impl Params {
         Ok(total.sqrt())
     }
 
+    /// K parameter sets of one architecture stacked along each tensor's
+    /// first dimension (0-d counters become `[K]`), for the stacked forward.
+    pub fn stack(sets: &[Params]) -> Params {
+        sets[0].map(|n, t| {
+            let parts: Vec<Tensor> = sets.iter().map(|s| s.get(n).shallow_clone()).collect();
+            let cat = if t.dim() == 0 { Tensor::stack(&parts, 0) } else { Tensor::cat(&parts, 0) };
+            if t.dim() == 4 && is_channels_last(t) {
+                channels_last(&cat)
+            } else {
+                cat
+            }
+        })
+    }
+
+    /// Splits a stacked set back into K sets (views into the stacked storage).
+    pub fn unstack(&self, k: i64) -> Vec<Params> {
+        (0..k)
+            .map(|i| {
+                self.map(|_, t| {
+                    if t.dim() == 1 && t.size()[0] == k && t.kind() == Kind::Int64 {
+                        t.get(i)
+                    } else {
+                        t.chunk(k, 0)[i as usize].shallow_clone()
+                    }
+                })
+            })
+            .collect()
+    }
+
     /// Replace the tensor under `name` (used when loading BN statistics).
     pub fn set(&mut self, name: &str, t: Tensor) {
         match self.index.get(name) {
