@@ -172,20 +172,22 @@ fn main() {
         );
     }
 
-    println!("\n3. multi-model evaluation (K models sharing each batch), fp32 channels-last");
-    let k = if quick { 4 } else { 12 };
+    println!("\n3. multi-model evaluation (the sweep / landscape pattern): K models on the same test images");
+    let k = if quick { 8 } else { 16 };
     let ps: Vec<Params> = (0..k).map(|i| p0.map(|_, t| t * (1.0 + 0.01 * i as f64))).collect();
-    let r = rt(Precision::Fp32, true);
-    let shared = eval_ips(&model, &ps, &data, &r);
     let start = Instant::now();
     for p in &ps {
-        let _ = eval_ips(&model, std::slice::from_ref(p), &data, &r);
+        let _ = eval_preloaded(&model, p, &x_test);
     }
     let separate = (k as i64 * data.test.len()) as f64 / start.elapsed().as_secs_f64();
-    let bf = eval_ips(&model, &ps, &data, &rt(Precision::Bf16, true));
-    println!("   {k} models, shared batches   {shared:>8.0} img/s ({:.2}x the fp32 NCHW single-model baseline {eval_base:.0})", shared / eval_base);
-    println!("   {k} models, separate passes  {separate:>8.0} img/s");
-    println!("   {k} models, shared, bf16     {bf:>8.0} img/s ({:.2}x)", bf / eval_base);
+    println!("   {k} models, one by one, fp32 NCHW (baseline)        {separate:>8.0} model-img/s");
+    for (name, prec) in [("fp32", Precision::Fp32), ("bf16", Precision::Bf16)] {
+        for stack in [1i64, 4, 8, 16] {
+            let r = Runtime { stack, ..rt(prec, true) };
+            let ips = eval_ips(&model, &ps, &data, &r);
+            println!("   {k} models, {name} channels-last, stacks of {stack:>2}      {ips:>8.0} model-img/s ({:.2}x)", ips / separate);
+        }
+    }
     let _ = channels_last(&x_test.narrow(0, 0, 1));
     println!("\npeak RSS {:.0} MB", rss_mb());
 }

@@ -72,7 +72,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub widen: Option<i64>,
     /// Dropout probability (seed-convnet and vgg: 0.5 by default).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub dropout: Option<f64>,
 }
 
@@ -120,13 +120,13 @@ pub struct OptimArgs {
     #[arg(long)]
     pub batch_size: Option<i64>,
     /// Initial learning rate.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Weight decay (L2).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub wd: Option<f64>,
     /// SGD momentum.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f64>,
     /// Nesterov momentum.
     #[arg(long)]
@@ -237,7 +237,7 @@ pub struct LandscapeArgs {
     #[arg(long, default_value_t = 21)]
     pub grid: usize,
     /// Margin around the bends, as a fraction of the extent on each side.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     pub margin: f64,
     /// Plane coordinates: orthonormal (Gram–Schmidt, as the reference) or seed (θ at (0,0), w1 at (1,0), w2 at (0,1)).
     #[arg(long, value_enum, default_value = "orthonormal")]
@@ -261,7 +261,7 @@ pub struct ExportArgs {
     #[arg(long)]
     pub exp: PathBuf,
     /// Point on the curve, in [0, 1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub t: f64,
     /// Output file (.safetensors).
     #[arg(long)]
@@ -296,16 +296,16 @@ pub struct RunArgs {
     #[arg(long)]
     pub curve_epochs: Option<usize>,
     /// Endpoint learning rate (overrides the preset).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Curve learning rate (overrides the preset).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub curve_lr: Option<f64>,
     /// Mini-batch size for both trainings.
     #[arg(long)]
     pub batch_size: Option<i64>,
     /// Weight decay for both trainings.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub wd: Option<f64>,
     /// Seed of the first endpoint.
     #[arg(long)]
@@ -325,9 +325,15 @@ pub struct RunArgs {
     /// Landscape grid points per axis.
     #[arg(long)]
     pub grid: Option<usize>,
-    /// Training images used by the sweep and the landscape (subset).
+    /// Training images used by the sweep along t (a class-balanced subset).
     #[arg(long)]
     pub eval_train_subset: Option<usize>,
+    /// Training images used by the landscape grid.
+    #[arg(long)]
+    pub landscape_train_subset: Option<usize>,
+    /// Test images used by the landscape grid.
+    #[arg(long)]
+    pub landscape_test_subset: Option<usize>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]

@@ -30,12 +30,23 @@ pub struct TrainConfig {
     pub precision: crate::model::Precision,
 }
 
+/// Default endpoint learning rate: 0.05 for VGG (the reference
+/// implementation's; plain VGG16 diverges at 0.1), 0.1 otherwise (measured:
+/// seed-convnet reaches 90.75% on Fashion-MNIST in 10 epochs at 0.1, 89.2%
+/// in 8 at 0.05).
+pub fn default_lr(arch: crate::model::ArchKind) -> f64 {
+    match arch {
+        crate::model::ArchKind::Vgg16 | crate::model::ArchKind::Vgg16Bn => 0.05,
+        _ => 0.1,
+    }
+}
+
 /// Augmentation default: on for RGB (CIFAR-like) data, off for the MNISTs.
 pub fn default_augment(data: &Data) -> bool {
     data.channels == 3
 }
 
-pub fn train_config(args: &TrainArgs, data: &Data) -> Result<TrainConfig> {
+pub fn train_config(args: &TrainArgs, data: &Data, model_arch: crate::model::ArchKind) -> Result<TrainConfig> {
     let o = &args.optim;
     let cfg = TrainConfig {
         models: args.models,
@@ -44,7 +55,7 @@ pub fn train_config(args: &TrainArgs, data: &Data) -> Result<TrainConfig> {
         batch_size: o.batch_size.unwrap_or(128),
         optim: OptimConfig {
             kind: o.optimizer.unwrap_or(OptimKind::Sgd),
-            lr: o.lr.unwrap_or(0.05),
+            lr: o.lr.unwrap_or_else(|| default_lr(model_arch)),
             momentum: o.momentum.unwrap_or(0.9),
             nesterov: o.nesterov,
             wd: o.wd.unwrap_or(5e-4),
@@ -80,7 +91,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let data = loader::load(&dcfg, rt.device, None)?;
     let arch = xp::arch_config(&args.model, None, &data);
     let model = Model::new(arch.clone())?;
-    let tcfg = train_config(args, &data)?;
+    let tcfg = train_config(args, &data, arch.arch)?;
     let exp = args.exp.clone().unwrap_or_else(|| PathBuf::from(format!("experiments/{}_{}", dcfg.dataset, arch.arch.name())));
     train_all(&exp, &model, &data, &dcfg, &tcfg, &rt, args.resume)?;
     Ok(())
@@ -180,8 +191,10 @@ fn train_one(dir: &Path, i: usize, lp: &Loop, dcfg: &DataConfig, tcfg: &TrainCon
             test_t: None,
             seconds: timer.secs(),
         };
-        save_endpoint(dir, &params, &opt, &weight_names, &meta_now(model, lp.data, dcfg, epoch + 1, seed))?;
+        // Log, model, then state: the state is the commit point for --resume, which
+        // redoes (bit for bit) any epoch whose state was not written.
         append_log(&dir.join("log.jsonl"), &entry)?;
+        save_endpoint(dir, &params, &opt, &weight_names, &meta_now(model, lp.data, dcfg, epoch + 1, seed))?;
         let line = serde_json::to_string(&serde_json::json!({"model": name, "epoch": entry.epoch, "lr": lr, "train_loss": loss, "train_acc": acc, "test_loss": test[0].nll, "test_acc": test[0].acc, "seconds": entry.seconds}))?;
         println!("{line}");
         prog.log(&format!("{name} epoch {}: train loss {loss:.4} acc {acc:.2}% | test loss {:.4} acc {:.2}%", epoch + 1, test[0].nll, test[0].acc));
@@ -195,12 +208,12 @@ fn meta_now(model: &Model, data: &Data, dcfg: &DataConfig, epoch: usize, seed: u
     m
 }
 
-/// Writes the resume state (weights, buffers, optimiser) and the clean
-/// PyTorch state dict, each atomically. The state goes first: a kill between
-/// the two leaves a state one epoch ahead of the model file, which --resume uses.
+/// Writes the clean PyTorch state dict, then the resume state (weights,
+/// buffers, optimiser), each atomically. The state goes last: a kill between
+/// the two leaves the state one epoch behind, and --resume redoes that epoch.
 fn save_endpoint(dir: &Path, params: &Params, opt: &Optimizer, weight_names: &[String], meta: &Meta) -> Result<()> {
+    checkpoint::save_model(&checkpoint::model_file(dir), params, meta)?;
     let mut all = params.to_state_dict();
     all.extend(opt.state(weight_names));
-    checkpoint::write_tensors(&checkpoint::state_file(dir), &all, Some(meta))?;
-    checkpoint::save_model(&checkpoint::model_file(dir), params, meta)
+    checkpoint::write_tensors(&checkpoint::state_file(dir), &all, Some(meta))
 }

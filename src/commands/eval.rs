@@ -42,13 +42,6 @@ impl Session {
         Evaluator { model: &self.lc.model, data: &self.data, rt: &self.rt }
     }
 
-    fn subset_note(&self) -> serde_json::Value {
-        json!({
-            "train_subset": self.dcfg.train_subset, "test_subset": self.dcfg.test_subset,
-            "n_train": self.data.train.len(), "n_test": self.data.test.len(),
-            "full_train": self.data.full_train, "full_test": self.data.full_test,
-        })
-    }
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
@@ -89,9 +82,9 @@ pub fn run_along(s: &Session, exp: &Path, points: usize) -> Result<(AlongPath, A
     let meta = json!({
         "dataset": s.lc.meta.dataset, "arch": s.lc.meta.arch.arch.name(), "curve": s.lc.meta.curve.as_ref().map(|c| c.kind.name()),
         "bends": n, "points": points, "wd": s.wd, "seconds": secs, "precision": s.rt.precision,
-        "subsets": s.subset_note(),
         "train_subset": s.dcfg.train_subset, "test_subset": s.dcfg.test_subset,
         "n_train": s.data.train.len(), "n_test": s.data.test.len(),
+        "full_train": s.data.full_train, "full_test": s.data.full_test, "stack_models": s.rt.stack,
     });
     let out = json!({"meta": meta, "curve": c, "line": l});
     let dir = exp.join("eval");

@@ -262,8 +262,9 @@ pub fn fit(exp: &Path, model: &Model, data: &Data, dcfg: &DataConfig, cfg: &Curv
             test_t: Some(0.5),
             seconds: timer.secs(),
         };
-        save_state(&dir, &curve, &opt, &names, &meta_at(epoch + 1))?;
+        // Log, curve, then state (the commit point for --resume; see endpoints.rs).
         append_log(&dir.join("log.jsonl"), &entry)?;
+        save_state(&dir, &curve, &opt, &names, &meta_at(epoch + 1))?;
         println!("{}", serde_json::json!({"model": "curve", "epoch": entry.epoch, "lr": lr, "train_loss": loss, "train_acc": acc, "test_t": 0.5, "test_loss": test[0].nll, "test_acc": test[0].acc, "seconds": entry.seconds}));
         prog.log(&format!("curve epoch {}: train loss {loss:.4} acc {acc:.2}% (random t) | test at t=0.5: loss {:.4} acc {:.2}%", epoch + 1, test[0].nll, test[0].acc));
     }
@@ -279,6 +280,6 @@ fn save_state(dir: &Path, curve: &Curve, opt: &Optimizer, names: &[String], meta
         }
     }
     all.extend(opt.state(names));
-    checkpoint::write_tensors(&checkpoint::state_file(dir), &all, Some(meta))?;
-    checkpoint::save_curve(&checkpoint::curve_file(dir), curve, meta)
+    checkpoint::save_curve(&checkpoint::curve_file(dir), curve, meta)?;
+    checkpoint::write_tensors(&checkpoint::state_file(dir), &all, Some(meta))
 }

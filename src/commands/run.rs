@@ -43,8 +43,10 @@ pub struct Preset {
     pub points: usize,
     pub ensemble: usize,
     pub grid: usize,
-    /// Training images used by the sweep and the landscape (None: all).
+    /// Training images used by the sweep (None: all).
     pub eval_train_subset: Option<usize>,
+    /// Training images used by the landscape (None: all).
+    pub landscape_train_subset: Option<usize>,
     /// Test images used by the landscape (None: all).
     pub landscape_test_subset: Option<usize>,
     pub seed: u64,
@@ -59,19 +61,20 @@ pub fn preset(name: &str) -> Result<Preset> {
         depth: None,
         normalize: Normalize::None,
         epochs: 8,
-        lr: 0.05,
+        lr: 0.1,
         wd: 5e-4,
         batch_size: 128,
-        schedule: Schedule::Cosine,
+        schedule: Schedule::Reference,
         curve_epochs: 6,
-        curve_lr: 0.03,
+        curve_lr: 0.05,
         curve: CurveKind::Bezier,
         bends: 3,
         points: 31,
         ensemble: 20,
         grid: 21,
         eval_train_subset: Some(10_000),
-        landscape_test_subset: Some(5_000),
+        landscape_train_subset: Some(5_000),
+        landscape_test_subset: Some(2_000),
         seed: 1,
     };
     Ok(match name {
@@ -86,6 +89,7 @@ pub fn preset(name: &str) -> Result<Preset> {
             curve_lr: 0.03,
             points: 61,
             ensemble: 30,
+            landscape_train_subset: Some(10_000),
             landscape_test_subset: None,
             ..quick
         },
@@ -102,6 +106,7 @@ pub fn preset(name: &str) -> Result<Preset> {
             points: 61,
             ensemble: 30,
             eval_train_subset: None,
+            landscape_train_subset: Some(10_000),
             landscape_test_subset: None,
             ..quick
         },
@@ -120,6 +125,7 @@ pub fn preset(name: &str) -> Result<Preset> {
             points: 61,
             ensemble: 30,
             eval_train_subset: None,
+            landscape_train_subset: Some(10_000),
             landscape_test_subset: None,
             ..quick
         },
@@ -151,8 +157,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
     over!(epochs <- args.epochs, curve_epochs <- args.curve_epochs, lr <- args.lr, curve_lr <- args.curve_lr,
           batch_size <- args.batch_size, wd <- args.wd, seed <- args.seed, curve <- args.curve, bends <- args.bends,
           points <- args.points, ensemble <- args.ensemble, grid <- args.grid);
-    if args.eval_train_subset.is_some() {
-        p.eval_train_subset = args.eval_train_subset;
+    for (dst, src) in [
+        (&mut p.eval_train_subset, args.eval_train_subset),
+        (&mut p.landscape_train_subset, args.landscape_train_subset),
+        (&mut p.landscape_test_subset, args.landscape_test_subset),
+    ] {
+        if src.is_some() {
+            *dst = src;
+        }
     }
     let exp = args.exp.clone().unwrap_or_else(|| PathBuf::from(format!("experiments/{}", p.name)));
     std::fs::create_dir_all(&exp).with_context(|| format!("cannot create {}", exp.display()))?;
@@ -215,7 +227,13 @@ pub fn run(args: &RunArgs) -> Result<()> {
     drop(data);
 
     // 3-5. Evaluation on (optionally) a training subset.
-    let eval_data = DataArgs { train_subset: p.eval_train_subset.or(dcfg.train_subset), ..DataArgs::default() };
+    // Evaluation subsets never reach beyond the images the networks were
+    // trained on (class-balanced subsets with one seed are nested).
+    let cap = |sub: Option<usize>, outer: Option<usize>| match (sub, outer) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let eval_data = DataArgs { train_subset: cap(p.eval_train_subset, dcfg.train_subset), ..DataArgs::default() };
     let s = Session::open(&exp, &eval_data, runtime(&args.rt)?)?;
     let id = current_curve_id(&exp)?;
     step(3, "sweep along the curve and the line");
@@ -237,7 +255,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
         stamp(&exp.join("eval/ensemble.json"), &id)?;
     }
     step(5, "landscape");
-    let ls_data = DataArgs { test_subset: p.landscape_test_subset.or(dcfg.test_subset), ..eval_data };
+    let ls_data = DataArgs {
+        train_subset: cap(p.landscape_train_subset, dcfg.train_subset),
+        test_subset: cap(p.landscape_test_subset, dcfg.test_subset),
+        ..DataArgs::default()
+    };
     let ls = Session::open(&exp, &ls_data, runtime(&args.rt)?)?;
     evalcmd::run_landscape(&ls, &exp, Coords::Orthonormal, p.grid, 0.2)?;
     drop(ls);

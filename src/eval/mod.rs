@@ -85,9 +85,13 @@ impl Evaluator<'_> {
         (self.data.norm.apply(&imgs, self.rt.channels_last), labels)
     }
 
-    fn batches(&self, split: &Split) -> impl Iterator<Item = (i64, i64)> {
+    /// Batches of `eval_batch / k` images for stacks of k models, so the
+    /// activations of a stacked pass stay the size of one plain batch (and
+    /// in cache).
+    fn batches(&self, split: &Split, models: usize) -> impl Iterator<Item = (i64, i64)> {
         let n = split.len();
-        let b = self.rt.eval_batch;
+        let k = (self.rt.stack.max(1) as usize).min(models.max(1)) as i64;
+        let b = (self.rt.eval_batch / k).max(32.min(self.rt.eval_batch));
         (0..n).step_by(b as usize).map(move |s| (s, b.min(n - s)))
     }
 
@@ -124,7 +128,7 @@ impl Evaluator<'_> {
             }
         }
         let mut seen = 0i64;
-        for (s, len) in self.batches(&self.data.train) {
+        for (s, len) in self.batches(&self.data.train, params.len()) {
             if len < 2 {
                 continue; // batch statistics need two examples
             }
@@ -158,7 +162,7 @@ impl Evaluator<'_> {
         let mut accs: Vec<Acc> = params.iter().map(|_| Acc::new(self.rt.device)).collect();
         let mut kept: Vec<Vec<Tensor>> = params.iter().map(|_| Vec::new()).collect();
         let stacks = self.stacks(params);
-        for (s, len) in self.batches(split) {
+        for (s, len) in self.batches(split, params.len()) {
             let (x, y) = self.batch(split, s, len);
             for (first, k, p) in &stacks {
                 let all = self.stack_logits(p, *k, &x, BnMode::Eval);
