@@ -31,7 +31,7 @@ use modeconn::train::Loop;
 use tch::{Device, Kind, Tensor};
 
 fn rt(precision: Precision, cl: bool) -> Runtime {
-    Runtime { device: Device::Cpu, precision, channels_last: cl, eval_batch: 256, stack: 1 }
+    Runtime { device: Device::Cpu, precision, channels_last: cl, eval_batch: 256, format: modeconn::runtime::MemoryFormat::Auto, stack: 1 }
 }
 
 fn leaves_of(model: &Model, p: &Params) -> (Params, Vec<Tensor>) {

@@ -88,13 +88,15 @@ pub struct RuntimeArgs {
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: Precision,
     /// Memory layout of activations and convolution weights on CPU.
-    #[arg(long, value_enum, default_value = "channels-last")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub memory_format: MemoryFormat,
     /// Batch size of evaluation passes.
     #[arg(long, default_value_t = 256)]
     pub eval_batch_size: i64,
-    /// Models evaluated at once (stacked into grouped convolutions) by sweeps, ensembles and the landscape.
-    #[arg(long, default_value_t = 8)]
+    /// Models evaluated at once, stacked into grouped convolutions, by sweeps, ensembles and the
+    /// landscape (1: one model at a time, each batch still shared; the benchmark found no
+    /// consistent gain from stacking on CPU).
+    #[arg(long, default_value_t = 1)]
     pub stack_models: i64,
 }
 
@@ -104,9 +106,9 @@ impl Default for RuntimeArgs {
             device: DeviceChoice::Auto,
             threads: None,
             precision: Precision::Fp32,
-            memory_format: MemoryFormat::ChannelsLast,
+            memory_format: MemoryFormat::Auto,
             eval_batch_size: 256,
-            stack_models: 8,
+            stack_models: 1,
         }
     }
 }

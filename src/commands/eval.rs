@@ -31,7 +31,10 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn open(exp: &Path, data: &DataArgs, rt: Runtime) -> Result<Session> {
+    pub fn open(exp: &Path, data: &DataArgs, mut rt: Runtime) -> Result<Session> {
+        if let Ok(Some(m)) = xp::read_meta(&crate::checkpoint::curve_file(&xp::curve_dir(exp))) {
+            rt.adapt(m.arch.in_channels);
+        }
         let lc = xp::load_curve(exp, &rt)?;
         let (data, dcfg) = xp::load_data_for(&lc.meta, Some(exp), data, &rt, &lc.path)?;
         let wd = xp::section::<super::fit_curve::CurveConfig>(exp, "curve")?.map(|c| c.wd).unwrap_or(0.0);

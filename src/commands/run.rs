@@ -89,8 +89,9 @@ pub fn preset(name: &str) -> Result<Preset> {
             curve_lr: 0.03,
             points: 61,
             ensemble: 30,
-            landscape_train_subset: Some(10_000),
-            landscape_test_subset: None,
+            eval_train_subset: Some(10_000),
+            landscape_train_subset: Some(5_000),
+            landscape_test_subset: Some(5_000),
             ..quick
         },
         "paper-vgg16" => Preset {
@@ -169,7 +170,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let exp = args.exp.clone().unwrap_or_else(|| PathBuf::from(format!("experiments/{}", p.name)));
     std::fs::create_dir_all(&exp).with_context(|| format!("cannot create {}", exp.display()))?;
     xp::write_section(&exp, "preset", &p)?;
-    let rt = runtime(&args.rt)?;
+    let mut rt = runtime(&args.rt)?;
     let started = std::time::Instant::now();
     let step = |i: usize, name: &str| eprintln!("\n== step {i}/6: {name} ({}) ==", exp.display());
 
@@ -183,6 +184,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         test_subset: args.data.test_subset,
     };
     let data = loader::load(&dcfg, rt.device, None)?;
+    rt.adapt(data.channels);
     let mut arch = xp::arch_config(&args.model, None, &data);
     arch.arch = p.arch;
     if let Some(d) = args.model.depth.or(p.depth) {
