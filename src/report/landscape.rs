@@ -144,8 +144,15 @@ fn levels_for(vals: &[f64]) -> Option<Vec<f64>> {
 }
 
 impl Figure for Landscape<'_> {
+    /// Height follows the plane's aspect ratio (clamped as in `draw`), so an
+    /// elongated plane does not leave bands of empty canvas.
     fn size(&self) -> (u32, u32) {
-        (1200, 1000)
+        let (x0, x1) = Self::bounds(&self.plane.xs);
+        let (y0, y1) = Self::bounds(&self.plane.ys);
+        let aspect = ((y1 - y0) / (x1 - x0)).clamp(0.5, 1.5);
+        let w = 1200u32;
+        let plot_w = (w - 190) as f64 - 124.0;
+        (w, (plot_w * aspect + 90.0 + 150.0).round() as u32)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>
@@ -264,7 +271,7 @@ impl Figure for Landscape<'_> {
         }
 
         self.draw_paths(&mut chart, (x0, x1), (y0, y1))?;
-        draw_legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
 
         let (_, yr) = chart.plotting_area().get_pixel_range();
         let (bx, _) = bar_area.get_pixel_range();
