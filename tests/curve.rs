@@ -248,3 +248,33 @@ fn interrupted_curve_fit_resumes_to_the_same_curve_and_a_complete_log() {
     assert_eq!(log_epochs(&env.path().join("a/curve_model/log.jsonl")), vec![1, 2]);
     assert_eq!(log_epochs(&dir.join("log.jsonl")), vec![1, 2], "curve_model/log.jsonl must list every epoch once after --resume");
 }
+
+#[test]
+fn batchnorm_architecture_runs_the_whole_curve_pipeline() {
+    // A small PreResNet (depth 8, quarter width) exercises every BatchNorm
+    // path: running statistics while training endpoints, batch statistics
+    // while fitting, update_bn before evaluating curve, line and ensemble
+    // points, and BN statistics in the exported state dict.
+    let env = TestEnv::new();
+    let e = env.p("bn");
+    let common = ["--train-subset", "600", "--test-subset", "200"];
+    let mut a = vec!["train-endpoints", "--exp", &e, "--arch", "preresnet", "--depth", "8", "--widen", "25", "--epochs", "1", "--batch-size", "64"];
+    a.extend(common);
+    env.ok(&a);
+    env.ok(&["fit-curve", "--exp", &e, "--epochs", "1", "--batch-size", "64"]);
+    env.ok(&["eval", "--exp", &e, "--points", "3"]);
+    env.ok(&["eval", "--exp", &e, "--ensemble", "2"]);
+    let along = read_json(&env.path().join("bn/eval/along.json"));
+    for path in ["curve", "line"] {
+        for row in along[path]["rows"].as_array().unwrap() {
+            assert!(f(&row["test_nll"]).is_finite() && f(&row["test_acc"]) > 0.0, "{path}: {row}");
+        }
+    }
+    let x = env.p("mid.safetensors");
+    env.ok(&["export", "--exp", &e, "--t", "0.5", "--out", &x]);
+    let t = tensors(Path::new(&x));
+    let rv = &t["layer1.0.bn1.running_var"];
+    // re-estimated statistics, not the initial ones (all ones)
+    assert!(max_abs_diff(rv, &Tensor::ones_like(rv)) > 1e-3);
+    assert!(t.contains_key("layer1.0.bn1.num_batches_tracked"));
+}

@@ -291,3 +291,14 @@ fn unknown_architecture_is_a_usage_error_listing_the_choices() {
         assert!(err.contains(a), "the choice {a} is not listed:\n{err}");
     }
 }
+
+#[test]
+fn diverging_loss_stops_with_the_epoch_and_a_lower_lr() {
+    // lr 1e6 makes the first epoch's loss infinite or NaN.
+    let env = TestEnv::new();
+    let e = env.p("e");
+    let out = env.modeconn(&["train-endpoints", "--exp", &e, "--models", "1", "--train-subset", "500", "--test-subset", "100", "--epochs", "2", "--lr", "1e6"]);
+    let msg = assert_clean_error(&out, "a diverged run");
+    assert!(msg.contains("epoch 1") && msg.contains("lower --lr"), "{msg}");
+    assert!(!env.path().join("e/start_model/model.safetensors").exists(), "no checkpoint of a diverged epoch may be written");
+}

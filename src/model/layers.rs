@@ -98,15 +98,17 @@ impl Fwd<'_> {
     pub fn bn(&self, x: &Tensor, name: &str) -> Tensor {
         let w = self.p.get(&format!("{name}.weight"));
         let b = self.p.get(&format!("{name}.bias"));
-        let rm = self.p.get(&format!("{name}.running_mean"));
-        let rv = self.p.get(&format!("{name}.running_var"));
         let x = x.to_kind(Kind::Float);
+        let stats = || (self.p.get(&format!("{name}.running_mean")), self.p.get(&format!("{name}.running_var")));
         match self.mode {
-            BnMode::Eval => x.batch_norm(Some(w), Some(b), Some(rm), Some(rv), false, 0.0, 1e-5, true),
-            BnMode::Train(None) => {
-                x.batch_norm::<&Tensor>(Some(w), Some(b), None, None, true, 0.0, 1e-5, true)
+            BnMode::Eval => {
+                let (rm, rv) = stats();
+                x.batch_norm(Some(w), Some(b), Some(rm), Some(rv), false, 0.0, 1e-5, true)
             }
+            // Curve fitting: batch statistics only; φ(t) carries no running buffers.
+            BnMode::Train(None) => x.batch_norm::<&Tensor>(Some(w), Some(b), None, None, true, 0.0, 1e-5, true),
             BnMode::Train(Some(m)) => {
+                let (rm, rv) = stats();
                 let _ = self.p.get(&format!("{name}.num_batches_tracked")).shallow_clone().f_add_scalar_(1);
                 x.batch_norm(Some(w), Some(b), Some(rm), Some(rv), true, m, 1e-5, true)
             }
