@@ -328,6 +328,12 @@ impl Inputs {
             && self.plane.is_none()
     }
 
+    fn image_folder_label(&self) -> Option<String> {
+        let dir = self.config.as_ref()?.get("data")?.get("data_dir")?.as_str()?;
+        let name = std::path::Path::new(dir.trim_end_matches('/')).file_name()?.to_string_lossy().to_string();
+        Some(format!("{name} (image folder)"))
+    }
+
     /// Looks up a string such as "dataset" in the metadata of the eval files, then anywhere in config.json.
     pub fn describe(&self, key: &str) -> Option<String> {
         let metas = [
@@ -342,11 +348,13 @@ impl Inputs {
             .or_else(|| self.config.as_ref().and_then(|c| find_str(c, key)))
     }
 
-    /// "dataset · arch", or whichever of the two is known.
+    /// "dataset · arch", or whichever of the two is known. An image folder is
+    /// named by its directory, e.g. "cifar10-jpg (image folder)".
     pub fn title(&self) -> String {
         let parts: Vec<String> = ["dataset", "arch"]
             .iter()
             .filter_map(|k| self.describe(k))
+            .map(|v| if v == "image-folder" { self.image_folder_label().unwrap_or(v) } else { v })
             .collect();
         if parts.is_empty() {
             "modeconn experiment".into()
