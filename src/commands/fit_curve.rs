@@ -127,14 +127,17 @@ fn curve_config(args: &FitCurveArgs, data: &Data, start: &Path, end: &Path) -> R
     if o.optimizer == Some(OptimKind::Adam) {
         bail!("fit-curve uses SGD with momentum (as the reference implementation); --optimizer adam is for train-endpoints");
     }
+    let epochs = o.epochs.unwrap_or(10);
     let cfg = CurveConfig {
         kind: args.curve,
         bends: args.bends,
-        epochs: o.epochs.unwrap_or(10),
+        epochs,
         batch_size: o.batch_size.unwrap_or(128),
         lr: o.lr.unwrap_or(0.015),
         momentum: o.momentum.unwrap_or(0.9),
-        wd: o.wd.unwrap_or(5e-4),
+        // An imported curve (--epochs 0) has no known regulariser: its "loss" is the plain NLL
+        // unless --wd says otherwise.
+        wd: o.wd.unwrap_or(if epochs == 0 { 0.0 } else { 5e-4 }),
         schedule: o.schedule.unwrap_or(Schedule::Reference),
         seed: o.seed.unwrap_or(1),
         augment: if o.no_augment { false } else { o.augment || default_augment(data) },
