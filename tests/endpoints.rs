@@ -64,7 +64,9 @@ fn resumed_training_is_identical_to_an_uninterrupted_run() {
     args_b.extend_from_slice(common);
     let log_b = env.path().join("b/start_model/log.jsonl");
     let mut child = env.spawn(&args_b, "b1");
-    let started = wait_for(Duration::from_secs(300), || fs::read_to_string(&log_b).map(|s| s.lines().count() >= 1).unwrap_or(false));
+    // state.safetensors is written last in each epoch: once it exists, epoch 1 is committed.
+    let state_b = env.path().join("b/start_model/state.safetensors");
+    let started = wait_for(Duration::from_secs(300), || state_b.exists());
     child.kill().ok();
     let status = child.wait().unwrap();
     assert!(started, "the first epoch of b never finished");
