@@ -157,6 +157,30 @@ pub fn read_tensors(path: &Path) -> Result<(Vec<(String, Tensor)>, Option<Meta>)
     }
 }
 
+/// The modeconn metadata of a `.safetensors` checkpoint, read from its
+/// header alone (no tensor data is read); `None` for files without it and
+/// for `.pt`/`.pth` files.
+pub fn read_meta(path: &Path) -> Result<Option<Meta>> {
+    use std::io::Read;
+    if matches!(path.extension().and_then(|e| e.to_str()), Some("pt" | "pth" | "bin")) {
+        return Ok(None);
+    }
+    let mut f = fs::File::open(path).with_context(|| format!("checkpoint {} cannot be opened", path.display()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).with_context(|| format!("{} is too short to be a safetensors file", path.display()))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        bail!("{} is not a valid safetensors file (header length {n})", path.display());
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).with_context(|| format!("{} is truncated (incomplete header)", path.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&header).with_context(|| format!("{} has an unreadable safetensors header", path.display()))?;
+    match v.get("__metadata__").and_then(|m| m.get(META_KEY)).and_then(|s| s.as_str()) {
+        Some(s) => Ok(Some(serde_json::from_str(s).with_context(|| format!("{}: unreadable modeconn metadata", path.display()))?)),
+        None => Ok(None),
+    }
+}
+
 /// Orders loaded tensors as `order` lists them (spec order); unknown keys go last.
 pub fn in_order(tensors: Vec<(String, Tensor)>, order: &[String]) -> Params {
     let mut map: HashMap<String, Tensor> = tensors.into_iter().collect();
@@ -211,4 +235,37 @@ pub fn state_file(dir: &Path) -> PathBuf {
 }
 pub fn curve_file(dir: &Path) -> PathBuf {
     dir.join("curve.safetensors")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ArchConfig, ArchKind};
+
+    #[test]
+    fn metadata_is_read_from_the_header_alone_and_matches_the_full_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.safetensors");
+        let meta = Meta {
+            arch: ArchConfig::new(ArchKind::SeedConvnet, 1, 10, 28, 28),
+            dataset: "fashion-mnist".into(),
+            normalize: "none".into(),
+            norm_mean: vec![0.0],
+            norm_std: vec![1.0],
+            classes: (0..10).map(|i| i.to_string()).collect(),
+            epoch: 3,
+            curve: None,
+            note: String::new(),
+        };
+        let t = vec![("w".to_string(), Tensor::from_slice(&[1.0f32, 2.0]))];
+        write_tensors(&p, &t, Some(&meta)).unwrap();
+        assert_eq!(read_meta(&p).unwrap(), Some(meta.clone()));
+        assert_eq!(read_tensors(&p).unwrap().1, Some(meta));
+        // a truncated header is an error naming the file, not a panic
+        let bytes = fs::read(&p).unwrap();
+        let q = dir.path().join("cut.safetensors");
+        fs::write(&q, &bytes[..20]).unwrap();
+        let e = read_meta(&q).unwrap_err().to_string();
+        assert!(e.contains("cut.safetensors"), "{e}");
+    }
 }

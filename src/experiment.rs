@@ -187,9 +187,12 @@ fn fill_missing_counters(mut p: Params, model: &Model) -> Params {
     p
 }
 
-/// Reads only the metadata of a modeconn checkpoint.
+/// Reads only the metadata of a modeconn checkpoint (its header, not its tensors).
 pub fn read_meta(path: &Path) -> Result<Option<Meta>> {
-    Ok(checkpoint::read_tensors(path)?.1)
+    if !path.exists() {
+        bail!("checkpoint {} does not exist", path.display());
+    }
+    checkpoint::read_meta(path)
 }
 
 /// A checkpoint path: a file as is, or the model file inside a directory.
