@@ -14,7 +14,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=MODECONN_CUDA");
     println!("cargo::rustc-check-cfg=cfg(modeconn_cuda)");
-    let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
+    let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
+        return;
+    };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     let lib = Path::new(&lib);
     let has_cuda_lib = lib.join("libtorch_cuda.so").exists();
@@ -22,7 +24,15 @@ fn main() {
     let cuda_runtime_present = lib
         .parent()
         .and_then(|t| t.parent())
-        .map(|sp| sp.join("nvidia").join("cusparse").exists() || sp.join("nvidia").join("cu13").join("lib").join("libcusparse.so.12").exists())
+        .map(|sp| {
+            sp.join("nvidia").join("cusparse").exists()
+                || sp
+                    .join("nvidia")
+                    .join("cu13")
+                    .join("lib")
+                    .join("libcusparse.so.12")
+                    .exists()
+        })
         .unwrap_or(false);
     let want = match std::env::var("MODECONN_CUDA").as_deref() {
         Ok("1") => true,

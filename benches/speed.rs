@@ -31,23 +31,62 @@ use modeconn::train::Loop;
 use tch::{Device, Kind, Tensor};
 
 fn rt(precision: Precision, cl: bool) -> Runtime {
-    Runtime { device: Device::Cpu, precision, channels_last: cl, eval_batch: 256, format: modeconn::runtime::MemoryFormat::Auto, stack: 1 }
+    Runtime {
+        device: Device::Cpu,
+        precision,
+        channels_last: cl,
+        eval_batch: 256,
+        format: modeconn::runtime::MemoryFormat::Auto,
+        stack: 1,
+    }
 }
 
 fn leaves_of(model: &Model, p: &Params) -> (Params, Vec<Tensor>) {
-    let p = p.map(|n, t| if model.is_weight(n) { t.detach().copy().set_requires_grad(true) } else { t.copy() });
-    let leaves = model.weight_names().map(|n| p.get(n).shallow_clone()).collect();
+    let p = p.map(|n, t| {
+        if model.is_weight(n) {
+            t.detach().copy().set_requires_grad(true)
+        } else {
+            t.copy()
+        }
+    });
+    let leaves = model
+        .weight_names()
+        .map(|n| p.get(n).shallow_clone())
+        .collect();
     (p, leaves)
 }
 
 fn sgd(leaves: &[Tensor]) -> Optimizer {
-    Optimizer::new(OptimConfig { kind: OptimKind::Sgd, lr: 0.01, momentum: 0.9, nesterov: false, wd: 5e-4 }, leaves)
+    Optimizer::new(
+        OptimConfig {
+            kind: OptimKind::Sgd,
+            lr: 0.01,
+            momentum: 0.9,
+            nesterov: false,
+            wd: 5e-4,
+        },
+        leaves,
+    )
 }
 
 /// modeconn's training loop: img/s over one pass of `data.train`.
-fn train_modeconn(model: &Model, p0: &Params, data: &Data, r: &Runtime, augment: bool, curve: bool) -> f64 {
+fn train_modeconn(
+    model: &Model,
+    p0: &Params,
+    data: &Data,
+    r: &Runtime,
+    augment: bool,
+    curve: bool,
+) -> f64 {
     let p0 = model.prepare(p0, Device::Cpu, r.channels_last);
-    let lp = Loop { model, data, rt: r, batch_size: 128, augment, bn: BnMode::Train(None) };
+    let lp = Loop {
+        model,
+        data,
+        rt: r,
+        batch_size: 128,
+        augment,
+        bn: BnMode::Train(None),
+    };
     let mut prog = Progress::new("bench", lp.batches_per_epoch());
     let start = Instant::now();
     if curve {
@@ -62,12 +101,14 @@ fn train_modeconn(model: &Model, p0: &Params, data: &Data, r: &Runtime, augment:
             let reg = w.sq_norm(|_| true) * 2.5e-4;
             (w, Some(reg))
         };
-        lp.epoch(&leaves, &mut opt, 0.01, &mut batch, &mut prog).unwrap();
+        lp.epoch(&leaves, &mut opt, 0.01, &mut batch, &mut prog)
+            .unwrap();
     } else {
         let (p, leaves) = leaves_of(model, &p0);
         let mut opt = sgd(&leaves);
         let mut batch = || (p.shallow_clone(), None);
-        lp.epoch(&leaves, &mut opt, 0.01, &mut batch, &mut prog).unwrap();
+        lp.epoch(&leaves, &mut opt, 0.01, &mut batch, &mut prog)
+            .unwrap();
     }
     data.train.len() as f64 / start.elapsed().as_secs_f64()
 }
@@ -94,7 +135,10 @@ fn train_preloaded(model: &Model, p0: &Params, x: &Tensor, y: &Tensor) -> f64 {
 }
 
 fn eval_ips(model: &Model, ps: &[Params], data: &Data, r: &Runtime) -> f64 {
-    let ps: Vec<Params> = ps.iter().map(|p| model.prepare(p, Device::Cpu, r.channels_last)).collect();
+    let ps: Vec<Params> = ps
+        .iter()
+        .map(|p| model.prepare(p, Device::Cpu, r.channels_last))
+        .collect();
     let ev = Evaluator { model, data, rt: r };
     let start = Instant::now();
     let _ = ev.evaluate(&ps, &data.test, false);
@@ -118,7 +162,11 @@ fn eval_preloaded(model: &Model, p: &Params, x: &Tensor) -> f64 {
 fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .unwrap_or(0.0)
         / 1024.0
 }
@@ -126,9 +174,17 @@ fn rss_mb() -> f64 {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     std::env::set_var("MODECONN_QUIET", "1");
-    let dir = std::env::var_os("MODECONN_BENCH_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/datasets/cifar10-jpg"));
+    let dir = std::env::var_os("MODECONN_BENCH_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared/datasets/cifar10-jpg"));
     let n_train = if quick { 5_120 } else { 25_600 };
-    let cfg = DataConfig { dataset: "image-folder".into(), data_dir: Some(dir), normalize: Normalize::None, train_subset: Some(n_train), test_subset: Some(if quick { 2_000 } else { 5_000 }) };
+    let cfg = DataConfig {
+        dataset: "image-folder".into(),
+        data_dir: Some(dir),
+        normalize: Normalize::None,
+        train_subset: Some(n_train),
+        test_subset: Some(if quick { 2_000 } else { 5_000 }),
+    };
     let data = match loader::load(&cfg, Device::Cpu, None) {
         Ok(d) => d,
         Err(e) => {
@@ -141,15 +197,29 @@ fn main() {
     let p0 = model.init(Device::Cpu);
     let x_train = data.norm.apply(&data.train.images, false);
     let x_test = data.norm.apply(&data.test.images, false);
-    println!("seed-convnet, CIFAR-10 JPEG copy: {} train / {} test images, {} threads", data.train.len(), data.test.len(), tch::get_num_threads());
+    println!(
+        "seed-convnet, CIFAR-10 JPEG copy: {} train / {} test images, {} threads",
+        data.train.len(),
+        data.test.len(),
+        tch::get_num_threads()
+    );
     // warm-up (oneDNN primitive creation)
-    let _ = train_preloaded(&model, &p0, &x_train.narrow(0, 0, 1024), &data.train.labels.narrow(0, 0, 1024));
+    let _ = train_preloaded(
+        &model,
+        &p0,
+        &x_train.narrow(0, 0, 1024),
+        &data.train.labels.narrow(0, 0, 1024),
+    );
 
     println!("\n1. data pipeline (fp32 NCHW, batch 128)");
     let base = train_preloaded(&model, &p0, &x_train, &data.train.labels);
     let pipe = train_modeconn(&model, &p0, &data, &rt(Precision::Fp32, false), true, false);
     println!("   preloaded fp32 tensors         {base:>8.0} img/s");
-    println!("   modeconn loader (u8 + augment) {pipe:>8.0} img/s   ratio {:.3} (pipeline cost {:.1}%)", pipe / base, 100.0 * (1.0 - pipe / base));
+    println!(
+        "   modeconn loader (u8 + augment) {pipe:>8.0} img/s   ratio {:.3} (pipeline cost {:.1}%)",
+        pipe / base,
+        100.0 * (1.0 - pipe / base)
+    );
 
     println!("\n2. layout and precision: training (batch 128, augmentation on) and evaluation (batch 500)");
     let eval_base = eval_preloaded(&model, &p0, &x_test);
@@ -174,7 +244,9 @@ fn main() {
 
     println!("\n3. multi-model evaluation (the sweep / landscape pattern): K models on the same test images");
     let k = if quick { 8 } else { 16 };
-    let ps: Vec<Params> = (0..k).map(|i| p0.map(|_, t| t * (1.0 + 0.01 * i as f64))).collect();
+    let ps: Vec<Params> = (0..k)
+        .map(|i| p0.map(|_, t| t * (1.0 + 0.01 * i as f64)))
+        .collect();
     let start = Instant::now();
     for p in &ps {
         let _ = eval_preloaded(&model, p, &x_test);
@@ -183,7 +255,10 @@ fn main() {
     println!("   {k} models, one by one, fp32 NCHW (baseline)        {separate:>8.0} model-img/s");
     for (name, prec) in [("fp32", Precision::Fp32), ("bf16", Precision::Bf16)] {
         for stack in [1i64, 4, 8, 16] {
-            let r = Runtime { stack, ..rt(prec, true) };
+            let r = Runtime {
+                stack,
+                ..rt(prec, true)
+            };
             let ips = eval_ips(&model, &ps, &data, &r);
             println!("   {k} models, {name} channels-last, stacks of {stack:>2}      {ips:>8.0} model-img/s ({:.2}x)", ips / separate);
         }

@@ -54,15 +54,28 @@ pub struct CurveMeta {
 /// Writes `bytes` to `path` atomically: a temporary file in the same
 /// directory, flushed and synced, then renamed over the target.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
-    let name = path.file_name().ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
-    let mut f = fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut f =
+        fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     f.sync_all().ok();
     drop(f);
-    fs::rename(&tmp, path).with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
+    fs::rename(&tmp, path)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }
 
@@ -103,13 +116,19 @@ fn to_bytes(t: &Tensor) -> Result<TensorBytes> {
     let numel = t.numel();
     let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
     t.f_copy_data_u8(&mut data, numel)?;
-    Ok(TensorBytes { dtype, shape: t.size().iter().map(|&d| d as usize).collect(), data })
+    Ok(TensorBytes {
+        dtype,
+        shape: t.size().iter().map(|&d| d as usize).collect(),
+        data,
+    })
 }
 
 /// Writes named tensors (and optional metadata) as safetensors, atomically.
 pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)], meta: Option<&Meta>) -> Result<()> {
-    let bytes: Vec<(String, TensorBytes)> =
-        tensors.iter().map(|(n, t)| Ok((n.clone(), to_bytes(t)?))).collect::<Result<_>>()?;
+    let bytes: Vec<(String, TensorBytes)> = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), to_bytes(t)?)))
+        .collect::<Result<_>>()?;
     let views: Vec<(&str, &TensorBytes)> = bytes.iter().map(|(n, b)| (n.as_str(), b)).collect();
     let mut header = HashMap::new();
     if let Some(m) = meta {
@@ -140,14 +159,19 @@ pub fn read_tensors(path: &Path) -> Result<(Vec<(String, Tensor)>, Option<Meta>)
             let st = SafeTensors::deserialize(&buf).map_err(|e| {
                 anyhow!("{} is not a valid safetensors file ({e:?}); it may be truncated or of another format", path.display())
             })?;
-            let (_, header) = SafeTensors::read_metadata(&buf).map_err(|e| anyhow!("{}: {e:?}", path.display()))?;
+            let (_, header) = SafeTensors::read_metadata(&buf)
+                .map_err(|e| anyhow!("{}: {e:?}", path.display()))?;
             let meta = match header.metadata().as_ref().and_then(|m| m.get(META_KEY)) {
-                Some(s) => Some(serde_json::from_str(s).with_context(|| format!("{}: unreadable modeconn metadata", path.display()))?),
+                Some(s) => Some(serde_json::from_str(s).with_context(|| {
+                    format!("{}: unreadable modeconn metadata", path.display())
+                })?),
                 None => None,
             };
             let mut out = Vec::new();
             for (name, view) in st.tensors() {
-                let t: Tensor = view.try_into().map_err(|e| anyhow!("{}: tensor {name}: {e}", path.display()))?;
+                let t: Tensor = view
+                    .try_into()
+                    .map_err(|e| anyhow!("{}: tensor {name}: {e}", path.display()))?;
                 out.push((name, t));
             }
             // safetensors does not keep insertion order; the spec order is restored by the caller.
@@ -162,21 +186,37 @@ pub fn read_tensors(path: &Path) -> Result<(Vec<(String, Tensor)>, Option<Meta>)
 /// for `.pt`/`.pth` files.
 pub fn read_meta(path: &Path) -> Result<Option<Meta>> {
     use std::io::Read;
-    if matches!(path.extension().and_then(|e| e.to_str()), Some("pt" | "pth" | "bin")) {
+    if matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("pt" | "pth" | "bin")
+    ) {
         return Ok(None);
     }
-    let mut f = fs::File::open(path).with_context(|| format!("checkpoint {} cannot be opened", path.display()))?;
+    let mut f = fs::File::open(path)
+        .with_context(|| format!("checkpoint {} cannot be opened", path.display()))?;
     let mut len = [0u8; 8];
-    f.read_exact(&mut len).with_context(|| format!("{} is too short to be a safetensors file", path.display()))?;
+    f.read_exact(&mut len)
+        .with_context(|| format!("{} is too short to be a safetensors file", path.display()))?;
     let n = u64::from_le_bytes(len);
     if n > 100 << 20 {
-        bail!("{} is not a valid safetensors file (header length {n})", path.display());
+        bail!(
+            "{} is not a valid safetensors file (header length {n})",
+            path.display()
+        );
     }
     let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).with_context(|| format!("{} is truncated (incomplete header)", path.display()))?;
-    let v: serde_json::Value = serde_json::from_slice(&header).with_context(|| format!("{} has an unreadable safetensors header", path.display()))?;
-    match v.get("__metadata__").and_then(|m| m.get(META_KEY)).and_then(|s| s.as_str()) {
-        Some(s) => Ok(Some(serde_json::from_str(s).with_context(|| format!("{}: unreadable modeconn metadata", path.display()))?)),
+    f.read_exact(&mut header)
+        .with_context(|| format!("{} is truncated (incomplete header)", path.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&header)
+        .with_context(|| format!("{} has an unreadable safetensors header", path.display()))?;
+    match v
+        .get("__metadata__")
+        .and_then(|m| m.get(META_KEY))
+        .and_then(|s| s.as_str())
+    {
+        Some(s) => Ok(Some(serde_json::from_str(s).with_context(|| {
+            format!("{}: unreadable modeconn metadata", path.display())
+        })?)),
         None => Ok(None),
     }
 }
@@ -212,14 +252,30 @@ pub fn save_curve(path: &Path, curve: &Curve, meta: &Meta) -> Result<()> {
 }
 
 /// Splits `bend<k>.<param>` keys back into bends.
-pub fn split_bends(tensors: Vec<(String, Tensor)>, n: usize, path: &Path) -> Result<Vec<Vec<(String, Tensor)>>> {
+pub fn split_bends(
+    tensors: Vec<(String, Tensor)>,
+    n: usize,
+    path: &Path,
+) -> Result<Vec<Vec<(String, Tensor)>>> {
     let mut bends: Vec<Vec<(String, Tensor)>> = (0..n).map(|_| Vec::new()).collect();
     for (name, t) in tensors {
-        let rest = name.strip_prefix("bend").ok_or_else(|| anyhow!("{}: key {name} is not of the form bend<k>.<param>", path.display()))?;
-        let (k, p) = rest.split_once('.').ok_or_else(|| anyhow!("{}: malformed key {name}", path.display()))?;
-        let k: usize = k.parse().map_err(|_| anyhow!("{}: malformed key {name}", path.display()))?;
+        let rest = name.strip_prefix("bend").ok_or_else(|| {
+            anyhow!(
+                "{}: key {name} is not of the form bend<k>.<param>",
+                path.display()
+            )
+        })?;
+        let (k, p) = rest
+            .split_once('.')
+            .ok_or_else(|| anyhow!("{}: malformed key {name}", path.display()))?;
+        let k: usize = k
+            .parse()
+            .map_err(|_| anyhow!("{}: malformed key {name}", path.display()))?;
         if k >= n {
-            bail!("{}: key {name} refers to bend {k}, but the metadata says {n} bends", path.display());
+            bail!(
+                "{}: key {name} refers to bend {k}, but the metadata says {n} bends",
+                path.display()
+            );
         }
         bends[k].push((p.to_string(), t));
     }

@@ -48,7 +48,9 @@ pub fn coeffs(kind: CurveKind, n: usize, t: f64) -> Vec<f64> {
         CurveKind::Bezier => (0..n)
             .map(|k| binom(m, k) * t.powi(k as i32) * (1.0 - t).powi((m - k) as i32))
             .collect(),
-        CurveKind::Polychain => (0..n).map(|k| (1.0 - (t * m as f64 - k as f64).abs()).max(0.0)).collect(),
+        CurveKind::Polychain => (0..n)
+            .map(|k| (1.0 - (t * m as f64 - k as f64).abs()).max(0.0))
+            .collect(),
     }
 }
 
@@ -95,7 +97,14 @@ impl Curve {
     /// Names of the trainable entries, in the order [`Curve::trainable`] returns them.
     pub fn trainable_names(&self) -> Vec<String> {
         let n = self.bends.len();
-        (1..n - 1).flat_map(|k| self.bends[k].names().map(move |p| format!("bend{k}.{p}")).collect::<Vec<_>>()).collect()
+        (1..n - 1)
+            .flat_map(|k| {
+                self.bends[k]
+                    .names()
+                    .map(move |p| format!("bend{k}.{p}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// φ(t): the curve's weights at t (differentiable in the inner bends).
@@ -150,7 +159,11 @@ pub fn with_fresh_buffers(model: &Model, weights: Params) -> Params {
     if !model.has_bn {
         return weights;
     }
-    let device = weights.iter().next().map(|(_, t)| t.device()).unwrap_or(tch::Device::Cpu);
+    let device = weights
+        .iter()
+        .next()
+        .map(|(_, t)| t.device())
+        .unwrap_or(tch::Device::Cpu);
     let init = model.init_buffers(device);
     let mut out = weights;
     for (n, t) in init.iter() {
@@ -166,7 +179,12 @@ pub fn line_point(model: &Model, w1: &Params, w2: &Params, t: f64) -> Params {
 
 /// Keeps only the trainable weights of a full parameter set.
 pub fn weights_only(model: &Model, p: &Params) -> Params {
-    Params::new(model.weight_names().map(|n| (n.to_string(), p.get(n).shallow_clone())).collect())
+    Params::new(
+        model
+            .weight_names()
+            .map(|n| (n.to_string(), p.get(n).shallow_clone()))
+            .collect(),
+    )
 }
 
 /// Sum of squares of a parameter set (float), for checks and the regulariser.
@@ -187,7 +205,10 @@ mod tests {
                 for i in 0..=20 {
                     let t = i as f64 / 20.0;
                     let c = coeffs(kind, n, t);
-                    assert!((c.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{kind:?} n={n} t={t}");
+                    assert!(
+                        (c.iter().sum::<f64>() - 1.0).abs() < 1e-12,
+                        "{kind:?} n={n} t={t}"
+                    );
                     assert!(c.iter().all(|&x| x >= 0.0));
                 }
                 let c0 = coeffs(kind, n, 0.0);
@@ -254,7 +275,9 @@ mod tests {
         assert_eq!(leaves.len(), 2 * a.len());
         let x = Tensor::rand([4, 1, 28, 28], (Kind::Float, Device::Cpu));
         let y = Tensor::from_slice(&[1i64, 2, 3, 4]);
-        let loss = model.forward(&c.weights_at(0.4), &x, BnMode::Train(None), Precision::Fp32).cross_entropy_for_logits(&y);
+        let loss = model
+            .forward(&c.weights_at(0.4), &x, BnMode::Train(None), Precision::Fp32)
+            .cross_entropy_for_logits(&y);
         loss.backward();
         for l in &leaves {
             assert!(l.grad().defined() && l.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);

@@ -72,7 +72,11 @@ pub fn default_normalize(arch: ArchKind) -> Normalize {
 
 /// Data settings from flags, falling back on `base` (a checkpoint's or
 /// config.json's) and then on defaults.
-pub fn data_config(args: &DataArgs, base: Option<&DataConfig>, arch: ArchKind) -> Result<DataConfig> {
+pub fn data_config(
+    args: &DataArgs,
+    base: Option<&DataConfig>,
+    arch: ArchKind,
+) -> Result<DataConfig> {
     let dataset = args
         .dataset
         .clone()
@@ -81,18 +85,48 @@ pub fn data_config(args: &DataArgs, base: Option<&DataConfig>, arch: ArchKind) -
     DatasetKind::parse(&dataset)?;
     let same = base.map(|b| b.dataset == dataset).unwrap_or(false);
     Ok(DataConfig {
-        data_dir: args.data_dir.clone().or_else(|| if same { base.and_then(|b| b.data_dir.clone()) } else { None }),
-        normalize: args.normalize.or_else(|| base.map(|b| b.normalize)).unwrap_or_else(|| default_normalize(arch)),
-        train_subset: args.train_subset.or_else(|| if same { base.and_then(|b| b.train_subset) } else { None }),
-        test_subset: args.test_subset.or_else(|| if same { base.and_then(|b| b.test_subset) } else { None }),
+        data_dir: args.data_dir.clone().or_else(|| {
+            if same {
+                base.and_then(|b| b.data_dir.clone())
+            } else {
+                None
+            }
+        }),
+        normalize: args
+            .normalize
+            .or_else(|| base.map(|b| b.normalize))
+            .unwrap_or_else(|| default_normalize(arch)),
+        train_subset: args.train_subset.or_else(|| {
+            if same {
+                base.and_then(|b| b.train_subset)
+            } else {
+                None
+            }
+        }),
+        test_subset: args.test_subset.or_else(|| {
+            if same {
+                base.and_then(|b| b.test_subset)
+            } else {
+                None
+            }
+        }),
         dataset,
     })
 }
 
 /// Architecture from flags (falling back on `base`) and the data's shape.
 pub fn arch_config(args: &ModelArgs, base: Option<&ArchConfig>, data: &Data) -> ArchConfig {
-    let arch = args.arch.or(base.map(|b| b.arch)).unwrap_or(ArchKind::SeedConvnet);
-    let mut cfg = ArchConfig::new(arch, data.channels, data.classes.len() as i64, data.height, data.width);
+    let arch = args
+        .arch
+        .or(base.map(|b| b.arch))
+        .unwrap_or(ArchKind::SeedConvnet);
+    let mut cfg = ArchConfig::new(
+        arch,
+        data.channels,
+        data.classes.len() as i64,
+        data.height,
+        data.width,
+    );
     if let Some(b) = base.filter(|b| b.arch == arch) {
         cfg.depth = b.depth;
         cfg.widen = b.widen;
@@ -127,7 +161,13 @@ pub fn meta_for(arch: &ArchConfig, data: &Data, cfg: &DataConfig, epoch: usize) 
 
 /// Loads the data a checkpoint was made with, honouring flags; refuses a
 /// dataset or class list that differs from the checkpoint's.
-pub fn load_data_for(meta: &Meta, exp: Option<&Path>, args: &DataArgs, rt: &Runtime, origin: &Path) -> Result<(Data, DataConfig)> {
+pub fn load_data_for(
+    meta: &Meta,
+    exp: Option<&Path>,
+    args: &DataArgs,
+    rt: &Runtime,
+    origin: &Path,
+) -> Result<(Data, DataConfig)> {
     if let Some(d) = &args.dataset {
         if d != &meta.dataset {
             bail!(
@@ -144,13 +184,15 @@ pub fn load_data_for(meta: &Meta, exp: Option<&Path>, args: &DataArgs, rt: &Runt
         Some(e) => section::<DataConfig>(e, "data")?,
         None => None,
     };
-    let mut base = base.filter(|b| b.dataset == meta.dataset).unwrap_or(DataConfig {
-        dataset: meta.dataset.clone(),
-        data_dir: None,
-        normalize: Normalize::parse(&meta.normalize)?,
-        train_subset: None,
-        test_subset: None,
-    });
+    let mut base = base
+        .filter(|b| b.dataset == meta.dataset)
+        .unwrap_or(DataConfig {
+            dataset: meta.dataset.clone(),
+            data_dir: None,
+            normalize: Normalize::parse(&meta.normalize)?,
+            train_subset: None,
+            test_subset: None,
+        });
     base.normalize = Normalize::parse(&meta.normalize)?;
     let cfg = data_config(args, Some(&base), meta.arch.arch)?;
     let norm = Some((meta.norm_mean.clone(), meta.norm_std.clone())).filter(|(m, _)| !m.is_empty());
@@ -181,7 +223,10 @@ pub fn load_params(path: &Path, model: &Model, rt: &Runtime) -> Result<Params> {
 fn fill_missing_counters(mut p: Params, model: &Model) -> Params {
     for s in &model.spec {
         if s.name.ends_with("num_batches_tracked") && p.try_get(&s.name).is_none() {
-            p.set(&s.name, tch::Tensor::zeros([], (tch::Kind::Int64, tch::Device::Cpu)));
+            p.set(
+                &s.name,
+                tch::Tensor::zeros([], (tch::Kind::Int64, tch::Device::Cpu)),
+            );
         }
     }
     p
@@ -224,32 +269,77 @@ pub fn load_curve(exp: &Path, rt: &Runtime) -> Result<LoadedCurve> {
         );
     }
     let (tensors, meta) = checkpoint::read_tensors(&path)?;
-    let meta = meta.ok_or_else(|| anyhow!("{} has no modeconn metadata; was it written by modeconn fit-curve?", path.display()))?;
-    let cm = meta.curve.clone().ok_or_else(|| anyhow!("{} is not a curve checkpoint (no curve metadata)", path.display()))?;
+    let meta = meta.ok_or_else(|| {
+        anyhow!(
+            "{} has no modeconn metadata; was it written by modeconn fit-curve?",
+            path.display()
+        )
+    })?;
+    let cm = meta.curve.clone().ok_or_else(|| {
+        anyhow!(
+            "{} is not a curve checkpoint (no curve metadata)",
+            path.display()
+        )
+    })?;
     let model = Model::new(meta.arch.clone())?;
     let weights: Vec<String> = model.weight_names().map(str::to_string).collect();
     let mut bends = Vec::new();
-    for (k, b) in checkpoint::split_bends(tensors, cm.bends, &path)?.into_iter().enumerate() {
+    for (k, b) in checkpoint::split_bends(tensors, cm.bends, &path)?
+        .into_iter()
+        .enumerate()
+    {
         let p = checkpoint::in_order(b, &weights);
         for n in &weights {
             if p.try_get(n).is_none() {
-                bail!("{}: bend {k} lacks parameter '{n}' of {}", path.display(), meta.arch.arch.name());
+                bail!(
+                    "{}: bend {k} lacks parameter '{n}' of {}",
+                    path.display(),
+                    meta.arch.arch.name()
+                );
             }
         }
-        let p = Params::new(weights.iter().map(|n| (n.clone(), p.get(n).shallow_clone())).collect());
-        for s in model.spec.iter().filter(|s| s.role == crate::model::Role::Weight) {
+        let p = Params::new(
+            weights
+                .iter()
+                .map(|n| (n.clone(), p.get(n).shallow_clone()))
+                .collect(),
+        );
+        for s in model
+            .spec
+            .iter()
+            .filter(|s| s.role == crate::model::Role::Weight)
+        {
             if p.get(&s.name).size() != s.shape {
-                bail!("{}: bend {k} parameter '{}' has shape {:?}, expected {:?}", path.display(), s.name, p.get(&s.name).size(), s.shape);
+                bail!(
+                    "{}: bend {k} parameter '{}' has shape {:?}, expected {:?}",
+                    path.display(),
+                    s.name,
+                    p.get(&s.name).size(),
+                    s.shape
+                );
             }
         }
         bends.push(model.prepare(&p, rt.device, rt.channels_last));
     }
-    Ok(LoadedCurve { curve: Curve { kind: cm.kind, bends }, meta, model, path })
+    Ok(LoadedCurve {
+        curve: Curve {
+            kind: cm.kind,
+            bends,
+        },
+        meta,
+        model,
+        path,
+    })
 }
 
 /// Loads endpoint i's full parameters (with BN statistics) when its
 /// checkpoint exists in the experiment, for evaluation as itself.
-pub fn load_endpoint_if_present(exp: &Path, i: usize, model: &Model, rt: &Runtime) -> Result<Option<Params>> {
+pub fn load_endpoint_if_present(
+    exp: &Path,
+    i: usize,
+    model: &Model,
+    rt: &Runtime,
+) -> Result<Option<Params>> {
     let p = checkpoint::model_file(&endpoint_dir(exp, i, 2));
     if p.exists() {
         Ok(Some(load_params(&p, model, rt)?))

@@ -28,7 +28,9 @@ pub enum Coords {
 
 /// Inner product of two weight sets.
 pub fn dot(a: &Params, b: &Params) -> f64 {
-    a.iter().map(|(n, t)| (t * b.get(n)).sum(Kind::Double).double_value(&[])).sum()
+    a.iter()
+        .map(|(n, t)| (t * b.get(n)).sum(Kind::Double).double_value(&[]))
+        .sum()
 }
 
 fn axpy(a: f64, x: &Params, y: &Params) -> Params {
@@ -57,7 +59,13 @@ pub struct Plane {
 }
 
 impl Plane {
-    pub fn new(w1: &Params, theta: &Params, w2: &Params, coords: Coords, bend: usize) -> Result<Plane> {
+    pub fn new(
+        w1: &Params,
+        theta: &Params,
+        w2: &Params,
+        coords: Coords,
+        bend: usize,
+    ) -> Result<Plane> {
         let d = sub(w2, w1);
         let dn = dot(&d, &d).sqrt();
         if dn == 0.0 {
@@ -72,7 +80,15 @@ impl Plane {
             bail!("the bend lies on the straight line between the endpoints (a curve that was never trained?), so it spans no plane");
         }
         let v = scale(&vr, 1.0 / vn);
-        Ok(Plane { w1: w1.deep_clone(), u, v, coords, theta_xy: (ru, vn), w2_xy: (dn, 0.0), bend })
+        Ok(Plane {
+            w1: w1.deep_clone(),
+            u,
+            v,
+            coords,
+            theta_xy: (ru, vn),
+            w2_xy: (dn, 0.0),
+            bend,
+        })
     }
 
     /// Orthonormal coordinates of a point's projection.
@@ -103,7 +119,10 @@ impl Plane {
             Coords::Orthonormal => (a, b),
             Coords::Seed => {
                 let (tx, ty) = self.theta_xy;
-                (tx + a * (0.0 - tx) + b * (self.w2_xy.0 - tx), ty + a * (0.0 - ty) + b * (self.w2_xy.1 - ty))
+                (
+                    tx + a * (0.0 - tx) + b * (self.w2_xy.0 - tx),
+                    ty + a * (0.0 - ty) + b * (self.w2_xy.1 - ty),
+                )
             }
         }
     }
@@ -111,7 +130,8 @@ impl Plane {
     /// Weights at plane coordinates (a, b) in the chosen system.
     pub fn point(&self, ab: (f64, f64)) -> Params {
         let (x, y) = self.from_coords(ab);
-        self.w1.map(|n, t| t + self.u.get(n) * x + self.v.get(n) * y)
+        self.w1
+            .map(|n, t| t + self.u.get(n) * x + self.v.get(n) * y)
     }
 }
 
@@ -152,7 +172,12 @@ pub struct PlaneMeta {
 /// Grid axes: the bounding box of the bends and the projected curve, widened
 /// by `margin` of its extent on each side.
 pub fn axes(points: &[(f64, f64)], grid: usize, margin: f64) -> (Vec<f64>, Vec<f64>) {
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
     for &(x, y) in points {
         x0 = x0.min(x);
         x1 = x1.max(x);
@@ -160,8 +185,15 @@ pub fn axes(points: &[(f64, f64)], grid: usize, margin: f64) -> (Vec<f64>, Vec<f
         y1 = y1.max(y);
     }
     let (dx, dy) = ((x1 - x0).max(1e-9), (y1 - y0).max(1e-9));
-    let lin = |a: f64, b: f64| (0..grid).map(|i| a + (b - a) * i as f64 / (grid - 1) as f64).collect::<Vec<_>>();
-    (lin(x0 - margin * dx, x1 + margin * dx), lin(y0 - margin * dy, y1 + margin * dy))
+    let lin = |a: f64, b: f64| {
+        (0..grid)
+            .map(|i| a + (b - a) * i as f64 / (grid - 1) as f64)
+            .collect::<Vec<_>>()
+    };
+    (
+        lin(x0 - margin * dx, x1 + margin * dx),
+        lin(y0 - margin * dy, y1 + margin * dy),
+    )
 }
 
 /// Computes (or resumes) the landscape grid and writes plane.json after
@@ -178,7 +210,10 @@ pub fn compute(
     out: &Path,
 ) -> Result<PlaneFile> {
     if curve.num_bends() < 3 {
-        bail!("a curve with {} bends is a straight line: there is no plane to draw", curve.num_bends());
+        bail!(
+            "a curve with {} bends is a straight line: there is no plane to draw",
+            curve.num_bends()
+        );
     }
     if grid < 2 {
         bail!("--grid must be at least 2");
@@ -193,8 +228,15 @@ pub fn compute(
     };
     let endpoints = vec![c(w1), c(w2)];
     let bends: Vec<[f64; 2]> = (1..n - 1).map(|k| c(&curve.bends[k])).collect();
-    let curve_pts: Vec<[f64; 2]> = crate::eval::along::grid(61).iter().map(|&t| c(&curve.weights_at(t))).collect();
-    let mut all: Vec<(f64, f64)> = endpoints.iter().chain(&bends).map(|p| (p[0], p[1])).collect();
+    let curve_pts: Vec<[f64; 2]> = crate::eval::along::grid(61)
+        .iter()
+        .map(|&t| c(&curve.weights_at(t)))
+        .collect();
+    let mut all: Vec<(f64, f64)> = endpoints
+        .iter()
+        .chain(&bends)
+        .map(|p| (p[0], p[1]))
+        .collect();
     all.extend(curve_pts.iter().map(|p| (p[0], p[1])));
     let (xs, ys) = axes(&all, grid, margin);
     let caption = if n == 3 {
@@ -203,10 +245,23 @@ pub fn compute(
         format!("plane through w1, bend {bend} (the inner bend farthest from the line) and w2; other bends are projected")
     };
     let (x_label, y_label) = match coords {
-        Coords::Orthonormal => ("u: along w2 − w1".to_string(), "v: towards θ, orthogonal to u".to_string()),
-        Coords::Seed => ("weight of w1 − θ".to_string(), "weight of w2 − θ".to_string()),
+        Coords::Orthonormal => (
+            "u: along w2 − w1".to_string(),
+            "v: towards θ, orthogonal to u".to_string(),
+        ),
+        Coords::Seed => (
+            "weight of w1 − θ".to_string(),
+            "weight of w2 − θ".to_string(),
+        ),
     };
-    let meta = PlaneMeta { coords, grid, margin, plane_bend: bend, caption, ..meta_base };
+    let meta = PlaneMeta {
+        coords,
+        grid,
+        margin,
+        plane_bend: bend,
+        caption,
+        ..meta_base
+    };
     let empty = || vec![vec![None; grid]; grid];
     let mut file = PlaneFile {
         meta: meta.clone(),
@@ -235,14 +290,20 @@ pub fn compute(
             }
         }
     }
-    let todo: Vec<usize> = (0..grid).filter(|&j| file.train_loss[j].iter().any(Option::is_none)).collect();
+    let todo: Vec<usize> = (0..grid)
+        .filter(|&j| file.train_loss[j].iter().any(Option::is_none))
+        .collect();
     let mut prog = Progress::new("landscape", (grid * grid) as u64);
     prog.inc(((grid - todo.len()) * grid) as u64);
     let is_w = |n: &str| model.is_weight(n);
     for j in todo {
         let timer = std::time::Instant::now();
         let y = file.ys[j];
-        let pts: Vec<Params> = file.xs.iter().map(|&x| with_fresh_buffers(model, plane.point((x, y)))).collect();
+        let pts: Vec<Params> = file
+            .xs
+            .iter()
+            .map(|&x| with_fresh_buffers(model, plane.point((x, y))))
+            .collect();
         ev.update_bn(&pts);
         let (train, _) = ev.evaluate(&pts, &ev.data.train, false);
         let (test, _) = ev.evaluate(&pts, &ev.data.test, false);
@@ -268,8 +329,16 @@ mod tests {
 
     fn p(vals: &[f32]) -> Params {
         Params::new(vec![
-            ("a.weight".to_string(), Tensor::from_slice(&vals[..2]).to_kind(Kind::Double)),
-            ("b.weight".to_string(), Tensor::from_slice(&vals[2..]).to_kind(Kind::Double).to_device(Device::Cpu)),
+            (
+                "a.weight".to_string(),
+                Tensor::from_slice(&vals[..2]).to_kind(Kind::Double),
+            ),
+            (
+                "b.weight".to_string(),
+                Tensor::from_slice(&vals[2..])
+                    .to_kind(Kind::Double)
+                    .to_device(Device::Cpu),
+            ),
         ])
     }
 
@@ -301,7 +370,8 @@ mod tests {
         let th = p(&[0.0, 4.0, 3.0, 1.0]);
         let pl = Plane::new(&w1, &th, &w2, Coords::Seed, 1).unwrap();
         let c = |q: &Params| pl.to_coords(pl.project_xy(q));
-        let close = |(a, b): (f64, f64), (x, y): (f64, f64)| (a - x).abs() < 1e-5 && (b - y).abs() < 1e-5;
+        let close =
+            |(a, b): (f64, f64), (x, y): (f64, f64)| (a - x).abs() < 1e-5 && (b - y).abs() < 1e-5;
         assert!(close(c(&th), (0.0, 0.0)));
         assert!(close(c(&w1), (1.0, 0.0)));
         assert!(close(c(&w2), (0.0, 1.0)));

@@ -54,18 +54,27 @@ impl Split {
         self.len() == 0
     }
     pub fn new(images: Tensor, labels: Tensor) -> Split {
-        Split { images, labels, padded: std::sync::OnceLock::new() }
+        Split {
+            images,
+            labels,
+            padded: std::sync::OnceLock::new(),
+        }
     }
     /// The images zero-padded by `pad` pixels on each side, made once and
     /// kept, so that augmentation is a single gather per batch.
     pub fn padded(&self, pad: i64) -> &Tensor {
-        let (p, t) = self.padded.get_or_init(|| (pad, self.images.constant_pad_nd([0, 0, pad, pad, pad, pad])));
+        let (p, t) = self
+            .padded
+            .get_or_init(|| (pad, self.images.constant_pad_nd([0, 0, pad, pad, pad, pad])));
         assert_eq!(*p, pad, "one padding per split");
         t
     }
     /// Images `[start, start+len)` as a uint8 batch.
     pub fn slice(&self, start: i64, len: i64) -> (Tensor, Tensor) {
-        (self.images.narrow(0, start, len), self.labels.narrow(0, start, len))
+        (
+            self.images.narrow(0, start, len),
+            self.labels.narrow(0, start, len),
+        )
     }
 }
 
@@ -81,7 +90,11 @@ pub struct Normalizer {
 impl Normalizer {
     pub fn new(mean: Vec<f64>, std: Vec<f64>, device: Device) -> Normalizer {
         let scale: Vec<f32> = std.iter().map(|s| (1.0 / (255.0 * s)) as f32).collect();
-        let shift: Vec<f32> = mean.iter().zip(&std).map(|(m, s)| (-m / s) as f32).collect();
+        let shift: Vec<f32> = mean
+            .iter()
+            .zip(&std)
+            .map(|(m, s)| (-m / s) as f32)
+            .collect();
         Normalizer {
             scale: Tensor::from_slice(&scale).to_device(device),
             shift: Tensor::from_slice(&shift).to_device(device),
@@ -130,7 +143,9 @@ pub struct DataConfig {
 }
 
 fn to_split(raw: &RawSplit, h: usize, w: usize, c: usize, device: Device) -> Split {
-    let images = Tensor::from_slice(&raw.images).view([raw.n as i64, h as i64, w as i64, c as i64]).to_device(device);
+    let images = Tensor::from_slice(&raw.images)
+        .view([raw.n as i64, h as i64, w as i64, c as i64])
+        .to_device(device);
     let labels: Vec<i64> = raw.labels.iter().map(|&l| l as i64).collect();
     Split::new(images, Tensor::from_slice(&labels).to_device(device))
 }
@@ -148,7 +163,11 @@ fn channel_stats(raw: &RawSplit, c: usize) -> (Vec<f64>, Vec<f64>) {
     }
     let n = (raw.images.len() / c).max(1) as f64;
     let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
-    let std = sq.iter().zip(&mean).map(|(q, m)| (q / n - m * m).max(1e-12).sqrt()).collect();
+    let std = sq
+        .iter()
+        .zip(&mean)
+        .map(|(q, m)| (q / n - m * m).max(1e-12).sqrt())
+        .collect();
     (mean, std)
 }
 
@@ -167,7 +186,11 @@ pub fn cache_dir() -> std::path::PathBuf {
 
 /// Loads, subsets and moves a dataset to `device`. `norm_override` reuses
 /// the normalisation stored in a checkpoint instead of recomputing it.
-pub fn load(cfg: &DataConfig, device: Device, norm_override: Option<(Vec<f64>, Vec<f64>)>) -> Result<Data> {
+pub fn load(
+    cfg: &DataConfig,
+    device: Device,
+    norm_override: Option<(Vec<f64>, Vec<f64>)>,
+) -> Result<Data> {
     let kind = DatasetKind::parse(&cfg.dataset)?;
     let raw: RawDataset = data::load(kind, cfg.data_dir.as_deref(), &cache_dir())?;
     let (h, w, c) = (raw.height, raw.width, raw.channels);
@@ -214,9 +237,13 @@ pub fn augment(padded: &Tensor, idx: &Tensor, pad: i64) -> Tensor {
     let ry = Tensor::arange(h, (Kind::Int64, dev)).unsqueeze(0);
     let rx = Tensor::arange(w, (Kind::Int64, dev)).unsqueeze(0);
     let rows = &oy + ry; // [B,H]
-    // flipped: column j reads source column (W-1-j); then shifted by ox.
+                         // flipped: column j reads source column (W-1-j); then shifted by ox.
     let cols = &ox + rx.flip([1]).where_self(&flip, &rx); // [B,W]
-    padded.index(&[Some(idx.view([b, 1, 1])), Some(rows.unsqueeze(2)), Some(cols.unsqueeze(1))])
+    padded.index(&[
+        Some(idx.view([b, 1, 1])),
+        Some(rows.unsqueeze(2)),
+        Some(cols.unsqueeze(1)),
+    ])
 }
 
 #[cfg(test)]

@@ -38,9 +38,22 @@ pub struct Optimizer {
 
 impl Optimizer {
     pub fn new(cfg: OptimConfig, leaves: &[Tensor]) -> Optimizer {
-        let zeros = |ls: &[Tensor]| ls.iter().map(|p| p.detach().zeros_like()).collect::<Vec<_>>();
-        let v = if cfg.kind == OptimKind::Adam { zeros(leaves) } else { Vec::new() };
-        Optimizer { m: zeros(leaves), v, steps: 0, cfg }
+        let zeros = |ls: &[Tensor]| {
+            ls.iter()
+                .map(|p| p.detach().zeros_like())
+                .collect::<Vec<_>>()
+        };
+        let v = if cfg.kind == OptimKind::Adam {
+            zeros(leaves)
+        } else {
+            Vec::new()
+        };
+        Optimizer {
+            m: zeros(leaves),
+            v,
+            steps: 0,
+            cfg,
+        }
     }
 
     /// One update with learning rate `lr`, using the leaves' `.grad()`.
@@ -52,13 +65,19 @@ impl Optimizer {
             if !g.defined() {
                 continue;
             }
-            let g = if self.cfg.wd != 0.0 { g + p * self.cfg.wd } else { g };
+            let g = if self.cfg.wd != 0.0 {
+                g + p * self.cfg.wd
+            } else {
+                g
+            };
             match self.cfg.kind {
                 OptimKind::Sgd => {
                     let d = if self.cfg.momentum != 0.0 {
                         // buf = μ·buf + g (PyTorch, dampening 0; buf starts at 0 so the first buf is g)
                         let mut buf = self.m[i].shallow_clone();
-                        let _ = buf.f_mul_scalar_(self.cfg.momentum).and_then(|mut b| b.f_add_(&g));
+                        let _ = buf
+                            .f_mul_scalar_(self.cfg.momentum)
+                            .and_then(|mut b| b.f_add_(&g));
                         if self.cfg.nesterov {
                             &g + &self.m[i] * self.cfg.momentum
                         } else {
@@ -73,8 +92,12 @@ impl Optimizer {
                 OptimKind::Adam => {
                     let (b1, b2, eps) = (0.9, 0.999, 1e-8);
                     let (mut m, mut v) = (self.m[i].shallow_clone(), self.v[i].shallow_clone());
-                    let _ = m.f_mul_scalar_(b1).and_then(|mut m| m.f_add_(&(&g * (1.0 - b1))));
-                    let _ = v.f_mul_scalar_(b2).and_then(|mut v| v.f_add_(&(g.square() * (1.0 - b2))));
+                    let _ = m
+                        .f_mul_scalar_(b1)
+                        .and_then(|mut m| m.f_add_(&(&g * (1.0 - b1))));
+                    let _ = v
+                        .f_mul_scalar_(b2)
+                        .and_then(|mut v| v.f_add_(&(g.square() * (1.0 - b2))));
                     let bc1 = 1.0 - b1.powi(self.steps as i32);
                     let bc2 = 1.0 - b2.powi(self.steps as i32);
                     let denom = (&self.v[i] / bc2).sqrt() + eps;
@@ -96,15 +119,28 @@ impl Optimizer {
 
     /// State as named tensors, for the resume checkpoint.
     pub fn state(&self, names: &[String]) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> =
-            self.m.iter().zip(names).map(|(t, n)| (format!("optim.m.{n}"), t.shallow_clone())).collect();
-        out.extend(self.v.iter().zip(names).map(|(t, n)| (format!("optim.v.{n}"), t.shallow_clone())));
+        let mut out: Vec<(String, Tensor)> = self
+            .m
+            .iter()
+            .zip(names)
+            .map(|(t, n)| (format!("optim.m.{n}"), t.shallow_clone()))
+            .collect();
+        out.extend(
+            self.v
+                .iter()
+                .zip(names)
+                .map(|(t, n)| (format!("optim.v.{n}"), t.shallow_clone())),
+        );
         out.push(("optim.steps".to_string(), Tensor::from_slice(&[self.steps])));
         out
     }
 
     /// Restores state written by [`Optimizer::state`].
-    pub fn load_state(&mut self, names: &[String], get: impl Fn(&str) -> Option<Tensor>) -> Result<()> {
+    pub fn load_state(
+        &mut self,
+        names: &[String],
+        get: impl Fn(&str) -> Option<Tensor>,
+    ) -> Result<()> {
         let _guard = tch::no_grad_guard();
         for (i, n) in names.iter().enumerate() {
             match get(&format!("optim.m.{n}")) {
@@ -186,7 +222,9 @@ mod tests {
         assert_eq!(lr_at(Schedule::Reference, 0.1, 0, 100), 0.1);
         assert_eq!(lr_at(Schedule::Reference, 0.1, 50, 100), 0.1);
         // halfway through the decay: 1 - 0.5*0.99
-        assert!((lr_at(Schedule::Reference, 0.1, 70, 100) - 0.1 * (1.0 - 0.5 * 0.99)).abs() < 1e-12);
+        assert!(
+            (lr_at(Schedule::Reference, 0.1, 70, 100) - 0.1 * (1.0 - 0.5 * 0.99)).abs() < 1e-12
+        );
         // at 90% and after: 1%
         assert!((lr_at(Schedule::Reference, 0.1, 90, 100) - 0.001).abs() < 1e-12);
         assert!((lr_at(Schedule::Reference, 0.1, 99, 100) - 0.001).abs() < 1e-12);
@@ -225,7 +263,13 @@ mod tests {
         // PyTorch: buf1 = g = 1 -> p = 0.9; buf2 = 0.9*1 + 1 = 1.9 -> p = 0.9 - 0.19 = 0.71
         let p = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
         let leaves = vec![p.shallow_clone()];
-        let cfg = OptimConfig { kind: OptimKind::Sgd, lr: 0.1, momentum: 0.9, nesterov: false, wd: 0.0 };
+        let cfg = OptimConfig {
+            kind: OptimKind::Sgd,
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: false,
+            wd: 0.0,
+        };
         let mut opt = Optimizer::new(cfg, &leaves);
         for _ in 0..2 {
             opt.zero_grad(&leaves);
@@ -240,7 +284,13 @@ mod tests {
         // bias-corrected first Adam step is lr * g/|g| (up to eps)
         let p = Tensor::from_slice(&[2.0f32]).set_requires_grad(true);
         let leaves = vec![p.shallow_clone()];
-        let cfg = OptimConfig { kind: OptimKind::Adam, lr: 0.01, momentum: 0.0, nesterov: false, wd: 0.0 };
+        let cfg = OptimConfig {
+            kind: OptimKind::Adam,
+            lr: 0.01,
+            momentum: 0.0,
+            nesterov: false,
+            wd: 0.0,
+        };
         let mut opt = Optimizer::new(cfg, &leaves);
         (&leaves[0] * 3.0).sum(Kind::Float).backward();
         opt.step(&leaves, 0.01);

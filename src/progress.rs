@@ -21,11 +21,14 @@ impl Progress {
     pub fn new(label: &str, total: u64) -> Progress {
         let quiet = std::env::var_os("MODECONN_QUIET").is_some();
         let bar = if std::io::stderr().is_terminal() && !quiet {
-            let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(8));
+            let b =
+                ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(8));
             b.set_style(
-                ProgressStyle::with_template("{prefix:>14.bold} [{bar:32.cyan/blue}] {pos}/{len} {msg} ({elapsed} < {eta})")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:>14.bold} [{bar:32.cyan/blue}] {pos}/{len} {msg} ({elapsed} < {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             b.set_prefix(label.to_string());
             Some(b)
@@ -33,7 +36,15 @@ impl Progress {
             None
         };
         let now = Instant::now();
-        Progress { bar, label: label.to_string(), total, done: 0, started: now, last_line: now, quiet }
+        Progress {
+            bar,
+            label: label.to_string(),
+            total,
+            done: 0,
+            started: now,
+            last_line: now,
+            quiet,
+        }
     }
 
     pub fn inc(&mut self, n: u64) {
@@ -41,9 +52,19 @@ impl Progress {
         match &self.bar {
             Some(b) => b.inc(n),
             None => {
-                if !self.quiet && self.last_line.elapsed() > Duration::from_secs(15) && self.done < self.total {
+                if !self.quiet
+                    && self.last_line.elapsed() > Duration::from_secs(15)
+                    && self.done < self.total
+                {
                     self.last_line = Instant::now();
-                    eprintln!("[{}] {}/{} ({:.0}%), eta {}", self.label, self.done, self.total, self.percent(), self.eta());
+                    eprintln!(
+                        "[{}] {}/{} ({:.0}%), eta {}",
+                        self.label,
+                        self.done,
+                        self.total,
+                        self.percent(),
+                        self.eta()
+                    );
                 }
             }
         }

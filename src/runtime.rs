@@ -43,7 +43,14 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(device: DeviceChoice, threads: Option<usize>, precision: Precision, format: MemoryFormat, eval_batch: i64, stack: i64) -> Result<Runtime> {
+    pub fn new(
+        device: DeviceChoice,
+        threads: Option<usize>,
+        precision: Precision,
+        format: MemoryFormat,
+        eval_batch: i64,
+        stack: i64,
+    ) -> Result<Runtime> {
         let device = match device {
             DeviceChoice::Cpu => Device::Cpu,
             DeviceChoice::Auto => Device::cuda_if_available(),
@@ -63,7 +70,14 @@ impl Runtime {
         if eval_batch < 1 || stack < 1 {
             bail!("--eval-batch-size and --stack-models must be at least 1");
         }
-        let mut rt = Runtime { device, precision, channels_last: false, eval_batch, format, stack };
+        let mut rt = Runtime {
+            device,
+            precision,
+            channels_last: false,
+            eval_batch,
+            format,
+            stack,
+        };
         rt.adapt(3);
         Ok(rt)
     }
@@ -81,6 +95,13 @@ impl Runtime {
 
     /// CPU, fp32, plain layout: for tests.
     pub fn cpu() -> Runtime {
-        Runtime { device: Device::Cpu, precision: Precision::Fp32, channels_last: false, eval_batch: 500, format: MemoryFormat::Contiguous, stack: 1 }
+        Runtime {
+            device: Device::Cpu,
+            precision: Precision::Fp32,
+            channels_last: false,
+            eval_batch: 500,
+            format: MemoryFormat::Contiguous,
+            stack: 1,
+        }
     }
 }

@@ -50,7 +50,10 @@ pub struct Loop<'a> {
 
 /// Seed of the RNG for `epoch` of a run seeded `seed`.
 pub fn epoch_seed(seed: u64, epoch: usize) -> i64 {
-    (seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64 * 7919) & 0x7fff_ffff_ffff) as i64
+    (seed
+        .wrapping_mul(1_000_003)
+        .wrapping_add(epoch as u64 * 7919)
+        & 0x7fff_ffff_ffff) as i64
 }
 
 impl Loop<'_> {
@@ -78,7 +81,11 @@ impl Loop<'_> {
                 break; // BatchNorm cannot train on a single example
             }
             let idx = perm.narrow(0, start, len);
-            let imgs = if self.augment { augment(train.padded(4), &idx, 4) } else { train.images.index_select(0, &idx) };
+            let imgs = if self.augment {
+                augment(train.padded(4), &idx, 4)
+            } else {
+                train.images.index_select(0, &idx)
+            };
             let x = self.data.norm.apply(&imgs, self.rt.channels_last);
             let y = train.labels.index_select(0, &idx);
             let (p, extra) = params_for_batch();
@@ -120,7 +127,13 @@ impl Loop<'_> {
 }
 
 /// Errors out on a non-finite loss, naming the epoch and the fix.
-pub fn check_finite(loss: f64, epoch: usize, what: &str, lr: f64, kept: &std::path::Path) -> Result<()> {
+pub fn check_finite(
+    loss: f64,
+    epoch: usize,
+    what: &str,
+    lr: f64,
+    kept: &std::path::Path,
+) -> Result<()> {
     if !loss.is_finite() {
         bail!(
             "{what}: the training loss became {loss} in epoch {epoch} (lr {lr:.4}). Try a lower --lr (e.g. {:.4}). The last good checkpoint is kept in {}.",
@@ -137,7 +150,11 @@ pub fn append_log(path: &std::path::Path, entry: &EpochLog) -> Result<()> {
     let mut lines: Vec<String> = match std::fs::read_to_string(path) {
         Ok(s) => s
             .lines()
-            .filter(|l| serde_json::from_str::<EpochLog>(l).map(|e| e.epoch < entry.epoch).unwrap_or(false))
+            .filter(|l| {
+                serde_json::from_str::<EpochLog>(l)
+                    .map(|e| e.epoch < entry.epoch)
+                    .unwrap_or(false)
+            })
             .map(str::to_string)
             .collect(),
         Err(_) => Vec::new(),

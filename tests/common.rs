@@ -41,7 +41,12 @@ pub struct TestEnv {
 impl TestEnv {
     pub fn new() -> TestEnv {
         require_fashion();
-        TestEnv { dir: tempfile::Builder::new().prefix("modeconn-test").tempdir().expect("tempdir") }
+        TestEnv {
+            dir: tempfile::Builder::new()
+                .prefix("modeconn-test")
+                .tempdir()
+                .expect("tempdir"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -69,7 +74,10 @@ impl TestEnv {
 
     /// Runs the real binary to completion.
     pub fn modeconn(&self, args: &[&str]) -> Output {
-        self.command(args).stdin(Stdio::null()).output().expect("cannot run the modeconn binary")
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run the modeconn binary")
     }
 
     /// Runs the binary and fails the test (showing its stderr) unless it succeeds.
@@ -83,7 +91,12 @@ impl TestEnv {
     pub fn spawn(&self, args: &[&str], tag: &str) -> Child {
         let so = fs::File::create(self.path().join(format!("{tag}.stdout"))).unwrap();
         let se = fs::File::create(self.path().join(format!("{tag}.stderr"))).unwrap();
-        self.command(args).stdin(Stdio::null()).stdout(so).stderr(se).spawn().expect("cannot spawn modeconn")
+        self.command(args)
+            .stdin(Stdio::null())
+            .stdout(so)
+            .stderr(se)
+            .spawn()
+            .expect("cannot spawn modeconn")
     }
 
     /// A copy of the shared fitted experiment, for tests that write into it.
@@ -124,21 +137,33 @@ pub fn assert_ok(out: &Output, args: &[&str]) {
 pub fn assert_clean_error(out: &Output, what: &str) -> String {
     let e = stderr(out);
     assert!(!e.contains("panicked"), "{what}: the binary panicked:\n{e}");
-    assert_eq!(out.status.code(), Some(1), "{what}: expected exit code 1, stderr:\n{e}");
-    assert!(e.starts_with("error:"), "{what}: stderr does not start with 'error:':\n{e}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{what}: expected exit code 1, stderr:\n{e}"
+    );
+    assert!(
+        e.starts_with("error:"),
+        "{what}: stderr does not start with 'error:':\n{e}"
+    );
     e
 }
 
 pub fn read_json(path: &Path) -> Value {
-    let s = fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let s =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&s).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
 pub fn read_jsonl(path: &Path) -> Vec<Value> {
-    let s = fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let s =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     s.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: bad JSON line {l:?}: {e}", path.display())))
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: bad JSON line {l:?}: {e}", path.display()))
+        })
         .collect()
 }
 
@@ -148,7 +173,10 @@ pub fn f(v: &Value) -> f64 {
 
 /// The `epoch` fields of a log.jsonl.
 pub fn log_epochs(path: &Path) -> Vec<u64> {
-    read_jsonl(path).iter().map(|l| l["epoch"].as_u64().expect("epoch")).collect()
+    read_jsonl(path)
+        .iter()
+        .map(|l| l["epoch"].as_u64().expect("epoch"))
+        .collect()
 }
 
 /// Every tensor of a checkpoint, by name (through the library's reader).
@@ -162,18 +190,31 @@ pub fn tensors(path: &Path) -> BTreeMap<String, Tensor> {
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shapes differ");
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[])
 }
 
 /// Max abs difference over every tensor of two checkpoints with the same keys.
 pub fn max_diff_files(a: &Path, b: &Path) -> f64 {
     let (ta, tb) = (tensors(a), tensors(b));
-    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>(), "{} and {} have different keys", a.display(), b.display());
-    ta.iter().map(|(k, t)| max_abs_diff(t, &tb[k])).fold(0.0, f64::max)
+    assert_eq!(
+        ta.keys().collect::<Vec<_>>(),
+        tb.keys().collect::<Vec<_>>(),
+        "{} and {} have different keys",
+        a.display(),
+        b.display()
+    );
+    ta.iter()
+        .map(|(k, t)| max_abs_diff(t, &tb[k]))
+        .fold(0.0, f64::max)
 }
 
 pub fn mtime(p: &Path) -> std::time::SystemTime {
-    fs::metadata(p).and_then(|m| m.modified()).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    fs::metadata(p)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// Every regular file under `dir` with its bytes, by relative path.
@@ -220,7 +261,9 @@ pub fn wait_for_every(limit: Duration, every: Duration, mut cond: impl FnMut() -
 
 /// Number of lines of a file (0 when it does not exist).
 pub fn line_count(p: &Path) -> usize {
-    fs::read_to_string(p).map(|s| s.lines().count()).unwrap_or(0)
+    fs::read_to_string(p)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
 }
 
 /// The `epoch` recorded in a checkpoint's modeconn metadata.
@@ -246,7 +289,8 @@ pub fn shared(rel: &str) -> Option<PathBuf> {
 /// A Fashion-MNIST batch of `n` test images (NCHW float, contiguous) as the
 /// experiment's config.json `data` section loads them.
 pub fn test_batch(exp: &Path, n: i64) -> Tensor {
-    let cfg: modeconn::loader::DataConfig = serde_json::from_value(read_json(&exp.join("config.json"))["data"].clone()).unwrap();
+    let cfg: modeconn::loader::DataConfig =
+        serde_json::from_value(read_json(&exp.join("config.json"))["data"].clone()).unwrap();
     let data = modeconn::loader::load(&cfg, Device::Cpu, None).unwrap();
     let n = n.min(data.test.len());
     let (x, _) = data.test.slice(0, n);
@@ -254,8 +298,19 @@ pub fn test_batch(exp: &Path, n: i64) -> Tensor {
 }
 
 /// Logits of `params` on `x` (eval mode, fp32).
-pub fn logits(model: &modeconn::model::Model, params: &modeconn::model::Params, x: &Tensor) -> Tensor {
-    tch::no_grad(|| model.forward(params, x, modeconn::model::BnMode::Eval, modeconn::model::Precision::Fp32))
+pub fn logits(
+    model: &modeconn::model::Model,
+    params: &modeconn::model::Params,
+    x: &Tensor,
+) -> Tensor {
+    tch::no_grad(|| {
+        model.forward(
+            params,
+            x,
+            modeconn::model::BnMode::Eval,
+            modeconn::model::Precision::Fp32,
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -266,7 +321,16 @@ pub fn logits(model: &modeconn::model::Model, params: &modeconn::model::Params, 
 // target/tmp/fixture-<pid>/exp; tests that write into an experiment copy it.
 // ---------------------------------------------------------------------------
 
-pub const FIXTURE_TRAIN: &[&str] = &["--train-subset", "3000", "--test-subset", "1000", "--epochs", "3", "--batch-size", "32"];
+pub const FIXTURE_TRAIN: &[&str] = &[
+    "--train-subset",
+    "3000",
+    "--test-subset",
+    "1000",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "32",
+];
 
 static FIXTURE: OnceLock<PathBuf> = OnceLock::new();
 
@@ -309,7 +373,15 @@ fn build_fixture() -> PathBuf {
     a.extend_from_slice(FIXTURE_TRAIN);
     let out = run(&a);
     fs::write(dir.join("train.stdout"), &out.stdout).unwrap();
-    run(&["fit-curve", "--exp", &e, "--epochs", "2", "--batch-size", "32"]);
+    run(&[
+        "fit-curve",
+        "--exp",
+        &e,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+    ]);
     dir
 }
 

@@ -14,7 +14,11 @@ fn short_training_run_learns_and_writes_both_endpoints() {
     let exp = fixture_exp();
     let out = std::fs::read_to_string(fixture().join("train.stdout")).unwrap();
     // one JSON line per epoch and model on stdout
-    let lines: Vec<Value> = out.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 6, "stdout:\n{out}");
     assert_eq!(lines[5]["model"], "end_model");
 
@@ -24,19 +28,43 @@ fn short_training_run_learns_and_writes_both_endpoints() {
             assert!(d.join(file).is_file(), "{dir}/{file} is missing");
         }
         let log = read_jsonl(&d.join("log.jsonl"));
-        assert_eq!(log.len(), 3, "{dir}/log.jsonl should have one line per epoch");
+        assert_eq!(
+            log.len(),
+            3,
+            "{dir}/log.jsonl should have one line per epoch"
+        );
         assert_eq!(log_epochs(&d.join("log.jsonl")), vec![1, 2, 3]);
-        for key in ["lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"] {
-            assert!(log[2][key].is_number(), "{dir}/log.jsonl lacks {key}: {}", log[2]);
+        for key in [
+            "lr",
+            "train_loss",
+            "train_acc",
+            "test_loss",
+            "test_acc",
+            "seconds",
+        ] {
+            assert!(
+                log[2][key].is_number(),
+                "{dir}/log.jsonl lacks {key}: {}",
+                log[2]
+            );
         }
         let acc = f(&log[2]["test_acc"]);
-        assert!(acc > 60.0, "{dir}: final test accuracy {acc}% is not far above chance (10%)");
-        assert!(f(&log[2]["test_loss"]) < f(&log[0]["test_loss"]), "{dir}: test loss did not fall");
+        assert!(
+            acc > 60.0,
+            "{dir}: final test accuracy {acc}% is not far above chance (10%)"
+        );
+        assert!(
+            f(&log[2]["test_loss"]) < f(&log[0]["test_loss"]),
+            "{dir}: test loss did not fall"
+        );
         assert_eq!(meta_epoch(&d.join("model.safetensors")), 3);
     }
     let cfg = read_json(&exp.join("config.json"));
     for section in ["data", "arch", "train"] {
-        assert!(cfg[section].is_object(), "config.json lacks the {section} section: {cfg}");
+        assert!(
+            cfg[section].is_object(),
+            "config.json lacks the {section} section: {cfg}"
+        );
     }
     assert_eq!(cfg["data"]["dataset"], "fashion-mnist");
     assert_eq!(cfg["data"]["train_subset"], 3000);
@@ -45,15 +73,32 @@ fn short_training_run_learns_and_writes_both_endpoints() {
     assert_eq!(cfg["train"]["models"], 2);
 
     // Seeds 1 and 2 give different networks.
-    let d = max_diff_files(&exp.join("start_model/model.safetensors"), &exp.join("end_model/model.safetensors"));
-    assert!(d > 1e-3, "the two endpoints are (nearly) identical: max abs diff {d}");
+    let d = max_diff_files(
+        &exp.join("start_model/model.safetensors"),
+        &exp.join("end_model/model.safetensors"),
+    );
+    assert!(
+        d > 1e-3,
+        "the two endpoints are (nearly) identical: max abs diff {d}"
+    );
 }
 
 #[test]
 fn resumed_training_is_identical_to_an_uninterrupted_run() {
     let env = TestEnv::new();
     let common: &[&str] = &[
-        "--models", "1", "--threads", "1", "--train-subset", "3000", "--test-subset", "200", "--epochs", "3", "--batch-size", "32",
+        "--models",
+        "1",
+        "--threads",
+        "1",
+        "--train-subset",
+        "3000",
+        "--test-subset",
+        "200",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
     ];
     let (a, b) = (env.p("a"), env.p("b"));
     let mut args_a = vec!["train-endpoints", "--exp", &a];
@@ -70,34 +115,74 @@ fn resumed_training_is_identical_to_an_uninterrupted_run() {
     child.kill().ok();
     let status = child.wait().unwrap();
     assert!(started, "the first epoch of b never finished");
-    assert!(!status.success(), "b finished before it could be interrupted; the test did not interrupt anything");
+    assert!(
+        !status.success(),
+        "b finished before it could be interrupted; the test did not interrupt anything"
+    );
     let done = log_epochs(&log_b);
     assert!(done.len() < 3, "b was not interrupted: log {done:?}");
     // The state left behind is a complete epoch, at least 1.
-    let (_, meta) = modeconn::checkpoint::read_tensors(&env.path().join("b/start_model/state.safetensors")).unwrap();
+    let (_, meta) =
+        modeconn::checkpoint::read_tensors(&env.path().join("b/start_model/state.safetensors"))
+            .unwrap();
     let epoch = meta.expect("state.safetensors carries metadata").epoch;
-    assert!((1..3).contains(&epoch), "interrupted state at epoch {epoch}");
+    assert!(
+        (1..3).contains(&epoch),
+        "interrupted state at epoch {epoch}"
+    );
 
     let mut resume = args_b.clone();
     resume.push("--resume");
     env.ok(&resume);
-    assert_eq!(log_epochs(&log_b), vec![1, 2, 3], "the resumed log must list every epoch once");
+    assert_eq!(
+        log_epochs(&log_b),
+        vec![1, 2, 3],
+        "the resumed log must list every epoch once"
+    );
 
     // With one thread and per-epoch seeds, libtorch's CPU kernels are
     // deterministic here, so the weights must agree bit for bit.
-    let d = max_diff_files(&env.path().join("a/start_model/model.safetensors"), &env.path().join("b/start_model/model.safetensors"));
-    assert_eq!(d, 0.0, "resumed run differs from the uninterrupted one: max abs diff {d}");
-    let (la, lb) = (read_jsonl(&env.path().join("a/start_model/log.jsonl")), read_jsonl(&log_b));
+    let d = max_diff_files(
+        &env.path().join("a/start_model/model.safetensors"),
+        &env.path().join("b/start_model/model.safetensors"),
+    );
+    assert_eq!(
+        d, 0.0,
+        "resumed run differs from the uninterrupted one: max abs diff {d}"
+    );
+    let (la, lb) = (
+        read_jsonl(&env.path().join("a/start_model/log.jsonl")),
+        read_jsonl(&log_b),
+    );
     assert_eq!(la[2]["test_acc"], lb[2]["test_acc"]);
-    assert_eq!(la[2]["lr"], lb[2]["lr"], "the learning-rate schedule must continue, not restart");
+    assert_eq!(
+        la[2]["lr"], lb[2]["lr"],
+        "the learning-rate schedule must continue, not restart"
+    );
 }
 
 /// One endpoint, 3000 images, one thread: a few seconds per epoch.
 fn one_endpoint(exp: &str, epochs: &'static str) -> Vec<String> {
-    ["train-endpoints", "--exp", exp, "--models", "1", "--threads", "1", "--train-subset", "3000", "--test-subset", "200", "--batch-size", "32", "--epochs", epochs]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "train-endpoints",
+        "--exp",
+        exp,
+        "--models",
+        "1",
+        "--threads",
+        "1",
+        "--train-subset",
+        "3000",
+        "--test-subset",
+        "200",
+        "--batch-size",
+        "32",
+        "--epochs",
+        epochs,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 #[test]
@@ -109,11 +194,16 @@ fn interruption_right_after_a_checkpoint_keeps_every_epoch_in_the_log() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let dir = env.path().join("e/start_model");
     let mut child = env.spawn(&args, "k");
-    let hit = wait_for_every(Duration::from_secs(300), Duration::from_millis(1), || dir.join("state.safetensors").exists());
+    let hit = wait_for_every(Duration::from_secs(300), Duration::from_millis(1), || {
+        dir.join("state.safetensors").exists()
+    });
     child.kill().ok();
     child.wait().unwrap();
     assert!(hit, "no checkpoint was ever written");
-    let (logged, saved) = (line_count(&dir.join("log.jsonl")), meta_epoch(&dir.join("state.safetensors")));
+    let (logged, saved) = (
+        line_count(&dir.join("log.jsonl")),
+        meta_epoch(&dir.join("state.safetensors")),
+    );
     if logged >= saved {
         eprintln!("note: the kill came after the log line (log {logged}, state epoch {saved}); nothing to check");
     }
@@ -121,7 +211,11 @@ fn interruption_right_after_a_checkpoint_keeps_every_epoch_in_the_log() {
     resume.push("--resume");
     env.ok(&resume);
     assert_eq!(meta_epoch(&dir.join("model.safetensors")), 3);
-    assert_eq!(log_epochs(&dir.join("log.jsonl")), vec![1, 2, 3], "log.jsonl must list every epoch once after --resume");
+    assert_eq!(
+        log_epochs(&dir.join("log.jsonl")),
+        vec![1, 2, 3],
+        "log.jsonl must list every epoch once after --resume"
+    );
 }
 
 #[test]
@@ -136,22 +230,42 @@ fn interruption_during_the_final_save_leaves_a_current_model_file() {
     let args = one_endpoint(&exp, "2");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let dir = env.path().join("e/start_model");
-    let (state, model, log) = (dir.join("state.safetensors"), dir.join("model.safetensors"), dir.join("log.jsonl"));
+    let (state, model, log) = (
+        dir.join("state.safetensors"),
+        dir.join("model.safetensors"),
+        dir.join("log.jsonl"),
+    );
     let mut child = env.spawn(&args, "final");
-    let hit = wait_for_every(Duration::from_secs(300), Duration::from_millis(1), || line_count(&log) >= 2);
+    let hit = wait_for_every(Duration::from_secs(300), Duration::from_millis(1), || {
+        line_count(&log) >= 2
+    });
     child.kill().ok();
     child.wait().unwrap();
     assert!(hit, "epoch 2 never finished");
-    let state_epoch = if state.exists() { meta_epoch(&state) } else { 0 };
-    eprintln!("note: killed with the state at epoch {state_epoch} (epoch 1 means inside the final save)");
+    let state_epoch = if state.exists() {
+        meta_epoch(&state)
+    } else {
+        0
+    };
+    eprintln!(
+        "note: killed with the state at epoch {state_epoch} (epoch 1 means inside the final save)"
+    );
     let mut resume = args.clone();
     resume.push("--resume");
     env.ok(&resume);
     assert_eq!(meta_epoch(&state), 2);
-    assert_eq!(meta_epoch(&model), 2, "after --resume, model.safetensors must hold the final epoch");
+    assert_eq!(
+        meta_epoch(&model),
+        2,
+        "after --resume, model.safetensors must hold the final epoch"
+    );
     let (st, md) = (tensors(&state), tensors(&model));
     for (k, t) in &md {
-        assert_eq!(max_abs_diff(t, &st[k]), 0.0, "{k}: model.safetensors differs from the final state");
+        assert_eq!(
+            max_abs_diff(t, &st[k]),
+            0.0,
+            "{k}: model.safetensors differs from the final state"
+        );
     }
     assert_eq!(log_epochs(&log), vec![1, 2]);
 }
@@ -160,7 +274,19 @@ fn interruption_during_the_final_save_leaves_a_current_model_file() {
 fn rerunning_without_resume_is_refused_and_changes_nothing() {
     let env = TestEnv::new();
     let e = env.p("e");
-    let args = ["train-endpoints", "--exp", &e, "--models", "1", "--train-subset", "500", "--test-subset", "100", "--epochs", "1"];
+    let args = [
+        "train-endpoints",
+        "--exp",
+        &e,
+        "--models",
+        "1",
+        "--train-subset",
+        "500",
+        "--test-subset",
+        "100",
+        "--epochs",
+        "1",
+    ];
     env.ok(&args);
     let dir = env.path().join("e/start_model");
     let before = snapshot(&dir);
@@ -168,16 +294,29 @@ fn rerunning_without_resume_is_refused_and_changes_nothing() {
     std::thread::sleep(Duration::from_millis(20));
 
     let err = assert_clean_error(&env.modeconn(&args), "rerun without --resume");
-    assert!(err.contains("--resume"), "the message should point at --resume:\n{err}");
-    assert!(err.contains("start_model"), "the message should name the directory:\n{err}");
+    assert!(
+        err.contains("--resume"),
+        "the message should point at --resume:\n{err}"
+    );
+    assert!(
+        err.contains("start_model"),
+        "the message should name the directory:\n{err}"
+    );
     // Also with more epochs (a different run): still refused.
     let mut more = args.to_vec();
     let last = more.len() - 1;
     more[last] = "2";
-    let err = assert_clean_error(&env.modeconn(&more), "rerun with more epochs without --resume");
+    let err = assert_clean_error(
+        &env.modeconn(&more),
+        "rerun with more epochs without --resume",
+    );
     assert!(err.contains("--resume"), "{err}");
 
-    assert_eq!(snapshot(&dir), before, "start_model/ was modified by a refused run");
+    assert_eq!(
+        snapshot(&dir),
+        before,
+        "start_model/ was modified by a refused run"
+    );
     assert_eq!(mtime(&dir.join("model.safetensors")), t_before);
 }
 
@@ -189,7 +328,10 @@ fn model_files_are_pytorch_state_dicts_with_metadata() {
     let st = safetensors::SafeTensors::deserialize(&buf).expect("valid safetensors");
     let mut names: Vec<String> = st.names().into_iter().cloned().collect();
     names.sort();
-    assert_eq!(names, SEED_CONVNET_KEYS, "keys must be the PyTorch state-dict names");
+    assert_eq!(
+        names, SEED_CONVNET_KEYS,
+        "keys must be the PyTorch state-dict names"
+    );
 
     let ours = tensors(&path);
     assert_eq!(ours.keys().cloned().collect::<Vec<_>>(), names);
@@ -199,7 +341,11 @@ fn model_files_are_pytorch_state_dicts_with_metadata() {
         let t = &ours[&name];
         assert_eq!(t.size(), shape, "{name}");
         assert_eq!(t.kind(), Kind::Float, "{name}");
-        let raw: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let raw: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         let mine: Vec<f32> = Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
         assert_eq!(raw, mine, "{name}: values differ between the two readers");
         assert!(raw.iter().any(|&v| v != 0.0), "{name} is all zeros");
@@ -224,13 +370,32 @@ fn model_files_are_pytorch_state_dicts_with_metadata() {
 #[test]
 fn missing_dataset_names_the_paths_searched_and_the_download_command() {
     let env = TestEnv::new();
-    let out = env.modeconn(&["train-endpoints", "--exp", &env.p("e"), "--dataset", "cifar10", "--data-dir", "/nonexistent"]);
+    let out = env.modeconn(&[
+        "train-endpoints",
+        "--exp",
+        &env.p("e"),
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        "/nonexistent",
+    ]);
     let err = assert_clean_error(&out, "missing cifar10");
-    for p in ["/nonexistent", "/nonexistent/cifar10", "data/cifar10", "/usr/share/datasets/cifar10"] {
-        assert!(err.lines().any(|l| l.trim() == p), "the search path {p} is not listed:\n{err}");
+    for p in [
+        "/nonexistent",
+        "/nonexistent/cifar10",
+        "data/cifar10",
+        "/usr/share/datasets/cifar10",
+    ] {
+        assert!(
+            err.lines().any(|l| l.trim() == p),
+            "the search path {p} is not listed:\n{err}"
+        );
     }
     assert!(err.contains("modeconn download cifar10"), "{err}");
-    assert!(!env.path().join("e").exists(), "a failed run should not create the experiment");
+    assert!(
+        !env.path().join("e").exists(),
+        "a failed run should not create the experiment"
+    );
 }
 
 #[test]
@@ -238,7 +403,11 @@ fn truncated_idx_file_is_named_in_the_error() {
     let env = TestEnv::new();
     let dir = env.path().join("fm");
     fs::create_dir_all(&dir).unwrap();
-    for name in ["train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+    for name in [
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ] {
         fs::copy(Path::new(FASHION_DIR).join(name), dir.join(name)).unwrap();
     }
     // A valid header for 60000 28x28 images, followed by only 1000 bytes.
@@ -249,9 +418,23 @@ fn truncated_idx_file_is_named_in_the_error() {
     }
     fh.write_all(&[0u8; 1000]).unwrap();
     drop(fh);
-    let out = env.modeconn(&["train-endpoints", "--exp", &env.p("e"), "--dataset", "fashion-mnist", "--data-dir", dir.to_str().unwrap(), "--epochs", "1"]);
+    let out = env.modeconn(&[
+        "train-endpoints",
+        "--exp",
+        &env.p("e"),
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--epochs",
+        "1",
+    ]);
     let err = assert_clean_error(&out, "truncated IDX");
-    assert!(err.contains(bad.to_str().unwrap()), "the message should name {}:\n{err}", bad.display());
+    assert!(
+        err.contains(bad.to_str().unwrap()),
+        "the message should name {}:\n{err}",
+        bad.display()
+    );
     assert!(err.contains("truncated"), "{err}");
 }
 
@@ -259,10 +442,22 @@ fn truncated_idx_file_is_named_in_the_error() {
 fn invalid_learning_rate_is_refused() {
     let env = TestEnv::new();
     // `--lr=-1` reaches modeconn's own validation.
-    let out = env.modeconn(&["train-endpoints", "--exp", &env.p("e"), "--lr=-1", "--train-subset", "200", "--test-subset", "100"]);
+    let out = env.modeconn(&[
+        "train-endpoints",
+        "--exp",
+        &env.p("e"),
+        "--lr=-1",
+        "--train-subset",
+        "200",
+        "--test-subset",
+        "100",
+    ]);
     let err = assert_clean_error(&out, "--lr=-1");
     assert!(err.contains("--lr") && err.contains("positive"), "{err}");
-    assert!(!env.path().join("e/start_model").exists(), "nothing should be trained with a negative learning rate");
+    assert!(
+        !env.path().join("e/start_model").exists(),
+        "nothing should be trained with a negative learning rate"
+    );
 }
 
 #[test]
@@ -271,24 +466,46 @@ fn negative_learning_rate_as_separate_argument_gets_a_clear_message() {
     // validation) must say that --lr is the problem; a bare "unexpected
     // argument '-1'" does not.
     let env = TestEnv::new();
-    let out = env.modeconn(&["train-endpoints", "--exp", &env.p("e"), "--lr", "-1", "--train-subset", "200", "--test-subset", "100"]);
+    let out = env.modeconn(&[
+        "train-endpoints",
+        "--exp",
+        &env.p("e"),
+        "--lr",
+        "-1",
+        "--train-subset",
+        "200",
+        "--test-subset",
+        "100",
+    ]);
     let err = stderr(&out);
     assert!(!out.status.success(), "--lr -1 was accepted");
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.starts_with("error:"), "{err}");
-    assert!(err.contains("--lr"), "the message does not name --lr:\n{err}");
+    assert!(
+        err.contains("--lr"),
+        "the message does not name --lr:\n{err}"
+    );
 }
 
 #[test]
 fn unknown_architecture_is_a_usage_error_listing_the_choices() {
     let env = TestEnv::new();
-    let out = env.modeconn(&["train-endpoints", "--exp", &env.p("e"), "--arch", "resnet9000"]);
+    let out = env.modeconn(&[
+        "train-endpoints",
+        "--exp",
+        &env.p("e"),
+        "--arch",
+        "resnet9000",
+    ]);
     let err = stderr(&out);
     assert!(!err.contains("panicked"), "{err}");
     // Argument-parsing errors exit with clap's usage-error status 2 (not 1).
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.starts_with("error:"), "{err}");
-    assert!(err.contains("resnet9000") && err.contains("--arch"), "{err}");
+    assert!(
+        err.contains("resnet9000") && err.contains("--arch"),
+        "{err}"
+    );
     for a in ["seed-convnet", "convfc", "vgg16", "preresnet", "wrn"] {
         assert!(err.contains(a), "the choice {a} is not listed:\n{err}");
     }
@@ -299,8 +516,28 @@ fn diverging_loss_stops_with_the_epoch_and_a_lower_lr() {
     // lr 1e6 makes the first epoch's loss infinite or NaN.
     let env = TestEnv::new();
     let e = env.p("e");
-    let out = env.modeconn(&["train-endpoints", "--exp", &e, "--models", "1", "--train-subset", "500", "--test-subset", "100", "--epochs", "2", "--lr", "1e6"]);
+    let out = env.modeconn(&[
+        "train-endpoints",
+        "--exp",
+        &e,
+        "--models",
+        "1",
+        "--train-subset",
+        "500",
+        "--test-subset",
+        "100",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e6",
+    ]);
     let msg = assert_clean_error(&out, "a diverged run");
-    assert!(msg.contains("epoch 1") && msg.contains("lower --lr"), "{msg}");
-    assert!(!env.path().join("e/start_model/model.safetensors").exists(), "no checkpoint of a diverged epoch may be written");
+    assert!(
+        msg.contains("epoch 1") && msg.contains("lower --lr"),
+        "{msg}"
+    );
+    assert!(
+        !env.path().join("e/start_model/model.safetensors").exists(),
+        "no checkpoint of a diverged epoch may be written"
+    );
 }

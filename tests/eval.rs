@@ -4,7 +4,17 @@ use std::fs;
 
 use crate::common::*;
 
-const ROW_KEYS: [&str; 9] = ["t", "train_loss", "train_nll", "train_acc", "test_loss", "test_nll", "test_acc", "test_ece", "dl"];
+const ROW_KEYS: [&str; 9] = [
+    "t",
+    "train_loss",
+    "train_nll",
+    "train_acc",
+    "test_loss",
+    "test_nll",
+    "test_acc",
+    "test_ece",
+    "dl",
+];
 const SCORE_KEYS: [&str; 5] = ["acc", "nll", "ece", "brier", "auroc"];
 
 #[test]
@@ -12,8 +22,22 @@ fn eval_writes_the_sweep_and_the_ensemble() {
     let env = TestEnv::new();
     let exp = env.copy_of_fixture("e");
     let e = exp.display().to_string();
-    let out = env.ok(&["eval", "--exp", &e, "--points", "5", "--train-subset", "1000", "--test-subset", "500"]);
-    assert!(stdout(&out).contains("barrier"), "the summary table is missing:\n{}", stdout(&out));
+    let out = env.ok(&[
+        "eval",
+        "--exp",
+        &e,
+        "--points",
+        "5",
+        "--train-subset",
+        "1000",
+        "--test-subset",
+        "500",
+    ]);
+    assert!(
+        stdout(&out).contains("barrier"),
+        "the summary table is missing:\n{}",
+        stdout(&out)
+    );
 
     let along = read_json(&exp.join("eval/along.json"));
     assert_eq!(along["meta"]["points"], 5);
@@ -21,26 +45,50 @@ fn eval_writes_the_sweep_and_the_ensemble() {
     assert_eq!(along["meta"]["n_test"], 500);
     for path in ["curve", "line"] {
         let p = &along[path];
-        let rows = p["rows"].as_array().unwrap_or_else(|| panic!("{path} has no rows"));
+        let rows = p["rows"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path} has no rows"));
         assert_eq!(rows.len(), 5, "{path}");
         for (i, r) in rows.iter().enumerate() {
             for k in ROW_KEYS {
-                let v = r[k].as_f64().unwrap_or_else(|| panic!("{path} row {i} lacks {k}: {r}"));
+                let v = r[k]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{path} row {i} lacks {k}: {r}"));
                 assert!(v.is_finite(), "{path} row {i}: {k} = {v}");
             }
-            assert!((f(&r["t"]) - i as f64 / 4.0).abs() < 1e-12, "{path} row {i}: t = {}", r["t"]);
+            assert!(
+                (f(&r["t"]) - i as f64 / 4.0).abs() < 1e-12,
+                "{path} row {i}: t = {}",
+                r["t"]
+            );
             let acc = f(&r["test_acc"]);
-            assert!((0.0..=100.0).contains(&acc), "test_acc is a percentage: {acc}");
-            assert!((0.0..=1.0).contains(&f(&r["test_ece"])), "ECE is a fraction");
-            assert!(f(&r["train_loss"]) >= f(&r["train_nll"]), "train_loss includes the L2 term");
+            assert!(
+                (0.0..=100.0).contains(&acc),
+                "test_acc is a percentage: {acc}"
+            );
+            assert!(
+                (0.0..=1.0).contains(&f(&r["test_ece"])),
+                "ECE is a fraction"
+            );
+            assert!(
+                f(&r["train_loss"]) >= f(&r["train_nll"]),
+                "train_loss includes the L2 term"
+            );
         }
         assert_eq!(f(&rows[0]["dl"]), 0.0);
         let len: f64 = rows.iter().map(|r| f(&r["dl"])).sum();
-        assert!((f(&p["length"]) - len).abs() < 1e-6 * len.max(1.0), "{path}: length {} vs sum of dl {len}", p["length"]);
+        assert!(
+            (f(&p["length"]) - len).abs() < 1e-6 * len.max(1.0),
+            "{path}: length {} vs sum of dl {len}",
+            p["length"]
+        );
         assert!(len > 0.0);
         for m in ["train_loss", "test_err", "test_acc", "test_ece"] {
             for s in ["min", "max", "mean", "int"] {
-                assert!(p["summary"][m][s].is_number(), "{path}: summary.{m}.{s} missing");
+                assert!(
+                    p["summary"][m][s].is_number(),
+                    "{path}: summary.{m}.{s} missing"
+                );
             }
         }
         for b in ["train_loss", "test_err"] {
@@ -58,17 +106,34 @@ fn eval_writes_the_sweep_and_the_ensemble() {
     assert_eq!(&header[1..], ROW_KEYS);
     let body: Vec<&str> = lines.collect();
     assert_eq!(body.len(), 10, "5 curve rows and 5 line rows:\n{csv}");
-    assert!(body[0].starts_with("curve,0,") && body[5].starts_with("line,0,"), "{csv}");
+    assert!(
+        body[0].starts_with("curve,0,") && body[5].starts_with("line,0,"),
+        "{csv}"
+    );
 
-    env.ok(&["eval", "--exp", &e, "--ensemble", "4", "--test-subset", "500"]);
+    env.ok(&[
+        "eval",
+        "--exp",
+        &e,
+        "--ensemble",
+        "4",
+        "--test-subset",
+        "500",
+    ]);
     let ens = read_json(&exp.join("eval/ensemble.json"));
     for part in ["start", "end", "endpoints", "curve"] {
         for k in SCORE_KEYS {
-            let v = ens[part][k].as_f64().unwrap_or_else(|| panic!("ensemble.json {part}.{k} missing: {}", ens[part]));
+            let v = ens[part][k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("ensemble.json {part}.{k} missing: {}", ens[part]));
             assert!(v.is_finite(), "{part}.{k} = {v}");
         }
         assert!(f(&ens[part]["acc"]) > 50.0, "{part}: {}", ens[part]);
-        assert!((0.5..=1.0).contains(&f(&ens[part]["auroc"])), "{part}: {}", ens[part]);
+        assert!(
+            (0.5..=1.0).contains(&f(&ens[part]["auroc"])),
+            "{part}: {}",
+            ens[part]
+        );
     }
     let by = ens["by_size"].as_array().unwrap();
     assert_eq!(by.len(), 4);
@@ -91,20 +156,44 @@ fn eval_errors_are_clear() {
     let exp = fixture_exp();
     let e = exp.display().to_string();
 
-    let err = assert_clean_error(&env.modeconn(&["eval", "--exp", &e, "--ensemble", "0"]), "--ensemble 0");
-    assert!(err.contains("--ensemble") && err.contains("at least 1"), "{err}");
+    let err = assert_clean_error(
+        &env.modeconn(&["eval", "--exp", &e, "--ensemble", "0"]),
+        "--ensemble 0",
+    );
+    assert!(
+        err.contains("--ensemble") && err.contains("at least 1"),
+        "{err}"
+    );
 
-    let err = assert_clean_error(&env.modeconn(&["eval", "--exp", &e, "--points", "1"]), "--points 1");
-    assert!(err.contains("--points") && err.contains("at least 2"), "{err}");
+    let err = assert_clean_error(
+        &env.modeconn(&["eval", "--exp", &e, "--points", "1"]),
+        "--points 1",
+    );
+    assert!(
+        err.contains("--points") && err.contains("at least 2"),
+        "{err}"
+    );
 
     // An experiment with endpoints but no curve.
     let no_curve = env.path().join("no-curve");
     copy_dir(&exp.join("start_model"), &no_curve.join("start_model"));
-    let err = assert_clean_error(&env.modeconn(&["eval", "--exp", no_curve.to_str().unwrap()]), "no curve");
-    assert!(err.contains("modeconn fit-curve"), "the message should say how to make a curve:\n{err}");
+    let err = assert_clean_error(
+        &env.modeconn(&["eval", "--exp", no_curve.to_str().unwrap()]),
+        "no curve",
+    );
+    assert!(
+        err.contains("modeconn fit-curve"),
+        "the message should say how to make a curve:\n{err}"
+    );
 
-    let err = assert_clean_error(&env.modeconn(&["eval", "--exp", &e, "--dataset", "mnist"]), "--dataset mnist");
-    assert!(err.contains("fashion-mnist") && err.contains("'mnist'"), "both datasets should be named:\n{err}");
+    let err = assert_clean_error(
+        &env.modeconn(&["eval", "--exp", &e, "--dataset", "mnist"]),
+        "--dataset mnist",
+    );
+    assert!(
+        err.contains("fashion-mnist") && err.contains("'mnist'"),
+        "both datasets should be named:\n{err}"
+    );
 
     // Nothing was written into the shared experiment.
     assert!(!exp.join("eval").exists(), "a refused eval wrote eval/");
@@ -115,47 +204,106 @@ fn landscape_and_plots() {
     let env = TestEnv::new();
     let exp = env.copy_of_fixture("e");
     let e = exp.display().to_string();
-    env.ok(&["landscape", "--exp", &e, "--grid", "5", "--train-subset", "500", "--test-subset", "300"]);
+    env.ok(&[
+        "landscape",
+        "--exp",
+        &e,
+        "--grid",
+        "5",
+        "--train-subset",
+        "500",
+        "--test-subset",
+        "300",
+    ]);
     let plane_path = exp.join("landscape/plane.json");
     let plane = read_json(&plane_path);
     assert_eq!(plane["xs"].as_array().map(Vec::len), Some(5));
     assert_eq!(plane["ys"].as_array().map(Vec::len), Some(5));
     for key in ["train_loss", "test_err", "test_nll"] {
-        let g = plane[key].as_array().unwrap_or_else(|| panic!("{key} missing"));
+        let g = plane[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} missing"));
         assert_eq!(g.len(), 5, "{key}");
         for row in g {
             let row = row.as_array().unwrap();
             assert_eq!(row.len(), 5, "{key}");
             for v in row {
-                assert!(v.as_f64().map(f64::is_finite).unwrap_or(false), "{key} has a null or non-finite value: {v}");
+                assert!(
+                    v.as_f64().map(f64::is_finite).unwrap_or(false),
+                    "{key} has a null or non-finite value: {v}"
+                );
             }
         }
     }
-    let err: Vec<f64> = plane["test_err"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(f)).collect();
+    let err: Vec<f64> = plane["test_err"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(f))
+        .collect();
     assert!(err.iter().all(|v| (0.0..=100.0).contains(v)));
-    assert!(err.iter().cloned().fold(f64::INFINITY, f64::min) < 40.0, "no good point on the plane: {err:?}");
+    assert!(
+        err.iter().cloned().fold(f64::INFINITY, f64::min) < 40.0,
+        "no good point on the plane: {err:?}"
+    );
     assert_eq!(plane["meta"]["grid"], 5);
     assert_eq!(plane["endpoints"].as_array().map(Vec::len), Some(2));
 
-    env.ok(&["eval", "--exp", &e, "--points", "3", "--train-subset", "500", "--test-subset", "300"]);
-    env.ok(&["eval", "--exp", &e, "--ensemble", "2", "--test-subset", "300"]);
+    env.ok(&[
+        "eval",
+        "--exp",
+        &e,
+        "--points",
+        "3",
+        "--train-subset",
+        "500",
+        "--test-subset",
+        "300",
+    ]);
+    env.ok(&[
+        "eval",
+        "--exp",
+        &e,
+        "--ensemble",
+        "2",
+        "--test-subset",
+        "300",
+    ]);
     let plane_time = mtime(&plane_path);
     env.ok(&["plot", "--exp", &e]);
     let figs = exp.join("figures");
-    for name in ["landscape_train_loss", "landscape_test_error", "along_curve", "ensemble", "training"] {
-        let png = fs::read(figs.join(format!("{name}.png"))).unwrap_or_else(|_| panic!("figures/{name}.png missing"));
-        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{name}.png is not a PNG");
+    for name in [
+        "landscape_train_loss",
+        "landscape_test_error",
+        "along_curve",
+        "ensemble",
+        "training",
+    ] {
+        let png = fs::read(figs.join(format!("{name}.png")))
+            .unwrap_or_else(|_| panic!("figures/{name}.png missing"));
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{name}.png is not a PNG"
+        );
         assert!(png.len() > 1000, "{name}.png is tiny");
-        let svg = fs::read_to_string(figs.join(format!("{name}.svg"))).unwrap_or_else(|_| panic!("figures/{name}.svg missing"));
+        let svg = fs::read_to_string(figs.join(format!("{name}.svg")))
+            .unwrap_or_else(|_| panic!("figures/{name}.svg missing"));
         assert!(svg.contains("<svg"), "{name}.svg is not an SVG");
     }
     let html = fs::read_to_string(exp.join("report.html")).expect("report.html");
-    assert!(html.contains("figures/along_curve") || html.contains("along_curve"), "report.html does not show the figures");
+    assert!(
+        html.contains("figures/along_curve") || html.contains("along_curve"),
+        "report.html does not show the figures"
+    );
 
     // A second plot only redraws: it recomputes nothing.
     let t = std::time::Instant::now();
     env.ok(&["plot", "--exp", &e]);
     assert!(t.elapsed().as_secs() < 60, "plot took {:?}", t.elapsed());
-    assert_eq!(mtime(&plane_path), plane_time, "plot rewrote landscape/plane.json");
+    assert_eq!(
+        mtime(&plane_path),
+        plane_time,
+        "plot rewrote landscape/plane.json"
+    );
     assert!(exp.join("report.html").is_file());
 }

@@ -46,7 +46,11 @@ pub fn default_augment(data: &Data) -> bool {
     data.channels == 3
 }
 
-pub fn train_config(args: &TrainArgs, data: &Data, model_arch: crate::model::ArchKind) -> Result<TrainConfig> {
+pub fn train_config(
+    args: &TrainArgs,
+    data: &Data,
+    model_arch: crate::model::ArchKind,
+) -> Result<TrainConfig> {
     let o = &args.optim;
     let cfg = TrainConfig {
         models: args.models,
@@ -61,7 +65,11 @@ pub fn train_config(args: &TrainArgs, data: &Data, model_arch: crate::model::Arc
             wd: o.wd.unwrap_or(5e-4),
         },
         schedule: o.schedule.unwrap_or(Schedule::Reference),
-        augment: if o.no_augment { false } else { o.augment || default_augment(data) },
+        augment: if o.no_augment {
+            false
+        } else {
+            o.augment || default_augment(data)
+        },
         precision: args.rt.precision,
     };
     validate(&cfg)?;
@@ -86,28 +94,55 @@ pub fn validate(cfg: &TrainConfig) -> Result<()> {
 
 pub fn run(args: &TrainArgs) -> Result<()> {
     let mut rt = runtime(&args.rt)?;
-    let arch_kind = args.model.arch.unwrap_or(crate::model::ArchKind::SeedConvnet);
+    let arch_kind = args
+        .model
+        .arch
+        .unwrap_or(crate::model::ArchKind::SeedConvnet);
     let dcfg = xp::data_config(&args.data, None, arch_kind)?;
     let data = loader::load(&dcfg, rt.device, None)?;
     rt.adapt(data.channels);
     let arch = xp::arch_config(&args.model, None, &data);
     let model = Model::new(arch.clone())?;
     let tcfg = train_config(args, &data, arch.arch)?;
-    let exp = args.exp.clone().unwrap_or_else(|| PathBuf::from(format!("experiments/{}_{}", dcfg.dataset, arch.arch.name())));
+    let exp = args.exp.clone().unwrap_or_else(|| {
+        PathBuf::from(format!("experiments/{}_{}", dcfg.dataset, arch.arch.name()))
+    });
     train_all(&exp, &model, &data, &dcfg, &tcfg, &rt, args.resume)?;
     Ok(())
 }
 
 pub fn runtime(a: &crate::cli::RuntimeArgs) -> Result<Runtime> {
-    Runtime::new(a.device, a.threads, a.precision, a.memory_format, a.eval_batch_size, a.stack_models)
+    Runtime::new(
+        a.device,
+        a.threads,
+        a.precision,
+        a.memory_format,
+        a.eval_batch_size,
+        a.stack_models,
+    )
 }
 
 /// Trains every endpoint of an experiment; returns their directories.
-pub fn train_all(exp: &Path, model: &Model, data: &Data, dcfg: &DataConfig, tcfg: &TrainConfig, rt: &Runtime, resume: bool) -> Result<Vec<PathBuf>> {
+pub fn train_all(
+    exp: &Path,
+    model: &Model,
+    data: &Data,
+    dcfg: &DataConfig,
+    tcfg: &TrainConfig,
+    rt: &Runtime,
+    resume: bool,
+) -> Result<Vec<PathBuf>> {
     xp::write_section(exp, "data", dcfg)?;
     xp::write_section(exp, "arch", &model.cfg)?;
     xp::write_section(exp, "train", tcfg)?;
-    let lp = Loop { model, data, rt, batch_size: tcfg.batch_size, augment: tcfg.augment, bn: BnMode::Train(Some(0.1)) };
+    let lp = Loop {
+        model,
+        data,
+        rt,
+        batch_size: tcfg.batch_size,
+        augment: tcfg.augment,
+        bn: BnMode::Train(Some(0.1)),
+    };
     let total = tcfg.models as u64 * tcfg.epochs as u64 * lp.batches_per_epoch();
     let mut prog = Progress::new("endpoints", total);
     let mut dirs = Vec::new();
@@ -121,11 +156,22 @@ pub fn train_all(exp: &Path, model: &Model, data: &Data, dcfg: &DataConfig, tcfg
 }
 
 /// Trains endpoint `i` into `dir`, resuming from `state.safetensors` when asked.
-fn train_one(dir: &Path, i: usize, lp: &Loop, dcfg: &DataConfig, tcfg: &TrainConfig, resume: bool, prog: &mut Progress) -> Result<()> {
+fn train_one(
+    dir: &Path,
+    i: usize,
+    lp: &Loop,
+    dcfg: &DataConfig,
+    tcfg: &TrainConfig,
+    resume: bool,
+    prog: &mut Progress,
+) -> Result<()> {
     let model = lp.model;
     let rt = lp.rt;
     let seed = tcfg.seed + i as u64;
-    let name = dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
     let state_path = checkpoint::state_file(dir);
     let order: Vec<String> = model.spec.iter().map(|s| s.name.clone()).collect();
     let names: Vec<String> = order.clone();
@@ -136,7 +182,12 @@ fn train_one(dir: &Path, i: usize, lp: &Loop, dcfg: &DataConfig, tcfg: &TrainCon
     let mut saved_optim: Option<Vec<(String, Tensor)>> = None;
     if state_path.exists() {
         let (tensors, meta) = checkpoint::read_tensors(&state_path)?;
-        let meta = meta.ok_or_else(|| anyhow::anyhow!("{} lacks metadata; delete it to start over", state_path.display()))?;
+        let meta = meta.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} lacks metadata; delete it to start over",
+                state_path.display()
+            )
+        })?;
         if !resume {
             bail!(
                 "{} already holds a run of {} (epoch {}). Pass --resume to continue it, or delete {} to start over.",
@@ -149,7 +200,9 @@ fn train_one(dir: &Path, i: usize, lp: &Loop, dcfg: &DataConfig, tcfg: &TrainCon
         if meta.arch != model.cfg {
             bail!("{} was trained with a different architecture ({:?}); delete it or use another --exp", state_path.display(), meta.arch);
         }
-        let (opt_t, par_t): (Vec<_>, Vec<_>) = tensors.into_iter().partition(|(n, _)| n.starts_with("optim."));
+        let (opt_t, par_t): (Vec<_>, Vec<_>) = tensors
+            .into_iter()
+            .partition(|(n, _)| n.starts_with("optim."));
         let p = checkpoint::in_order(par_t, &order);
         model.check(&p, &state_path.display().to_string())?;
         params = model.prepare(&p, rt.device, rt.channels_last);
@@ -158,21 +211,43 @@ fn train_one(dir: &Path, i: usize, lp: &Loop, dcfg: &DataConfig, tcfg: &TrainCon
     }
     if start_epoch >= tcfg.epochs {
         prog.inc((tcfg.epochs as u64) * lp.batches_per_epoch());
-        prog.log(&format!("{name}: complete ({} epochs), skipped", tcfg.epochs));
+        prog.log(&format!(
+            "{name}: complete ({} epochs), skipped",
+            tcfg.epochs
+        ));
         return Ok(());
     }
     prog.inc(start_epoch as u64 * lp.batches_per_epoch());
 
     // Weights are the leaves; buffers are updated in place by BatchNorm.
-    let params = params.map(|n, t| if model.is_weight(n) { t.detach().set_requires_grad(true) } else { t.shallow_clone() });
-    let weight_names: Vec<String> = names.iter().filter(|n| model.is_weight(n)).cloned().collect();
-    let leaves: Vec<Tensor> = weight_names.iter().map(|n| params.get(n).shallow_clone()).collect();
+    let params = params.map(|n, t| {
+        if model.is_weight(n) {
+            t.detach().set_requires_grad(true)
+        } else {
+            t.shallow_clone()
+        }
+    });
+    let weight_names: Vec<String> = names
+        .iter()
+        .filter(|n| model.is_weight(n))
+        .cloned()
+        .collect();
+    let leaves: Vec<Tensor> = weight_names
+        .iter()
+        .map(|n| params.get(n).shallow_clone())
+        .collect();
     let mut opt = Optimizer::new(tcfg.optim.clone(), &leaves);
     if let Some(st) = saved_optim {
         let map: std::collections::HashMap<String, Tensor> = st.into_iter().collect();
-        opt.load_state(&weight_names, |k| map.get(k).map(|t| t.to_device(rt.device)))?;
+        opt.load_state(&weight_names, |k| {
+            map.get(k).map(|t| t.to_device(rt.device))
+        })?;
     }
-    let ev = Evaluator { model, data: lp.data, rt };
+    let ev = Evaluator {
+        model,
+        data: lp.data,
+        rt,
+    };
     for epoch in start_epoch..tcfg.epochs {
         let timer = Timer::start();
         tch::manual_seed(epoch_seed(seed, epoch));
@@ -195,10 +270,23 @@ fn train_one(dir: &Path, i: usize, lp: &Loop, dcfg: &DataConfig, tcfg: &TrainCon
         // Log, model, then state: the state is the commit point for --resume, which
         // redoes (bit for bit) any epoch whose state was not written.
         append_log(&dir.join("log.jsonl"), &entry)?;
-        save_endpoint(dir, &params, &opt, &weight_names, &meta_now(model, lp.data, dcfg, epoch + 1, seed))?;
-        let line = serde_json::to_string(&serde_json::json!({"model": name, "epoch": entry.epoch, "lr": lr, "train_loss": loss, "train_acc": acc, "test_loss": test[0].nll, "test_acc": test[0].acc, "seconds": entry.seconds}))?;
+        save_endpoint(
+            dir,
+            &params,
+            &opt,
+            &weight_names,
+            &meta_now(model, lp.data, dcfg, epoch + 1, seed),
+        )?;
+        let line = serde_json::to_string(
+            &serde_json::json!({"model": name, "epoch": entry.epoch, "lr": lr, "train_loss": loss, "train_acc": acc, "test_loss": test[0].nll, "test_acc": test[0].acc, "seconds": entry.seconds}),
+        )?;
         println!("{line}");
-        prog.log(&format!("{name} epoch {}: train loss {loss:.4} acc {acc:.2}% | test loss {:.4} acc {:.2}%", epoch + 1, test[0].nll, test[0].acc));
+        prog.log(&format!(
+            "{name} epoch {}: train loss {loss:.4} acc {acc:.2}% | test loss {:.4} acc {:.2}%",
+            epoch + 1,
+            test[0].nll,
+            test[0].acc
+        ));
     }
     Ok(())
 }
@@ -212,7 +300,13 @@ fn meta_now(model: &Model, data: &Data, dcfg: &DataConfig, epoch: usize, seed: u
 /// Writes the clean PyTorch state dict, then the resume state (weights,
 /// buffers, optimiser), each atomically. The state goes last: a kill between
 /// the two leaves the state one epoch behind, and --resume redoes that epoch.
-fn save_endpoint(dir: &Path, params: &Params, opt: &Optimizer, weight_names: &[String], meta: &Meta) -> Result<()> {
+fn save_endpoint(
+    dir: &Path,
+    params: &Params,
+    opt: &Optimizer,
+    weight_names: &[String],
+    meta: &Meta,
+) -> Result<()> {
     checkpoint::save_model(&checkpoint::model_file(dir), params, meta)?;
     let mut all = params.to_state_dict();
     all.extend(opt.state(weight_names));

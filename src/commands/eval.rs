@@ -37,19 +37,32 @@ impl Session {
         }
         let lc = xp::load_curve(exp, &rt)?;
         let (data, dcfg) = xp::load_data_for(&lc.meta, Some(exp), data, &rt, &lc.path)?;
-        let wd = xp::section::<super::fit_curve::CurveConfig>(exp, "curve")?.map(|c| c.wd).unwrap_or(0.0);
-        Ok(Session { lc, data, dcfg, rt, wd })
+        let wd = xp::section::<super::fit_curve::CurveConfig>(exp, "curve")?
+            .map(|c| c.wd)
+            .unwrap_or(0.0);
+        Ok(Session {
+            lc,
+            data,
+            dcfg,
+            rt,
+            wd,
+        })
     }
 
     pub fn evaluator(&self) -> Evaluator<'_> {
-        Evaluator { model: &self.lc.model, data: &self.data, rt: &self.rt }
+        Evaluator {
+            model: &self.lc.model,
+            data: &self.data,
+            rt: &self.rt,
+        }
     }
-
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
     if args.points < 2 {
-        bail!("--points must be at least 2 (t = 0 and t = 1); the reference implementation uses 61");
+        bail!(
+            "--points must be at least 2 (t = 0 and t = 1); the reference implementation uses 61"
+        );
     }
     if args.ensemble == Some(0) {
         bail!("--ensemble must be at least 1 (the number of models sampled on the curve, e.g. 30)");
@@ -91,21 +104,51 @@ pub fn run_along(s: &Session, exp: &Path, points: usize) -> Result<(AlongPath, A
     });
     let out = json!({"meta": meta, "curve": c, "line": l});
     let dir = exp.join("eval");
-    checkpoint::write_atomic(&dir.join("along.json"), serde_json::to_string_pretty(&out)?.as_bytes())?;
+    checkpoint::write_atomic(
+        &dir.join("along.json"),
+        serde_json::to_string_pretty(&out)?.as_bytes(),
+    )?;
     checkpoint::write_atomic(&dir.join("along.csv"), along_csv(&c, &l).as_bytes())?;
     eprintln!("sweep of {points} points on curve and line took {secs:.1}s");
     Ok((c, l))
 }
 
 fn along_csv(c: &AlongPath, l: &AlongPath) -> String {
-    let cols = ["t", "train_loss", "train_nll", "train_acc", "test_loss", "test_nll", "test_acc", "test_ece", "dl"];
+    let cols = [
+        "t",
+        "train_loss",
+        "train_nll",
+        "train_acc",
+        "test_loss",
+        "test_nll",
+        "test_acc",
+        "test_ece",
+        "dl",
+    ];
     let mut out = String::from("path,");
     out += &cols.join(",");
     out.push('\n');
     for (name, p) in [("curve", c), ("line", l)] {
         for r in &p.rows {
-            let v = [r.t, r.train_loss, r.train_nll, r.train_acc, r.test_loss, r.test_nll, r.test_acc, r.test_ece, r.dl];
-            let _ = writeln!(out, "{name},{}", v.iter().map(|x| format!("{x}")).collect::<Vec<_>>().join(","));
+            let v = [
+                r.t,
+                r.train_loss,
+                r.train_nll,
+                r.train_acc,
+                r.test_loss,
+                r.test_nll,
+                r.test_acc,
+                r.test_ece,
+                r.dl,
+            ];
+            let _ = writeln!(
+                out,
+                "{name},{}",
+                v.iter()
+                    .map(|x| format!("{x}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
         }
     }
     out
@@ -114,28 +157,67 @@ fn along_csv(c: &AlongPath, l: &AlongPath) -> String {
 /// Side-by-side table of curve and line.
 pub fn along_table(c: &AlongPath, l: &AlongPath, s: &Session) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "\n{} on {}: curve ({} bends) vs straight line, {} points", s.lc.meta.arch.arch.name(), s.lc.meta.dataset, s.lc.curve.num_bends(), c.rows.len());
+    let _ = writeln!(
+        o,
+        "\n{} on {}: curve ({} bends) vs straight line, {} points",
+        s.lc.meta.arch.arch.name(),
+        s.lc.meta.dataset,
+        s.lc.curve.num_bends(),
+        c.rows.len()
+    );
     if s.dcfg.train_subset.is_some() || s.dcfg.test_subset.is_some() {
-        let _ = writeln!(o, "(on subsets: {} train, {} test images)", s.data.train.len(), s.data.test.len());
+        let _ = writeln!(
+            o,
+            "(on subsets: {} train, {} test images)",
+            s.data.train.len(),
+            s.data.test.len()
+        );
     }
-    let _ = writeln!(o, "{:<11} | {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}", "metric", "curve min", "max", "mean", "int", "line min", "max", "mean", "int");
+    let _ = writeln!(
+        o,
+        "{:<11} | {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}",
+        "metric", "curve min", "max", "mean", "int", "line min", "max", "mean", "int"
+    );
     let _ = writeln!(o, "{}", "-".repeat(95));
     for m in METRICS {
         let (a, b) = (&c.summary[m], &l.summary[m]);
-        let _ = writeln!(o, "{m:<11} | {:>9.4} {:>9.4} {:>9.4} {:>9.4} | {:>9.4} {:>9.4} {:>9.4} {:>9.4}", a.min, a.max, a.mean, a.int, b.min, b.max, b.mean, b.int);
+        let _ = writeln!(
+            o,
+            "{m:<11} | {:>9.4} {:>9.4} {:>9.4} {:>9.4} | {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
+            a.min, a.max, a.mean, a.int, b.min, b.max, b.mean, b.int
+        );
     }
     let mid = |p: &AlongPath| p.rows[p.rows.len() / 2].clone();
     let (cm, lm) = (mid(c), mid(l));
     let _ = writeln!(o, "{}", "-".repeat(95));
-    let _ = writeln!(o, "test error at t={:.2}: curve {:.2}%  line {:.2}%", cm.t, cm.test_err, lm.test_err);
-    let _ = writeln!(o, "barrier, train loss: curve {:.4} (t={:.2})  line {:.4} (t={:.2})", c.barrier.train_loss, c.barrier_t.train_loss, l.barrier.train_loss, l.barrier_t.train_loss);
-    let _ = writeln!(o, "barrier, test error: curve {:.2} pts (t={:.2})  line {:.2} pts (t={:.2})", c.barrier.test_err, c.barrier_t.test_err, l.barrier.test_err, l.barrier_t.test_err);
+    let _ = writeln!(
+        o,
+        "test error at t={:.2}: curve {:.2}%  line {:.2}%",
+        cm.t, cm.test_err, lm.test_err
+    );
+    let _ = writeln!(
+        o,
+        "barrier, train loss: curve {:.4} (t={:.2})  line {:.4} (t={:.2})",
+        c.barrier.train_loss, c.barrier_t.train_loss, l.barrier.train_loss, l.barrier_t.train_loss
+    );
+    let _ = writeln!(
+        o,
+        "barrier, test error: curve {:.2} pts (t={:.2})  line {:.2} pts (t={:.2})",
+        c.barrier.test_err, c.barrier_t.test_err, l.barrier.test_err, l.barrier_t.test_err
+    );
     let _ = writeln!(o, "length: curve {:.3}  line {:.3}", c.length, l.length);
     o
 }
 
 /// Scores of the endpoints, their pair, and the curve ensemble of K; writes eval/ensemble.json.
-pub fn run_ensemble(s: &Session, exp: &Path, k: usize, sampling: Sampling, average: Average, seed: u64) -> Result<EnsembleReport> {
+pub fn run_ensemble(
+    s: &Session,
+    exp: &Path,
+    k: usize,
+    sampling: Sampling,
+    average: Average,
+    seed: u64,
+) -> Result<EnsembleReport> {
     if k == 0 {
         bail!("--ensemble must be at least 1");
     }
@@ -151,14 +233,19 @@ pub fn run_ensemble(s: &Session, exp: &Path, k: usize, sampling: Sampling, avera
     let mut prog = Progress::new("ensemble", k as u64 + 2);
     // The endpoints as trained (with their own BN statistics) when their files exist, else φ(0), φ(1).
     let endpoint = |i: usize, t: f64| -> Result<Params> {
-        Ok(match xp::load_endpoint_if_present(exp, i, model, &s.rt).ok().flatten() {
-            Some(p) => p,
-            None => {
-                let p = curve.point(model, t);
-                ev.update_bn(std::slice::from_ref(&p));
-                p
-            }
-        })
+        Ok(
+            match xp::load_endpoint_if_present(exp, i, model, &s.rt)
+                .ok()
+                .flatten()
+            {
+                Some(p) => p,
+                None => {
+                    let p = curve.point(model, t);
+                    ev.update_bn(std::slice::from_ref(&p));
+                    p
+                }
+            },
+        )
     };
     let ends = [endpoint(0, 0.0)?, endpoint(1, 1.0)?];
     let (_, end_logits) = ev.evaluate(&ends, &s.data.test, true);
@@ -173,41 +260,83 @@ pub fn run_ensemble(s: &Session, exp: &Path, k: usize, sampling: Sampling, avera
         members.extend(logits);
     }
     prog.finish();
-    let report = ensemble::report(&end_logits[0], &end_logits[1], &members, ts, order, &s.data.test.labels, average);
+    let report = ensemble::report(
+        &end_logits[0],
+        &end_logits[1],
+        &members,
+        ts,
+        order,
+        &s.data.test.labels,
+        average,
+    );
     let mut v = serde_json::to_value(&report)?;
     v["meta"] = json!({
         "dataset": s.lc.meta.dataset, "arch": s.lc.meta.arch.arch.name(), "k": k,
         "sampling": sampling, "average": average, "seed": seed, "n_test": s.data.test.len(),
         "test_subset": s.dcfg.test_subset, "seconds": timer.elapsed().as_secs_f64(),
     });
-    checkpoint::write_atomic(&exp.join("eval").join("ensemble.json"), serde_json::to_string_pretty(&v)?.as_bytes())?;
+    checkpoint::write_atomic(
+        &exp.join("eval").join("ensemble.json"),
+        serde_json::to_string_pretty(&v)?.as_bytes(),
+    )?;
     Ok(report)
 }
 
 pub fn ensemble_table(r: &EnsembleReport) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "\n{:<22} {:>8} {:>8} {:>8} {:>8} {:>8}", "test set", "acc %", "NLL", "ECE", "Brier", "AUROC");
+    let _ = writeln!(
+        o,
+        "\n{:<22} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "test set", "acc %", "NLL", "ECE", "Brier", "AUROC"
+    );
     let _ = writeln!(o, "{}", "-".repeat(66));
     let k = r.by_size.len();
-    let rows = [("start (w1)", &r.start), ("end (w2)", &r.end), ("w1 + w2 ensemble", &r.endpoints)];
+    let rows = [
+        ("start (w1)", &r.start),
+        ("end (w2)", &r.end),
+        ("w1 + w2 ensemble", &r.endpoints),
+    ];
     for (name, s) in rows {
-        let _ = writeln!(o, "{name:<22} {:>8.2} {:>8.4} {:>8.4} {:>8.4} {:>8.4}", s.acc, s.nll, s.ece, s.brier, s.auroc);
+        let _ = writeln!(
+            o,
+            "{name:<22} {:>8.2} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
+            s.acc, s.nll, s.ece, s.brier, s.auroc
+        );
     }
     let name = format!("curve ensemble of {k}");
     let s = &r.curve;
-    let _ = writeln!(o, "{name:<22} {:>8.2} {:>8.4} {:>8.4} {:>8.4} {:>8.4}", s.acc, s.nll, s.ece, s.brier, s.auroc);
+    let _ = writeln!(
+        o,
+        "{name:<22} {:>8.2} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
+        s.acc, s.nll, s.ece, s.brier, s.auroc
+    );
     o
 }
 
 pub fn landscape(args: &LandscapeArgs) -> Result<()> {
     let s = Session::open(&args.exp, &args.data, runtime(&args.rt)?)?;
     let f = run_landscape(&s, &args.exp, args.coords, args.grid, args.margin)?;
-    let best = f.test_err.iter().flatten().flatten().cloned().fold(f64::INFINITY, f64::min);
-    println!("{}", json!({"plane": args.exp.join("landscape/plane.json"), "grid": args.grid, "seconds": f.seconds, "min_test_err": best}));
+    let best = f
+        .test_err
+        .iter()
+        .flatten()
+        .flatten()
+        .cloned()
+        .fold(f64::INFINITY, f64::min);
+    println!(
+        "{}",
+        json!({"plane": args.exp.join("landscape/plane.json"), "grid": args.grid, "seconds": f.seconds, "min_test_err": best})
+    );
     Ok(())
 }
 
-pub fn run_landscape(s: &Session, exp: &Path, coords: Coords, grid: usize, margin: f64) -> Result<landscape::PlaneFile> {
+pub fn run_landscape(
+    s: &Session,
+    exp: &Path,
+    coords: Coords,
+    grid: usize,
+    margin: f64,
+) -> Result<landscape::PlaneFile> {
     let ev = s.evaluator();
     let meta = PlaneMeta {
         dataset: s.lc.meta.dataset.clone(),
@@ -222,7 +351,16 @@ pub fn run_landscape(s: &Session, exp: &Path, coords: Coords, grid: usize, margi
         curve_id: curve_id(&s.lc.path, &s.lc.meta),
         wd: s.wd,
     };
-    landscape::compute(&ev, &s.lc.model, &s.lc.curve, coords, grid, margin, meta, &exp.join("landscape").join("plane.json"))
+    landscape::compute(
+        &ev,
+        &s.lc.model,
+        &s.lc.curve,
+        coords,
+        grid,
+        margin,
+        meta,
+        &exp.join("landscape").join("plane.json"),
+    )
 }
 
 fn curve_id(path: &Path, meta: &Meta) -> String {
@@ -240,8 +378,13 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     meta.curve = None;
     meta.note = format!("point t={} of the curve in {}", args.t, s.lc.path.display());
     checkpoint::save_model(&args.out, &p, &meta)?;
-    let (test, _) = s.evaluator().evaluate(std::slice::from_ref(&p), &s.data.test, false);
-    println!("{}", json!({"out": args.out, "t": args.t, "test_acc": test[0].acc, "test_nll": test[0].nll}));
+    let (test, _) = s
+        .evaluator()
+        .evaluate(std::slice::from_ref(&p), &s.data.test, false);
+    println!(
+        "{}",
+        json!({"out": args.out, "t": args.t, "test_acc": test[0].acc, "test_nll": test[0].nll})
+    );
     Ok(())
 }
 

@@ -45,10 +45,18 @@ pub fn run(args: &FitCurveArgs) -> Result<()> {
     let exp = match (&args.exp, &args.start) {
         (Some(e), _) => e.clone(),
         (None, Some(_)) => PathBuf::from("experiments/imported"),
-        (None, None) => bail!("fit-curve needs --exp DIR (with start_model/ and end_model/) or --start A --end B"),
+        (None, None) => bail!(
+            "fit-curve needs --exp DIR (with start_model/ and end_model/) or --start A --end B"
+        ),
     };
-    let start = args.start.clone().unwrap_or_else(|| checkpoint::model_file(&xp::endpoint_dir(&exp, 0, 2)));
-    let end = args.end.clone().unwrap_or_else(|| checkpoint::model_file(&xp::endpoint_dir(&exp, 1, 2)));
+    let start = args
+        .start
+        .clone()
+        .unwrap_or_else(|| checkpoint::model_file(&xp::endpoint_dir(&exp, 0, 2)));
+    let end = args
+        .end
+        .clone()
+        .unwrap_or_else(|| checkpoint::model_file(&xp::endpoint_dir(&exp, 1, 2)));
     let (start, end) = (xp::resolve_model_path(&start), xp::resolve_model_path(&end));
     for p in [&start, &end] {
         if !p.exists() {
@@ -63,7 +71,13 @@ pub fn run(args: &FitCurveArgs) -> Result<()> {
 }
 
 /// Works out architecture and data from the endpoints' metadata and the flags.
-pub fn setup(args: &FitCurveArgs, exp: &Path, start: &Path, end: &Path, rt: &Runtime) -> Result<(Model, Data, DataConfig)> {
+pub fn setup(
+    args: &FitCurveArgs,
+    exp: &Path,
+    start: &Path,
+    end: &Path,
+    rt: &Runtime,
+) -> Result<(Model, Data, DataConfig)> {
     let ms = xp::read_meta(start)?;
     let me = xp::read_meta(end)?;
     if let (Some(a), Some(b)) = (&ms, &me) {
@@ -79,7 +93,13 @@ pub fn setup(args: &FitCurveArgs, exp: &Path, start: &Path, end: &Path, rt: &Run
             );
         }
         if a.dataset != b.dataset || a.classes != b.classes {
-            bail!("the endpoints were trained on different data: {} on {}, {} on {}", start.display(), a.dataset, end.display(), b.dataset);
+            bail!(
+                "the endpoints were trained on different data: {} on {}, {} on {}",
+                start.display(),
+                a.dataset,
+                end.display(),
+                b.dataset
+            );
         }
     }
     let meta = ms.or(me);
@@ -87,24 +107,41 @@ pub fn setup(args: &FitCurveArgs, exp: &Path, start: &Path, end: &Path, rt: &Run
         meta.as_ref().map(|m| DataConfig {
             dataset: m.dataset.clone(),
             data_dir: None,
-            normalize: crate::loader::Normalize::parse(&m.normalize).unwrap_or(crate::loader::Normalize::None),
+            normalize: crate::loader::Normalize::parse(&m.normalize)
+                .unwrap_or(crate::loader::Normalize::None),
             train_subset: None,
             test_subset: None,
         })
     });
-    let arch_kind = args.model.arch.or(meta.as_ref().map(|m| m.arch.arch)).unwrap_or(crate::model::ArchKind::SeedConvnet);
+    let arch_kind = args
+        .model
+        .arch
+        .or(meta.as_ref().map(|m| m.arch.arch))
+        .unwrap_or(crate::model::ArchKind::SeedConvnet);
     let dcfg = xp::data_config(&args.data, base_data.as_ref(), arch_kind)?;
     if let Some(m) = &meta {
         if m.dataset != dcfg.dataset {
-            bail!("the endpoints were trained on '{}' but --dataset is '{}'", m.dataset, dcfg.dataset);
+            bail!(
+                "the endpoints were trained on '{}' but --dataset is '{}'",
+                m.dataset,
+                dcfg.dataset
+            );
         }
     }
-    let norm = meta.as_ref().map(|m| (m.norm_mean.clone(), m.norm_std.clone())).filter(|(m, _)| !m.is_empty());
+    let norm = meta
+        .as_ref()
+        .map(|m| (m.norm_mean.clone(), m.norm_std.clone()))
+        .filter(|(m, _)| !m.is_empty());
     let data = loader::load(&dcfg, rt.device, norm)?;
     let arch = xp::arch_config(&args.model, meta.as_ref().map(|m| &m.arch), &data);
     if let Some(m) = &meta {
         if m.arch.arch != arch.arch {
-            bail!("--arch {} does not match the endpoints' architecture {} ({})", arch.arch.name(), m.arch.arch.name(), start.display());
+            bail!(
+                "--arch {} does not match the endpoints' architecture {} ({})",
+                arch.arch.name(),
+                m.arch.arch.name(),
+                start.display()
+            );
         }
     }
     Ok((Model::new(arch)?, data, dcfg))
@@ -117,8 +154,13 @@ fn curve_config(args: &FitCurveArgs, data: &Data, start: &Path, end: &Path) -> R
     }
     let mut init_bends = Vec::new();
     for spec in &args.init_bend {
-        let (k, p) = spec.split_once('=').ok_or_else(|| anyhow!("--init-bend expects K=PATH, got '{spec}'"))?;
-        let k: usize = k.trim().parse().map_err(|_| anyhow!("--init-bend: '{k}' is not a bend index"))?;
+        let (k, p) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--init-bend expects K=PATH, got '{spec}'"))?;
+        let k: usize = k
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("--init-bend: '{k}' is not a bend index"))?;
         if k == 0 || k + 1 >= args.bends {
             bail!("--init-bend {k}: only inner bends 1..{} can be initialised (the endpoints are fixed)", args.bends.saturating_sub(2));
         }
@@ -140,7 +182,11 @@ fn curve_config(args: &FitCurveArgs, data: &Data, start: &Path, end: &Path) -> R
         wd: o.wd.unwrap_or(if epochs == 0 { 0.0 } else { 5e-4 }),
         schedule: o.schedule.unwrap_or(Schedule::Reference),
         seed: o.seed.unwrap_or(1),
-        augment: if o.no_augment { false } else { o.augment || default_augment(data) },
+        augment: if o.no_augment {
+            false
+        } else {
+            o.augment || default_augment(data)
+        },
         start: start.to_path_buf(),
         end: end.to_path_buf(),
         init_bends,
@@ -160,21 +206,36 @@ pub fn initial_curve(model: &Model, cfg: &CurveConfig, rt: &Runtime) -> Result<C
     for (n, t) in s.iter() {
         let u = e.get(n);
         if t.size() != u.size() {
-            bail!("key '{n}' has shape {:?} in {} but {:?} in {}", t.size(), cfg.start.display(), u.size(), cfg.end.display());
+            bail!(
+                "key '{n}' has shape {:?} in {} but {:?} in {}",
+                t.size(),
+                cfg.start.display(),
+                u.size(),
+                cfg.end.display()
+            );
         }
     }
     let w1 = crate::curve::weights_only(model, &s);
     let w2 = crate::curve::weights_only(model, &e);
     let mut curve = Curve::linear_init(cfg.kind, cfg.bends, &w1, &w2)?;
     for (k, path) in &cfg.init_bends {
-        let p = xp::load_params(path, model, rt).with_context(|| format!("--init-bend {k}={}", path.display()))?;
+        let p = xp::load_params(path, model, rt)
+            .with_context(|| format!("--init-bend {k}={}", path.display()))?;
         curve.bends[*k] = crate::curve::weights_only(model, &p).deep_clone();
     }
     Ok(curve)
 }
 
 /// Fits (or, with 0 epochs, just assembles and saves) the curve.
-pub fn fit(exp: &Path, model: &Model, data: &Data, dcfg: &DataConfig, cfg: &CurveConfig, rt: &Runtime, resume: bool) -> Result<()> {
+pub fn fit(
+    exp: &Path,
+    model: &Model,
+    data: &Data,
+    dcfg: &DataConfig,
+    cfg: &CurveConfig,
+    rt: &Runtime,
+    resume: bool,
+) -> Result<()> {
     xp::write_section(exp, "data", dcfg)?;
     xp::write_section(exp, "arch", &model.cfg)?;
     xp::write_section(exp, "curve", cfg)?;
@@ -183,15 +244,28 @@ pub fn fit(exp: &Path, model: &Model, data: &Data, dcfg: &DataConfig, cfg: &Curv
     let mut curve = initial_curve(model, cfg, rt)?;
     let meta_at = |epoch: usize| {
         let mut m = xp::meta_for(&model.cfg, data, dcfg, epoch);
-        m.curve = Some(CurveMeta { kind: cfg.kind, bends: cfg.bends });
-        m.note = format!("curve between {} and {}; wd {}", cfg.start.display(), cfg.end.display(), cfg.wd);
+        m.curve = Some(CurveMeta {
+            kind: cfg.kind,
+            bends: cfg.bends,
+        });
+        m.note = format!(
+            "curve between {} and {}; wd {}",
+            cfg.start.display(),
+            cfg.end.display(),
+            cfg.wd
+        );
         m
     };
     let mut start_epoch = 0;
     let mut saved_optim = None;
     if state_path.exists() {
         let (tensors, meta) = checkpoint::read_tensors(&state_path)?;
-        let meta = meta.ok_or_else(|| anyhow!("{} lacks metadata; delete it to start over", state_path.display()))?;
+        let meta = meta.ok_or_else(|| {
+            anyhow!(
+                "{} lacks metadata; delete it to start over",
+                state_path.display()
+            )
+        })?;
         if !resume {
             bail!(
                 "{} already holds a curve fit (epoch {}). Pass --resume to continue it, or delete {} to start over.",
@@ -200,12 +274,28 @@ pub fn fit(exp: &Path, model: &Model, data: &Data, dcfg: &DataConfig, cfg: &Curv
                 dir.display()
             );
         }
-        if meta.curve != Some(CurveMeta { kind: cfg.kind, bends: cfg.bends }) || meta.arch != model.cfg {
-            bail!("{} holds a different curve ({:?}, {:?}); delete it to fit a new one", state_path.display(), meta.curve, meta.arch.arch);
+        if meta.curve
+            != Some(CurveMeta {
+                kind: cfg.kind,
+                bends: cfg.bends,
+            })
+            || meta.arch != model.cfg
+        {
+            bail!(
+                "{} holds a different curve ({:?}, {:?}); delete it to fit a new one",
+                state_path.display(),
+                meta.curve,
+                meta.arch.arch
+            );
         }
-        let (opt_t, bend_t): (Vec<_>, Vec<_>) = tensors.into_iter().partition(|(n, _)| n.starts_with("optim."));
+        let (opt_t, bend_t): (Vec<_>, Vec<_>) = tensors
+            .into_iter()
+            .partition(|(n, _)| n.starts_with("optim."));
         let weights: Vec<String> = model.weight_names().map(str::to_string).collect();
-        for (k, b) in checkpoint::split_bends(bend_t, cfg.bends, &state_path)?.into_iter().enumerate() {
+        for (k, b) in checkpoint::split_bends(bend_t, cfg.bends, &state_path)?
+            .into_iter()
+            .enumerate()
+        {
             if k == 0 || k + 1 == cfg.bends {
                 continue; // endpoints come from their own files
             }
@@ -216,22 +306,42 @@ pub fn fit(exp: &Path, model: &Model, data: &Data, dcfg: &DataConfig, cfg: &Curv
         saved_optim = Some(opt_t);
     }
     if cfg.epochs == 0 || start_epoch >= cfg.epochs {
-        checkpoint::save_curve(&checkpoint::curve_file(&dir), &curve, &meta_at(cfg.epochs.max(start_epoch)))?;
+        checkpoint::save_curve(
+            &checkpoint::curve_file(&dir),
+            &curve,
+            &meta_at(cfg.epochs.max(start_epoch)),
+        )?;
         if cfg.epochs == 0 {
-            println!("{}", serde_json::json!({"curve": checkpoint::curve_file(&dir), "imported_bends": cfg.bends, "epochs": 0}));
+            println!(
+                "{}",
+                serde_json::json!({"curve": checkpoint::curve_file(&dir), "imported_bends": cfg.bends, "epochs": 0})
+            );
         }
         return Ok(());
     }
 
     let leaves = curve.trainable();
     let names = curve.trainable_names();
-    let ocfg = OptimConfig { kind: OptimKind::Sgd, lr: cfg.lr, momentum: cfg.momentum, nesterov: false, wd: 0.0 };
+    let ocfg = OptimConfig {
+        kind: OptimKind::Sgd,
+        lr: cfg.lr,
+        momentum: cfg.momentum,
+        nesterov: false,
+        wd: 0.0,
+    };
     let mut opt = Optimizer::new(ocfg, &leaves);
     if let Some(st) = saved_optim {
         let map: std::collections::HashMap<String, Tensor> = st.into_iter().collect();
         opt.load_state(&names, |k| map.get(k).map(|t| t.to_device(rt.device)))?;
     }
-    let lp = Loop { model, data, rt, batch_size: cfg.batch_size, augment: cfg.augment, bn: BnMode::Train(None) };
+    let lp = Loop {
+        model,
+        data,
+        rt,
+        batch_size: cfg.batch_size,
+        augment: cfg.augment,
+        bn: BnMode::Train(None),
+    };
     let per_epoch = lp.batches_per_epoch();
     let mut prog = Progress::new("curve", cfg.epochs as u64 * per_epoch);
     prog.inc(start_epoch as u64 * per_epoch);
@@ -247,7 +357,11 @@ pub fn fit(exp: &Path, model: &Model, data: &Data, dcfg: &DataConfig, cfg: &Curv
         let mut batch = || {
             let t = Tensor::rand([1], (Kind::Double, tch::Device::Cpu)).double_value(&[0]);
             let w = c.weights_at(t);
-            let reg = if wd > 0.0 { Some(w.sq_norm(is_w) * (0.5 * wd)) } else { None };
+            let reg = if wd > 0.0 {
+                Some(w.sq_norm(is_w) * (0.5 * wd))
+            } else {
+                None
+            };
             (w, reg)
         };
         let (loss, acc) = lp.epoch(&leaves, &mut opt, lr, &mut batch, &mut prog)?;
@@ -269,14 +383,23 @@ pub fn fit(exp: &Path, model: &Model, data: &Data, dcfg: &DataConfig, cfg: &Curv
         // Log, curve, then state (the commit point for --resume; see endpoints.rs).
         append_log(&dir.join("log.jsonl"), &entry)?;
         save_state(&dir, &curve, &opt, &names, &meta_at(epoch + 1))?;
-        println!("{}", serde_json::json!({"model": "curve", "epoch": entry.epoch, "lr": lr, "train_loss": loss, "train_acc": acc, "test_t": 0.5, "test_loss": test[0].nll, "test_acc": test[0].acc, "seconds": entry.seconds}));
+        println!(
+            "{}",
+            serde_json::json!({"model": "curve", "epoch": entry.epoch, "lr": lr, "train_loss": loss, "train_acc": acc, "test_t": 0.5, "test_loss": test[0].nll, "test_acc": test[0].acc, "seconds": entry.seconds})
+        );
         prog.log(&format!("curve epoch {}: train loss {loss:.4} acc {acc:.2}% (random t) | test at t=0.5: loss {:.4} acc {:.2}%", epoch + 1, test[0].nll, test[0].acc));
     }
     prog.finish();
     Ok(())
 }
 
-fn save_state(dir: &Path, curve: &Curve, opt: &Optimizer, names: &[String], meta: &Meta) -> Result<()> {
+fn save_state(
+    dir: &Path,
+    curve: &Curve,
+    opt: &Optimizer,
+    names: &[String],
+    meta: &Meta,
+) -> Result<()> {
     let mut all = Vec::new();
     for (k, b) in curve.bends.iter().enumerate() {
         for (n, t) in b.to_state_dict() {

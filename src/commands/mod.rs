@@ -26,7 +26,11 @@ pub fn dispatch(cli: Cli) -> Result<()> {
 
 fn plot(a: &PlotArgs) -> Result<()> {
     if !a.exp.is_dir() {
-        bail!("{} is not an experiment directory; create one with `modeconn run --exp {}`", a.exp.display(), a.exp.display());
+        bail!(
+            "{} is not an experiment directory; create one with `modeconn run --exp {}`",
+            a.exp.display(),
+            a.exp.display()
+        );
     }
     let s = crate::report::plot_all(&a.exp)?;
     for p in &s.written {
@@ -43,7 +47,10 @@ fn download(a: &DownloadArgs) -> Result<()> {
     if kind == DatasetKind::ImageFolder {
         bail!("image-folder datasets are local directories; there is nothing to download");
     }
-    let dest = a.data_dir.clone().unwrap_or_else(|| std::path::PathBuf::from("data").join(kind.name()));
+    let dest = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("data").join(kind.name()));
     data::download(kind, &dest)?;
     println!("{}", dest.display());
     Ok(())

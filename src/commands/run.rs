@@ -130,7 +130,9 @@ pub fn preset(name: &str) -> Result<Preset> {
             landscape_test_subset: None,
             ..quick
         },
-        other => bail!("unknown preset '{other}'; choose quick, seed-cifar10, paper-vgg16 or paper-preresnet"),
+        other => bail!(
+            "unknown preset '{other}'; choose quick, seed-cifar10, paper-vgg16 or paper-preresnet"
+        ),
     })
 }
 
@@ -167,7 +169,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
             *dst = src;
         }
     }
-    let exp = args.exp.clone().unwrap_or_else(|| PathBuf::from(format!("experiments/{}", p.name)));
+    let exp = args
+        .exp
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("experiments/{}", p.name)));
     std::fs::create_dir_all(&exp).with_context(|| format!("cannot create {}", exp.display()))?;
     xp::write_section(&exp, "preset", &p)?;
     let mut rt = runtime(&args.rt)?;
@@ -196,7 +201,13 @@ pub fn run(args: &RunArgs) -> Result<()> {
         seed: p.seed,
         epochs: p.epochs,
         batch_size: p.batch_size,
-        optim: OptimConfig { kind: OptimKind::Sgd, lr: p.lr, momentum: 0.9, nesterov: false, wd: p.wd },
+        optim: OptimConfig {
+            kind: OptimKind::Sgd,
+            lr: p.lr,
+            momentum: 0.9,
+            nesterov: false,
+            wd: p.wd,
+        },
         schedule: p.schedule,
         augment: endpoints::default_augment(&data),
         precision: rt.precision,
@@ -235,12 +246,19 @@ pub fn run(args: &RunArgs) -> Result<()> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let eval_data = DataArgs { train_subset: cap(p.eval_train_subset, dcfg.train_subset), ..DataArgs::default() };
+    let eval_data = DataArgs {
+        train_subset: cap(p.eval_train_subset, dcfg.train_subset),
+        ..DataArgs::default()
+    };
     let s = Session::open(&exp, &eval_data, runtime(&args.rt)?)?;
     let id = current_curve_id(&exp)?;
     step(3, "sweep along the curve and the line");
     let along_done = read_meta(&exp.join("eval/along.json"))
-        .map(|m| m["points"] == p.points && m["curve_id"] == id && m["train_subset"] == serde_json::json!(s.dcfg.train_subset))
+        .map(|m| {
+            m["points"] == p.points
+                && m["curve_id"] == id
+                && m["train_subset"] == serde_json::json!(s.dcfg.train_subset)
+        })
         .unwrap_or(false);
     if along_done {
         eprintln!("eval/along.json is up to date, skipped");
@@ -249,7 +267,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         stamp(&exp.join("eval/along.json"), &id)?;
     }
     step(4, "curve ensemble");
-    let ens_done = read_meta(&exp.join("eval/ensemble.json")).map(|m| m["k"] == p.ensemble && m["curve_id"] == id).unwrap_or(false);
+    let ens_done = read_meta(&exp.join("eval/ensemble.json"))
+        .map(|m| m["k"] == p.ensemble && m["curve_id"] == id)
+        .unwrap_or(false);
     if ens_done {
         eprintln!("eval/ensemble.json is up to date, skipped");
     } else {
@@ -277,7 +297,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
 
 /// Refuses to reuse outputs made with other settings (instead of silently
 /// overwriting finished work).
-fn ensure_same<T: Serialize + serde::de::DeserializeOwned + PartialEq>(exp: &Path, key: &str, now: &T, outputs: &str) -> Result<()> {
+fn ensure_same<T: Serialize + serde::de::DeserializeOwned + PartialEq>(
+    exp: &Path,
+    key: &str,
+    now: &T,
+    outputs: &str,
+) -> Result<()> {
     if let Some(old) = xp::section::<T>(exp, key)? {
         if &old != now {
             let a = serde_json::to_value(&old)?;
@@ -286,7 +311,11 @@ fn ensure_same<T: Serialize + serde::de::DeserializeOwned + PartialEq>(exp: &Pat
             if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
                 for (k, v) in b {
                     if a.get(k) != Some(v) {
-                        diffs.push(format!("{k}: {} -> {}", a.get(k).cloned().unwrap_or_default(), v));
+                        diffs.push(format!(
+                            "{k}: {} -> {}",
+                            a.get(k).cloned().unwrap_or_default(),
+                            v
+                        ));
                     }
                 }
             }
@@ -320,16 +349,32 @@ fn stamp(path: &Path, id: &str) -> Result<()> {
 }
 
 fn print_summary(exp: &Path, secs: f64) -> Result<()> {
-    let along: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(exp.join("eval/along.json"))?)?;
-    let ens: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(exp.join("eval/ensemble.json"))?)?;
+    let along: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(exp.join("eval/along.json"))?)?;
+    let ens: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(exp.join("eval/ensemble.json"))?)?;
     let mid = |p: &str| {
         let rows = along[p]["rows"].as_array().cloned().unwrap_or_default();
-        rows.get(rows.len() / 2).map(|r| r["test_err"].as_f64().unwrap_or(f64::NAN)).unwrap_or(f64::NAN)
+        rows.get(rows.len() / 2)
+            .map(|r| r["test_err"].as_f64().unwrap_or(f64::NAN))
+            .unwrap_or(f64::NAN)
     };
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
-    println!("\n== {} done in {} ==", exp.display(), crate::progress::fmt_secs(secs));
-    println!("endpoints test acc: {:.2}% / {:.2}%", f(&ens["start"]["acc"]), f(&ens["end"]["acc"]));
-    println!("test error at t=0.5: curve {:.2}%  line {:.2}%", mid("curve"), mid("line"));
+    println!(
+        "\n== {} done in {} ==",
+        exp.display(),
+        crate::progress::fmt_secs(secs)
+    );
+    println!(
+        "endpoints test acc: {:.2}% / {:.2}%",
+        f(&ens["start"]["acc"]),
+        f(&ens["end"]["acc"])
+    );
+    println!(
+        "test error at t=0.5: curve {:.2}%  line {:.2}%",
+        mid("curve"),
+        mid("line")
+    );
     println!(
         "test-error barrier: curve {:.2} pts  line {:.2} pts | train-loss barrier: curve {:.4}  line {:.4}",
         f(&along["curve"]["barrier"]["test_err"]),

@@ -42,8 +42,17 @@ pub struct Path {
 }
 
 /// The metrics named in `summary`, in table order.
-pub const METRICS: [&str; 9] =
-    ["train_loss", "train_nll", "train_err", "test_loss", "test_nll", "test_err", "train_acc", "test_acc", "test_ece"];
+pub const METRICS: [&str; 9] = [
+    "train_loss",
+    "train_nll",
+    "train_err",
+    "test_loss",
+    "test_nll",
+    "test_err",
+    "train_acc",
+    "test_acc",
+    "test_ece",
+];
 
 impl Row {
     pub fn get(&self, name: &str) -> f64 {
@@ -68,7 +77,12 @@ pub fn finish_path(rows: Vec<Row>) -> Path {
     let ts: Vec<f64> = rows.iter().map(|r| r.t).collect();
     let summary = METRICS
         .iter()
-        .map(|m| (m.to_string(), summarize(&rows.iter().map(|r| r.get(m)).collect::<Vec<_>>(), &dl)))
+        .map(|m| {
+            (
+                m.to_string(),
+                summarize(&rows.iter().map(|r| r.get(m)).collect::<Vec<_>>(), &dl),
+            )
+        })
         .collect();
     let col = |m: &str| rows.iter().map(|r| r.get(m)).collect::<Vec<_>>();
     let (bl, tl) = barrier(&ts, &col("train_loss"));
@@ -76,8 +90,14 @@ pub fn finish_path(rows: Vec<Row>) -> Path {
     Path {
         length: dl.iter().sum(),
         summary,
-        barrier: Barriers { train_loss: bl, test_err: be },
-        barrier_t: Barriers { train_loss: tl, test_err: te },
+        barrier: Barriers {
+            train_loss: bl,
+            test_err: be,
+        },
+        barrier_t: Barriers {
+            train_loss: tl,
+            test_err: te,
+        },
         rows,
     }
 }
@@ -103,7 +123,10 @@ pub fn sweep(
         for (i, &t) in chunk.iter().enumerate() {
             let w = &params[i];
             let is_w = |n: &str| ev.model.is_weight(n);
-            let dl = prev.as_ref().map(|p| w.distance(p, is_w).unwrap_or(f64::NAN)).unwrap_or(0.0);
+            let dl = prev
+                .as_ref()
+                .map(|p| w.distance(p, is_w).unwrap_or(f64::NAN))
+                .unwrap_or(0.0);
             let reg = 0.5 * wd * crate::optim::scalar(&w.sq_norm(is_w));
             rows.push(row(t, &train[i], &test[i], reg, dl));
             prev = Some(w.deep_clone());

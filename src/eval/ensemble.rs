@@ -54,13 +54,21 @@ pub fn spread_order(ts: &[f64]) -> Vec<usize> {
     if n == 0 {
         return vec![];
     }
-    let mut chosen = vec![(0..n).min_by(|&a, &b| (ts[a] - 0.5).abs().total_cmp(&(ts[b] - 0.5).abs())).unwrap_or(0)];
+    let mut chosen = vec![(0..n)
+        .min_by(|&a, &b| (ts[a] - 0.5).abs().total_cmp(&(ts[b] - 0.5).abs()))
+        .unwrap_or(0)];
     while chosen.len() < n {
         let next = (0..n)
             .filter(|i| !chosen.contains(i))
             .max_by(|&a, &b| {
-                let da = chosen.iter().map(|&c| (ts[a] - ts[c]).abs()).fold(f64::INFINITY, f64::min);
-                let db = chosen.iter().map(|&c| (ts[b] - ts[c]).abs()).fold(f64::INFINITY, f64::min);
+                let da = chosen
+                    .iter()
+                    .map(|&c| (ts[a] - ts[c]).abs())
+                    .fold(f64::INFINITY, f64::min);
+                let db = chosen
+                    .iter()
+                    .map(|&c| (ts[b] - ts[c]).abs())
+                    .fold(f64::INFINITY, f64::min);
                 da.total_cmp(&db).then(b.cmp(&a))
             })
             .unwrap_or(0);
@@ -73,8 +81,12 @@ pub fn spread_order(ts: &[f64]) -> Vec<usize> {
 pub fn combine(members: &[&Tensor], average: Average) -> Tensor {
     let stacked = Tensor::stack(members, 0).to_kind(Kind::Double);
     match average {
-        Average::Probs => stacked.softmax(2, Kind::Double).mean_dim(0, false, Kind::Double),
-        Average::Logits => stacked.mean_dim(0, false, Kind::Double).softmax(1, Kind::Double),
+        Average::Probs => stacked
+            .softmax(2, Kind::Double)
+            .mean_dim(0, false, Kind::Double),
+        Average::Logits => stacked
+            .mean_dim(0, false, Kind::Double)
+            .softmax(1, Kind::Double),
     }
 }
 
@@ -124,7 +136,10 @@ pub fn report(
     for k in 1..=order.len() {
         let refs: Vec<&Tensor> = order[..k].iter().map(|&i| &members[i]).collect();
         let (s, bins) = scores(&combine(&refs, average), labels);
-        by_size.push(SizeRow { k, scores: s.clone() });
+        by_size.push(SizeRow {
+            k,
+            scores: s.clone(),
+        });
         last = Some((s, bins));
     }
     let (s_curve, bins_curve) = last.unwrap_or_default();
@@ -136,7 +151,10 @@ pub fn report(
         endpoints: s_pair,
         curve: s_curve,
         by_size,
-        reliability: Reliability { curve: bins_curve, start: bins_start },
+        reliability: Reliability {
+            curve: bins_curve,
+            start: bins_start,
+        },
     }
 }
 
@@ -151,7 +169,15 @@ mod tests {
         let labels = Tensor::randint(4, [50], (Kind::Int64, tch::Device::Cpu));
         let members: Vec<Tensor> = (0..5).map(|_| logits.copy()).collect();
         for avg in [Average::Probs, Average::Logits] {
-            let r = report(&logits, &logits, &members, grid5(), spread_order(&grid5()), &labels, avg);
+            let r = report(
+                &logits,
+                &logits,
+                &members,
+                grid5(),
+                spread_order(&grid5()),
+                &labels,
+                avg,
+            );
             for row in &r.by_size {
                 assert!((row.scores.nll - r.start.nll).abs() < 1e-9);
                 assert_eq!(row.scores.acc, r.start.acc);
@@ -172,7 +198,13 @@ mod tests {
         let ts = member_ts(5, Sampling::Grid, 0);
         let o = spread_order(&ts);
         assert_eq!(o[0], 2);
-        assert_eq!(o[1..3].iter().copied().collect::<std::collections::BTreeSet<_>>(), [0, 4].into_iter().collect());
+        assert_eq!(
+            o[1..3]
+                .iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>(),
+            [0, 4].into_iter().collect()
+        );
         let mut s = o.clone();
         s.sort();
         assert_eq!(s, vec![0, 1, 2, 3, 4]);

@@ -44,12 +44,18 @@ pub fn ece_from_bins(bins: &[Bin]) -> f64 {
     if n == 0 {
         return 0.0;
     }
-    bins.iter().map(|b| b.count as f64 / n as f64 * (b.acc - b.conf).abs()).sum()
+    bins.iter()
+        .map(|b| b.count as f64 / n as f64 * (b.acc - b.conf).abs())
+        .sum()
 }
 
 /// Bin index of each confidence: bins are (lo, hi], confidence 0 goes to bin 0.
 pub fn bin_index(conf: &Tensor) -> Tensor {
-    (conf * ECE_BINS as f64).ceil().to_kind(Kind::Int64).clamp(1, ECE_BINS) - 1
+    (conf * ECE_BINS as f64)
+        .ceil()
+        .to_kind(Kind::Int64)
+        .clamp(1, ECE_BINS)
+        - 1
 }
 
 /// Everything reported for one set of predictions.
@@ -72,21 +78,47 @@ pub fn scores(probs: &Tensor, labels: &Tensor) -> (Scores, Vec<Bin>) {
     let (conf, pred) = probs.max_dim(1, false);
     let correct = pred.eq_tensor(&labels).to_kind(Kind::Double);
     let p_true = probs.gather(1, &labels.unsqueeze(1), false).squeeze_dim(1);
-    let nll = -p_true.clamp_min(1e-12).log().mean(Kind::Double).double_value(&[]);
+    let nll = -p_true
+        .clamp_min(1e-12)
+        .log()
+        .mean(Kind::Double)
+        .double_value(&[]);
     let onehot = labels.one_hot(c).to_kind(Kind::Double);
-    let brier = (&probs - onehot).square().sum_dim_intlist(1, false, Kind::Double).mean(Kind::Double).double_value(&[]);
+    let brier = (&probs - onehot)
+        .square()
+        .sum_dim_intlist(1, false, Kind::Double)
+        .mean(Kind::Double)
+        .double_value(&[]);
     let bins = bins_of(&conf, &correct);
     let acc = 100.0 * correct.sum(Kind::Double).double_value(&[]) / n.max(1) as f64;
     let auroc = macro_auroc(&probs, &labels);
-    (Scores { acc, nll, ece: ece_from_bins(&bins), brier, auroc }, bins)
+    (
+        Scores {
+            acc,
+            nll,
+            ece: ece_from_bins(&bins),
+            brier,
+            auroc,
+        },
+        bins,
+    )
 }
 
 /// Reliability bins of confidences and 0/1 correctness.
 pub fn bins_of(conf: &Tensor, correct: &Tensor) -> Vec<Bin> {
     let idx = bin_index(conf);
-    let count = Vec::<f64>::try_from(idx.bincount::<Tensor>(None, ECE_BINS).to_kind(Kind::Double)).unwrap_or_default();
-    let cs = Vec::<f64>::try_from(idx.bincount(Some(conf.to_kind(Kind::Double)), ECE_BINS).to_kind(Kind::Double)).unwrap_or_default();
-    let cc = Vec::<f64>::try_from(idx.bincount(Some(correct.to_kind(Kind::Double)), ECE_BINS).to_kind(Kind::Double)).unwrap_or_default();
+    let count = Vec::<f64>::try_from(idx.bincount::<Tensor>(None, ECE_BINS).to_kind(Kind::Double))
+        .unwrap_or_default();
+    let cs = Vec::<f64>::try_from(
+        idx.bincount(Some(conf.to_kind(Kind::Double)), ECE_BINS)
+            .to_kind(Kind::Double),
+    )
+    .unwrap_or_default();
+    let cc = Vec::<f64>::try_from(
+        idx.bincount(Some(correct.to_kind(Kind::Double)), ECE_BINS)
+            .to_kind(Kind::Double),
+    )
+    .unwrap_or_default();
     bins_from_sums(&count, &cs, &cc)
 }
 
@@ -98,7 +130,8 @@ pub fn macro_auroc(probs: &Tensor, labels: &Tensor) -> f64 {
     let mut total = 0.0;
     let mut classes = 0;
     for k in 0..c {
-        let s: Vec<f64> = Vec::<f64>::try_from(probs.select(1, k).to_kind(Kind::Double)).unwrap_or_default();
+        let s: Vec<f64> =
+            Vec::<f64>::try_from(probs.select(1, k).to_kind(Kind::Double)).unwrap_or_default();
         let pos: Vec<bool> = y.iter().map(|&l| l == k).collect();
         if let Some(a) = auroc(&s, &pos) {
             total += a;
@@ -164,7 +197,10 @@ pub fn summarize(values: &[f64], dl: &[f64]) -> Summary {
     let mean = values.iter().sum::<f64>() / n as f64;
     let len: f64 = dl.iter().skip(1).sum();
     let int = if len > 0.0 {
-        (1..n).map(|i| 0.5 * (values[i - 1] + values[i]) * dl[i]).sum::<f64>() / len
+        (1..n)
+            .map(|i| 0.5 * (values[i - 1] + values[i]) * dl[i])
+            .sum::<f64>()
+            / len
     } else {
         mean
     };
@@ -237,7 +273,10 @@ mod tests {
     #[test]
     fn auroc_by_hand() {
         // positives score 0.8, 0.4; negatives 0.6, 0.2: pairs (pos > neg): (0.8>0.6),(0.8>0.2),(0.4>0.2) = 3 of 4
-        assert_eq!(auroc(&[0.8, 0.4, 0.6, 0.2], &[true, true, false, false]), Some(0.75));
+        assert_eq!(
+            auroc(&[0.8, 0.4, 0.6, 0.2], &[true, true, false, false]),
+            Some(0.75)
+        );
         // a tie counts half
         assert_eq!(auroc(&[0.5, 0.5], &[true, false]), Some(0.5));
         assert_eq!(auroc(&[0.1, 0.9], &[true, true]), None);
@@ -267,7 +306,10 @@ mod tests {
         let flat = vec![0.42; 11];
         assert_eq!(barrier(&ts, &flat).0, 0.0);
         // a bump of 1 above a sloped chord at t = 0.5
-        let vals: Vec<f64> = ts.iter().map(|&t| 1.0 + t + if (t - 0.5).abs() < 1e-9 { 1.0 } else { 0.0 }).collect();
+        let vals: Vec<f64> = ts
+            .iter()
+            .map(|&t| 1.0 + t + if (t - 0.5).abs() < 1e-9 { 1.0 } else { 0.0 })
+            .collect();
         let (h, t) = barrier(&ts, &vals);
         assert!((h - 1.0).abs() < 1e-12 && (t - 0.5).abs() < 1e-12);
     }

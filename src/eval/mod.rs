@@ -46,12 +46,20 @@ struct Acc {
 impl Acc {
     fn new(device: tch::Device) -> Acc {
         let z = |n: i64| Tensor::zeros([n], (Kind::Double, device));
-        Acc { nll: z(1), correct: z(1), count: z(ECE_BINS), conf: z(ECE_BINS), hits: z(ECE_BINS) }
+        Acc {
+            nll: z(1),
+            correct: z(1),
+            count: z(ECE_BINS),
+            conf: z(ECE_BINS),
+            hits: z(ECE_BINS),
+        }
     }
 
     fn add(&mut self, logits: &Tensor, labels: &Tensor) {
         let logp = logits.log_softmax(1, Kind::Float);
-        let nll = -logp.gather(1, &labels.unsqueeze(1), false).sum(Kind::Double);
+        let nll = -logp
+            .gather(1, &labels.unsqueeze(1), false)
+            .sum(Kind::Double);
         let (maxlogp, pred) = logp.max_dim(1, false);
         let conf = maxlogp.exp().to_kind(Kind::Double);
         let correct = pred.eq_tensor(labels).to_kind(Kind::Double);
@@ -64,10 +72,17 @@ impl Acc {
     }
 
     fn finish(self, n: i64) -> Stats {
-        let v = |t: &Tensor| Vec::<f64>::try_from(t.to_device(tch::Device::Cpu)).unwrap_or_default();
+        let v =
+            |t: &Tensor| Vec::<f64>::try_from(t.to_device(tch::Device::Cpu)).unwrap_or_default();
         let bins = bins_from_sums(&v(&self.count), &v(&self.conf), &v(&self.hits));
         let n_f = n.max(1) as f64;
-        Stats { nll: v(&self.nll)[0] / n_f, acc: 100.0 * v(&self.correct)[0] / n_f, ece: ece_from_bins(&bins), bins, n }
+        Stats {
+            nll: v(&self.nll)[0] / n_f,
+            acc: 100.0 * v(&self.correct)[0] / n_f,
+            ece: ece_from_bins(&bins),
+            bins,
+            n,
+        }
     }
 }
 
@@ -101,13 +116,24 @@ impl Evaluator<'_> {
         params
             .chunks(s)
             .enumerate()
-            .map(|(c, ch)| (c * s, ch.len() as i64, if ch.len() == 1 { ch[0].shallow_clone() } else { Params::stack(ch) }))
+            .map(|(c, ch)| {
+                (
+                    c * s,
+                    ch.len() as i64,
+                    if ch.len() == 1 {
+                        ch[0].shallow_clone()
+                    } else {
+                        Params::stack(ch)
+                    },
+                )
+            })
             .collect()
     }
 
     /// Logits `[B, k, classes]` of a stack for one input batch.
     fn stack_logits(&self, stacked: &Params, k: i64, x: &Tensor, mode: BnMode) -> Tensor {
-        self.model.forward_stacked(stacked, k, x, mode, self.rt.precision)
+        self.model
+            .forward_stacked(stacked, k, x, mode, self.rt.precision)
     }
 
     /// Re-estimates BatchNorm running statistics of every parameter set with
@@ -157,7 +183,12 @@ impl Evaluator<'_> {
 
     /// Loss/accuracy/calibration of every parameter set on `split`; with
     /// `keep_logits`, also each model's logits `[N, C]` (on the CPU).
-    pub fn evaluate(&self, params: &[Params], split: &Split, keep_logits: bool) -> (Vec<Stats>, Vec<Tensor>) {
+    pub fn evaluate(
+        &self,
+        params: &[Params],
+        split: &Split,
+        keep_logits: bool,
+    ) -> (Vec<Stats>, Vec<Tensor>) {
         let _g = tch::no_grad_guard();
         let mut accs: Vec<Acc> = params.iter().map(|_| Acc::new(self.rt.device)).collect();
         let mut kept: Vec<Vec<Tensor>> = params.iter().map(|_| Vec::new()).collect();
@@ -177,14 +208,24 @@ impl Evaluator<'_> {
         }
         let n = split.len();
         let stats = accs.into_iter().map(|a| a.finish(n)).collect();
-        let logits = if keep_logits { kept.into_iter().map(|l| Tensor::cat(&l, 0)).collect() } else { Vec::new() };
+        let logits = if keep_logits {
+            kept.into_iter().map(|l| Tensor::cat(&l, 0)).collect()
+        } else {
+            Vec::new()
+        };
         (stats, logits)
     }
 
     /// How many parameter sets to hold at once so that their copies stay
     /// under `budget_bytes`.
     pub fn group_size(&self, budget_bytes: i64) -> usize {
-        let per = self.model.spec.iter().map(|s| s.shape.iter().product::<i64>() * 4).sum::<i64>().max(1);
+        let per = self
+            .model
+            .spec
+            .iter()
+            .map(|s| s.shape.iter().product::<i64>() * 4)
+            .sum::<i64>()
+            .max(1);
         ((budget_bytes / per).max(1)) as usize
     }
 }

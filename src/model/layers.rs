@@ -24,7 +24,9 @@ impl BnMode {
 }
 
 /// Numeric precision of convolutions and linear layers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Everything in float32.
@@ -70,16 +72,33 @@ impl Fwd<'_> {
 
     pub fn conv(&self, x: &Tensor, name: &str, stride: i64, padding: i64) -> Tensor {
         let w = self.cast(self.p.get(&format!("{name}.weight")));
-        let b = self.p.try_get(&format!("{name}.bias")).map(|b| self.cast(b));
+        let b = self
+            .p
+            .try_get(&format!("{name}.bias"))
+            .map(|b| self.cast(b));
         // Stacked models: the shared input (C = I) feeds all K·O filters at
         // once; stacked activations (C = K·I) go through K groups.
-        let groups = if self.models > 1 && x.size()[1] != w.size()[1] { self.models } else { 1 };
-        self.cast(x).conv2d(&w, b.as_ref(), [stride, stride], [padding, padding], [1, 1], groups)
+        let groups = if self.models > 1 && x.size()[1] != w.size()[1] {
+            self.models
+        } else {
+            1
+        };
+        self.cast(x).conv2d(
+            &w,
+            b.as_ref(),
+            [stride, stride],
+            [padding, padding],
+            [1, 1],
+            groups,
+        )
     }
 
     pub fn linear(&self, x: &Tensor, name: &str) -> Tensor {
         let w = self.cast(self.p.get(&format!("{name}.weight")));
-        let b = self.p.try_get(&format!("{name}.bias")).map(|b| self.cast(b));
+        let b = self
+            .p
+            .try_get(&format!("{name}.bias"))
+            .map(|b| self.cast(b));
         if self.models == 1 {
             return self.cast(x).linear(&w, b.as_ref());
         }
@@ -99,17 +118,28 @@ impl Fwd<'_> {
         let w = self.p.get(&format!("{name}.weight"));
         let b = self.p.get(&format!("{name}.bias"));
         let x = x.to_kind(Kind::Float);
-        let stats = || (self.p.get(&format!("{name}.running_mean")), self.p.get(&format!("{name}.running_var")));
+        let stats = || {
+            (
+                self.p.get(&format!("{name}.running_mean")),
+                self.p.get(&format!("{name}.running_var")),
+            )
+        };
         match self.mode {
             BnMode::Eval => {
                 let (rm, rv) = stats();
                 x.batch_norm(Some(w), Some(b), Some(rm), Some(rv), false, 0.0, 1e-5, true)
             }
             // Curve fitting: batch statistics only; φ(t) carries no running buffers.
-            BnMode::Train(None) => x.batch_norm::<&Tensor>(Some(w), Some(b), None, None, true, 0.0, 1e-5, true),
+            BnMode::Train(None) => {
+                x.batch_norm::<&Tensor>(Some(w), Some(b), None, None, true, 0.0, 1e-5, true)
+            }
             BnMode::Train(Some(m)) => {
                 let (rm, rv) = stats();
-                let _ = self.p.get(&format!("{name}.num_batches_tracked")).shallow_clone().f_add_scalar_(1);
+                let _ = self
+                    .p
+                    .get(&format!("{name}.num_batches_tracked"))
+                    .shallow_clone()
+                    .f_add_scalar_(1);
                 x.batch_norm(Some(w), Some(b), Some(rm), Some(rv), true, m, 1e-5, true)
             }
         }
@@ -132,7 +162,13 @@ pub(crate) struct SpecBuilder {
 
 impl SpecBuilder {
     fn push(&mut self, name: String, shape: Vec<i64>, init: Init, role: Role, kind: Kind) {
-        self.specs.push(ParamSpec { name, shape, init, role, kind });
+        self.specs.push(ParamSpec {
+            name,
+            shape,
+            init,
+            role,
+            kind,
+        });
     }
 
     /// A convolution. `he` selects the reference implementation's
@@ -141,30 +177,90 @@ impl SpecBuilder {
     pub fn conv(&mut self, name: &str, cin: i64, cout: i64, k: i64, bias: bool, he: bool) {
         let fan_in = (cin * k * k) as f64;
         let (wi, bi) = if he {
-            (Init::Normal((2.0 / (k * k * cout) as f64).sqrt()), Init::Zeros)
+            (
+                Init::Normal((2.0 / (k * k * cout) as f64).sqrt()),
+                Init::Zeros,
+            )
         } else {
-            (Init::Uniform(1.0 / fan_in.sqrt()), Init::Uniform(1.0 / fan_in.sqrt()))
+            (
+                Init::Uniform(1.0 / fan_in.sqrt()),
+                Init::Uniform(1.0 / fan_in.sqrt()),
+            )
         };
-        self.push(format!("{name}.weight"), vec![cout, cin, k, k], wi, Role::Weight, Kind::Float);
+        self.push(
+            format!("{name}.weight"),
+            vec![cout, cin, k, k],
+            wi,
+            Role::Weight,
+            Kind::Float,
+        );
         if bias {
-            self.push(format!("{name}.bias"), vec![cout], bi, Role::Weight, Kind::Float);
+            self.push(
+                format!("{name}.bias"),
+                vec![cout],
+                bi,
+                Role::Weight,
+                Kind::Float,
+            );
         }
     }
 
     /// A linear layer with PyTorch's default initialisation.
     pub fn linear(&mut self, name: &str, fin: i64, fout: i64) {
         let b = 1.0 / (fin as f64).sqrt();
-        self.push(format!("{name}.weight"), vec![fout, fin], Init::Uniform(b), Role::Weight, Kind::Float);
-        self.push(format!("{name}.bias"), vec![fout], Init::Uniform(b), Role::Weight, Kind::Float);
+        self.push(
+            format!("{name}.weight"),
+            vec![fout, fin],
+            Init::Uniform(b),
+            Role::Weight,
+            Kind::Float,
+        );
+        self.push(
+            format!("{name}.bias"),
+            vec![fout],
+            Init::Uniform(b),
+            Role::Weight,
+            Kind::Float,
+        );
     }
 
     /// BatchNorm2d: affine weight/bias plus running buffers, as in PyTorch.
     pub fn bn(&mut self, name: &str, c: i64) {
-        self.push(format!("{name}.weight"), vec![c], Init::Ones, Role::Weight, Kind::Float);
-        self.push(format!("{name}.bias"), vec![c], Init::Zeros, Role::Weight, Kind::Float);
-        self.push(format!("{name}.running_mean"), vec![c], Init::Zeros, Role::Buffer, Kind::Float);
-        self.push(format!("{name}.running_var"), vec![c], Init::Ones, Role::Buffer, Kind::Float);
-        self.push(format!("{name}.num_batches_tracked"), vec![], Init::Zeros, Role::Buffer, Kind::Int64);
+        self.push(
+            format!("{name}.weight"),
+            vec![c],
+            Init::Ones,
+            Role::Weight,
+            Kind::Float,
+        );
+        self.push(
+            format!("{name}.bias"),
+            vec![c],
+            Init::Zeros,
+            Role::Weight,
+            Kind::Float,
+        );
+        self.push(
+            format!("{name}.running_mean"),
+            vec![c],
+            Init::Zeros,
+            Role::Buffer,
+            Kind::Float,
+        );
+        self.push(
+            format!("{name}.running_var"),
+            vec![c],
+            Init::Ones,
+            Role::Buffer,
+            Kind::Float,
+        );
+        self.push(
+            format!("{name}.num_batches_tracked"),
+            vec![],
+            Init::Zeros,
+            Role::Buffer,
+            Kind::Int64,
+        );
     }
 }
 

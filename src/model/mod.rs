@@ -74,14 +74,29 @@ pub struct ArchConfig {
 }
 
 impl ArchConfig {
-    pub fn new(arch: ArchKind, in_channels: i64, num_classes: i64, height: i64, width: i64) -> Self {
+    pub fn new(
+        arch: ArchKind,
+        in_channels: i64,
+        num_classes: i64,
+        height: i64,
+        width: i64,
+    ) -> Self {
         let (depth, widen, dropout) = match arch {
             ArchKind::Preresnet => (110, 100, 0.0),
             ArchKind::Wrn => (28, 10, 0.0),
             ArchKind::SeedConvnet | ArchKind::Vgg16 | ArchKind::Vgg16Bn => (0, 100, 0.5),
             ArchKind::Convfc => (0, 100, 0.0),
         };
-        ArchConfig { arch, in_channels, num_classes, height, width, depth, widen, dropout }
+        ArchConfig {
+            arch,
+            in_channels,
+            num_classes,
+            height,
+            width,
+            depth,
+            widen,
+            dropout,
+        }
     }
 
     /// Scales a standard channel count by `widen` percent (not for `wrn`,
@@ -130,23 +145,53 @@ impl Model {
             ArchKind::Wrn => wrn::spec(&cfg, &mut b),
         }
         let has_bn = b.specs.iter().any(|s| s.name.ends_with("running_mean"));
-        Ok(Model { cfg, spec: b.specs, has_bn })
+        Ok(Model {
+            cfg,
+            spec: b.specs,
+            has_bn,
+        })
     }
 
     /// Logits `[batch, classes]` in fp32 for inputs `[batch, C, H, W]`.
-    pub fn forward(&self, params: &Params, x: &Tensor, mode: BnMode, precision: Precision) -> Tensor {
+    pub fn forward(
+        &self,
+        params: &Params,
+        x: &Tensor,
+        mode: BnMode,
+        precision: Precision,
+    ) -> Tensor {
         self.forward_k(params, 1, x, mode, precision)
     }
 
     /// The same forward for `k` models stacked with [`Params::stack`]:
     /// logits `[batch, k, classes]`, model i's at `[:, i, :]`.
-    pub fn forward_stacked(&self, stacked: &Params, k: i64, x: &Tensor, mode: BnMode, precision: Precision) -> Tensor {
+    pub fn forward_stacked(
+        &self,
+        stacked: &Params,
+        k: i64,
+        x: &Tensor,
+        mode: BnMode,
+        precision: Precision,
+    ) -> Tensor {
         let b = x.size()[0];
-        self.forward_k(stacked, k, x, mode, precision).reshape([b, k, self.cfg.num_classes])
+        self.forward_k(stacked, k, x, mode, precision)
+            .reshape([b, k, self.cfg.num_classes])
     }
 
-    fn forward_k(&self, params: &Params, models: i64, x: &Tensor, mode: BnMode, precision: Precision) -> Tensor {
-        let f = Fwd { p: params, mode, precision, models };
+    fn forward_k(
+        &self,
+        params: &Params,
+        models: i64,
+        x: &Tensor,
+        mode: BnMode,
+        precision: Precision,
+    ) -> Tensor {
+        let f = Fwd {
+            p: params,
+            mode,
+            precision,
+            models,
+        };
         let logits = match self.cfg.arch {
             ArchKind::SeedConvnet => seed_convnet::forward(&self.cfg, &f, x),
             ArchKind::Convfc => convfc::forward(&self.cfg, &f, x),
@@ -197,15 +242,24 @@ impl Model {
 
     /// Is `name` a trainable weight (as opposed to a buffer)?
     pub fn is_weight(&self, name: &str) -> bool {
-        self.spec.iter().any(|s| s.name == name && s.role == Role::Weight)
+        self.spec
+            .iter()
+            .any(|s| s.name == name && s.role == Role::Weight)
     }
 
     pub fn weight_names(&self) -> impl Iterator<Item = &str> {
-        self.spec.iter().filter(|s| s.role == Role::Weight).map(|s| s.name.as_str())
+        self.spec
+            .iter()
+            .filter(|s| s.role == Role::Weight)
+            .map(|s| s.name.as_str())
     }
 
     pub fn num_weights(&self) -> i64 {
-        self.spec.iter().filter(|s| s.role == Role::Weight).map(|s| s.shape.iter().product::<i64>()).sum()
+        self.spec
+            .iter()
+            .filter(|s| s.role == Role::Weight)
+            .map(|s| s.shape.iter().product::<i64>())
+            .sum()
     }
 
     /// Checks that `params` has every key of the spec with the right shape,
@@ -233,7 +287,10 @@ impl Model {
         }
         for n in params.names() {
             if !self.spec.iter().any(|s| s.name == n) {
-                bail!("{origin}: unexpected key '{n}', which --arch {} does not have", self.cfg.arch.name());
+                bail!(
+                    "{origin}: unexpected key '{n}', which --arch {} does not have",
+                    self.cfg.arch.name()
+                );
             }
         }
         Ok(())
@@ -243,7 +300,12 @@ impl Model {
     /// memory format used for compute.
     pub fn prepare(&self, params: &Params, device: Device, channels_last_weights: bool) -> Params {
         params.map(|n, t| {
-            let kind = self.spec.iter().find(|s| s.name == n).map(|s| s.kind).unwrap_or(Kind::Float);
+            let kind = self
+                .spec
+                .iter()
+                .find(|s| s.name == n)
+                .map(|s| s.kind)
+                .unwrap_or(Kind::Float);
             let t = t.to_device(device).to_kind(kind);
             if channels_last_weights && t.dim() == 4 {
                 channels_last(&t)
@@ -256,13 +318,21 @@ impl Model {
 
 fn validate(cfg: &ArchConfig) -> Result<()> {
     if cfg.in_channels < 1 || cfg.num_classes < 2 {
-        bail!("invalid architecture config: {} input channels, {} classes", cfg.in_channels, cfg.num_classes);
+        bail!(
+            "invalid architecture config: {} input channels, {} classes",
+            cfg.in_channels,
+            cfg.num_classes
+        );
     }
     match cfg.arch {
         ArchKind::Vgg16 | ArchKind::Vgg16Bn if cfg.height < 32 || cfg.width < 32 => {
             bail!("{} halves the image five times and needs inputs of at least 32x32 (got {}x{}); use seed-convnet or convfc for 28x28 data", cfg.arch.name(), cfg.height, cfg.width)
         }
-        ArchKind::Preresnet if cfg.depth < 8 || (cfg.depth < 44 && (cfg.depth - 2) % 6 != 0) || (cfg.depth >= 44 && (cfg.depth - 2) % 9 != 0) => {
+        ArchKind::Preresnet
+            if cfg.depth < 8
+                || (cfg.depth < 44 && (cfg.depth - 2) % 6 != 0)
+                || (cfg.depth >= 44 && (cfg.depth - 2) % 9 != 0) =>
+        {
             bail!("preresnet --depth must be 6n+2 below 44 (e.g. 20, 32) or 9n+2 from 44 (e.g. 110, 164); got {}", cfg.depth)
         }
         ArchKind::Wrn if cfg.depth < 10 || (cfg.depth - 4) % 6 != 0 => {
@@ -270,7 +340,9 @@ fn validate(cfg: &ArchConfig) -> Result<()> {
         }
         ArchKind::Wrn if cfg.widen < 1 => bail!("wrn --widen must be at least 1"),
         _ if cfg.widen < 1 => bail!("--widen must be at least 1 (percent of the standard widths)"),
-        _ if !(0.0..1.0).contains(&cfg.dropout) => bail!("--dropout must be in [0, 1), got {}", cfg.dropout),
+        _ if !(0.0..1.0).contains(&cfg.dropout) => {
+            bail!("--dropout must be in [0, 1), got {}", cfg.dropout)
+        }
         _ => Ok(()),
     }
 }
@@ -330,9 +402,16 @@ mod tests {
         // PreResNet-110 on CIFAR-10 (bottleneck, 9n+2 with n = 12) and VGG16: sizes from the PyTorch modules
         let convfc = Model::new(ArchConfig::new(ArchKind::Convfc, 3, 10, 32, 32)).unwrap();
         // 3*32*25+32 + 32*64*25+64 + 64*128*25+128 + 1152*1000+1000 + 1000*1000+1000 + 1000*10+10
-        assert_eq!(convfc.num_weights(), 2432 + 51264 + 204928 + 1153000 + 1001000 + 10010);
+        assert_eq!(
+            convfc.num_weights(),
+            2432 + 51264 + 204928 + 1153000 + 1001000 + 10010
+        );
         let wrn = Model::new(ArchConfig::new(ArchKind::Wrn, 3, 10, 32, 32)).unwrap();
-        assert_eq!(wrn.num_weights(), 36_489_290, "WRN-28-10 with biased convolutions");
+        assert_eq!(
+            wrn.num_weights(),
+            36_489_290,
+            "WRN-28-10 with biased convolutions"
+        );
     }
 
     #[test]
@@ -342,19 +421,37 @@ mod tests {
         assert_eq!(
             names,
             [
-                "features.0.weight", "features.0.bias", "features.3.weight", "features.3.bias", "features.6.weight",
-                "features.6.bias", "classifier.2.weight", "classifier.2.bias", "classifier.5.weight", "classifier.5.bias"
+                "features.0.weight",
+                "features.0.bias",
+                "features.3.weight",
+                "features.3.bias",
+                "features.6.weight",
+                "features.6.bias",
+                "classifier.2.weight",
+                "classifier.2.bias",
+                "classifier.5.weight",
+                "classifier.5.bias"
             ]
         );
         let bn = Model::new(ArchConfig::new(ArchKind::Vgg16Bn, 3, 10, 32, 32)).unwrap();
-        assert!(bn.spec.iter().any(|s| s.name == "layer_blocks.0.1.running_var"));
-        assert!(bn.spec.iter().any(|s| s.name == "layer_blocks.0.1.num_batches_tracked" && s.kind == Kind::Int64));
+        assert!(bn
+            .spec
+            .iter()
+            .any(|s| s.name == "layer_blocks.0.1.running_var"));
+        assert!(bn
+            .spec
+            .iter()
+            .any(|s| s.name == "layer_blocks.0.1.num_batches_tracked" && s.kind == Kind::Int64));
     }
 
     #[test]
     fn channels_last_gives_the_same_logits_as_the_plain_layout() {
         tch::manual_seed(1);
-        for (arch, c, hw) in [(ArchKind::SeedConvnet, 3, 32), (ArchKind::Convfc, 1, 28), (ArchKind::Vgg16Bn, 3, 32)] {
+        for (arch, c, hw) in [
+            (ArchKind::SeedConvnet, 3, 32),
+            (ArchKind::Convfc, 1, 28),
+            (ArchKind::Vgg16Bn, 3, 32),
+        ] {
             let m = tiny(arch, c, hw);
             let p = m.init(Device::Cpu);
             let x = Tensor::rand([8, c, hw, hw], (Kind::Float, Device::Cpu));
@@ -381,24 +478,46 @@ mod tests {
         assert_eq!(b.kind(), Kind::Float, "logits are returned in fp32");
         let spread = a.std(true).double_value(&[]);
         let diff = (&a - &b).abs().max().double_value(&[]);
-        assert!(diff <= 0.05 * spread.max(1e-3), "diff {diff}, spread {spread}");
+        assert!(
+            diff <= 0.05 * spread.max(1e-3),
+            "diff {diff}, spread {spread}"
+        );
     }
 
     #[test]
     fn check_rejects_missing_and_misshaped_keys() {
         let m = tiny(ArchKind::SeedConvnet, 3, 32);
         let p = m.init(Device::Cpu);
-        let missing = Params::new(p.iter().skip(1).map(|(n, t)| (n.to_string(), t.shallow_clone())).collect());
+        let missing = Params::new(
+            p.iter()
+                .skip(1)
+                .map(|(n, t)| (n.to_string(), t.shallow_clone()))
+                .collect(),
+        );
         let e = m.check(&missing, "x.safetensors").unwrap_err().to_string();
-        assert!(e.contains("x.safetensors") && e.contains("features.0.weight"), "{e}");
-        let wrong = p.map(|n, t| if n == "classifier.5.bias" { Tensor::zeros([7], (Kind::Float, Device::Cpu)) } else { t.shallow_clone() });
+        assert!(
+            e.contains("x.safetensors") && e.contains("features.0.weight"),
+            "{e}"
+        );
+        let wrong = p.map(|n, t| {
+            if n == "classifier.5.bias" {
+                Tensor::zeros([7], (Kind::Float, Device::Cpu))
+            } else {
+                t.shallow_clone()
+            }
+        });
         let e = m.check(&wrong, "y.pt").unwrap_err().to_string();
-        assert!(e.contains("y.pt") && e.contains("classifier.5.bias") && e.contains("[7]"), "{e}");
+        assert!(
+            e.contains("y.pt") && e.contains("classifier.5.bias") && e.contains("[7]"),
+            "{e}"
+        );
     }
 
     #[test]
     fn invalid_configs_are_refused_with_guidance() {
-        let e = Model::new(ArchConfig::new(ArchKind::Vgg16, 1, 10, 28, 28)).unwrap_err().to_string();
+        let e = Model::new(ArchConfig::new(ArchKind::Vgg16, 1, 10, 28, 28))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("32x32"), "{e}");
         let mut c = ArchConfig::new(ArchKind::Preresnet, 3, 10, 32, 32);
         c.depth = 21;
@@ -413,7 +532,13 @@ mod stacked_tests {
     #[test]
     fn stacked_forward_equals_separate_forwards() {
         tch::manual_seed(4);
-        for (arch, c, hw) in [(ArchKind::SeedConvnet, 1, 28), (ArchKind::Convfc, 3, 32), (ArchKind::Vgg16Bn, 3, 32), (ArchKind::Preresnet, 3, 32), (ArchKind::Wrn, 3, 32)] {
+        for (arch, c, hw) in [
+            (ArchKind::SeedConvnet, 1, 28),
+            (ArchKind::Convfc, 3, 32),
+            (ArchKind::Vgg16Bn, 3, 32),
+            (ArchKind::Preresnet, 3, 32),
+            (ArchKind::Wrn, 3, 32),
+        ] {
             let mut cfg = ArchConfig::new(arch, c, 10, hw, hw);
             (cfg.depth, cfg.widen) = match arch {
                 ArchKind::Preresnet => (8, 50),
@@ -425,14 +550,22 @@ mod stacked_tests {
             let sets: Vec<Params> = (0..3).map(|_| m.init(Device::Cpu)).collect();
             let x = Tensor::rand([5, c, hw, hw], (Kind::Float, Device::Cpu));
             for cl in [false, true] {
-                let prepared: Vec<Params> = sets.iter().map(|p| m.prepare(p, Device::Cpu, cl)).collect();
-                let xs = if cl { channels_last(&x) } else { x.shallow_clone() };
+                let prepared: Vec<Params> =
+                    sets.iter().map(|p| m.prepare(p, Device::Cpu, cl)).collect();
+                let xs = if cl {
+                    channels_last(&x)
+                } else {
+                    x.shallow_clone()
+                };
                 let stacked = Params::stack(&prepared);
                 let all = m.forward_stacked(&stacked, 3, &xs, BnMode::Train(None), Precision::Fp32);
                 assert_eq!(all.size(), vec![5, 3, 10]);
                 for (i, p) in prepared.iter().enumerate() {
                     let one = m.forward(p, &xs, BnMode::Train(None), Precision::Fp32);
-                    let d = (&one - all.select(1, i as i64)).abs().max().double_value(&[]);
+                    let d = (&one - all.select(1, i as i64))
+                        .abs()
+                        .max()
+                        .double_value(&[]);
                     assert!(d < 1e-4, "{arch:?} cl={cl} model {i}: {d}");
                 }
                 // unstack gives back the sets

@@ -27,7 +27,11 @@ pub struct Params {
 
 impl Params {
     pub fn new(entries: Vec<(String, Tensor)>) -> Self {
-        let index = entries.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n.clone(), i))
+            .collect();
         Params { entries, index }
     }
 
@@ -62,7 +66,12 @@ impl Params {
 
     /// Shallow copy: the same storage under new handles.
     pub fn shallow_clone(&self) -> Params {
-        Params::new(self.entries.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect())
+        Params::new(
+            self.entries
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect(),
+        )
     }
 
     /// Deep copy, detached from any graph.
@@ -71,7 +80,12 @@ impl Params {
     }
 
     pub fn map(&self, mut f: impl FnMut(&str, &Tensor) -> Tensor) -> Params {
-        Params::new(self.entries.iter().map(|(n, t)| (n.clone(), f(n, t))).collect())
+        Params::new(
+            self.entries
+                .iter()
+                .map(|(n, t)| (n.clone(), f(n, t)))
+                .collect(),
+        )
     }
 
     pub fn to_device(&self, device: Device) -> Params {
@@ -109,7 +123,9 @@ impl Params {
             if !keep(n) {
                 continue;
             }
-            let Some(o) = other.try_get(n) else { bail!("parameter {n} missing in the other set") };
+            let Some(o) = other.try_get(n) else {
+                bail!("parameter {n} missing in the other set")
+            };
             total += (t - o).square().sum(Kind::Double).double_value(&[]);
         }
         Ok(total.sqrt())
@@ -120,7 +136,11 @@ impl Params {
     pub fn stack(sets: &[Params]) -> Params {
         sets[0].map(|n, t| {
             let parts: Vec<Tensor> = sets.iter().map(|s| s.get(n).shallow_clone()).collect();
-            let cat = if t.dim() == 0 { Tensor::stack(&parts, 0) } else { Tensor::cat(&parts, 0) };
+            let cat = if t.dim() == 0 {
+                Tensor::stack(&parts, 0)
+            } else {
+                Tensor::cat(&parts, 0)
+            };
             if t.dim() == 4 && is_channels_last(t) {
                 channels_last(&cat)
             } else {

@@ -17,9 +17,15 @@ struct Layout {
 
 fn layout(c: &ArchConfig) -> Layout {
     if c.depth >= 44 {
-        Layout { bottleneck: true, blocks: (c.depth - 2) / 9 }
+        Layout {
+            bottleneck: true,
+            blocks: (c.depth - 2) / 9,
+        }
     } else {
-        Layout { bottleneck: false, blocks: (c.depth - 2) / 6 }
+        Layout {
+            bottleneck: false,
+            blocks: (c.depth - 2) / 6,
+        }
     }
 }
 
@@ -59,7 +65,14 @@ pub(crate) fn spec(c: &ArchConfig, b: &mut SpecBuilder) {
             b.conv(&format!("{p}.conv2"), planes, planes, 3, true, true);
         }
         if down {
-            b.conv(&format!("{p}.downsample.0"), cin, planes * exp, 1, false, true);
+            b.conv(
+                &format!("{p}.downsample.0"),
+                cin,
+                planes * exp,
+                1,
+                false,
+                true,
+            );
         }
     }
     let last = c.ch(64) * exp;
@@ -83,9 +96,17 @@ pub(crate) fn forward(c: &ArchConfig, f: &Fwd, x: &Tensor) -> Tensor {
             let o = f.bn(&o, &format!("{p}.bn2")).relu();
             f.conv(&o, &format!("{p}.conv2"), 1, 1)
         };
-        let residual = if down { f.conv(&x, &format!("{p}.downsample.0"), stride, 0) } else { x };
+        let residual = if down {
+            f.conv(&x, &format!("{p}.downsample.0"), stride, 0)
+        } else {
+            x
+        };
         x = out.to_kind(residual.kind()) + residual;
     }
-    let x = f.bn(&x, "bn").relu().adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+    let x = f
+        .bn(&x, "bn")
+        .relu()
+        .adaptive_avg_pool2d([1, 1])
+        .flatten(1, -1);
     f.linear(&x, "fc")
 }

@@ -11,11 +11,20 @@ use tch::Tensor;
 use super::layers::{Fwd, SpecBuilder};
 use super::{ArchConfig, ArchKind};
 
-const BLOCKS: [&[i64]; 5] = [&[64, 64], &[128, 128], &[256, 256, 256], &[512, 512, 512], &[512, 512, 512]];
+const BLOCKS: [&[i64]; 5] = [
+    &[64, 64],
+    &[128, 128],
+    &[256, 256, 256],
+    &[512, 512, 512],
+    &[512, 512, 512],
+];
 
 fn layer_names(bn: bool, block: usize, j: usize) -> (String, Option<String>) {
     if bn {
-        (format!("layer_blocks.{block}.{}", 2 * j), Some(format!("layer_blocks.{block}.{}", 2 * j + 1)))
+        (
+            format!("layer_blocks.{block}.{}", 2 * j),
+            Some(format!("layer_blocks.{block}.{}", 2 * j + 1)),
+        )
     } else {
         (format!("layer_blocks.{block}.{j}"), None)
     }

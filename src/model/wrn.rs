@@ -14,10 +14,19 @@ fn blocks(c: &ArchConfig) -> Vec<(String, i64, i64, i64, bool)> {
     let k = c.widen;
     let mut cin = 16;
     let mut out = Vec::new();
-    for (stage, (planes, stride)) in [(16 * k, 1), (32 * k, 2), (64 * k, 2)].into_iter().enumerate() {
+    for (stage, (planes, stride)) in [(16 * k, 1), (32 * k, 2), (64 * k, 2)]
+        .into_iter()
+        .enumerate()
+    {
         for i in 0..n {
             let s = if i == 0 { stride } else { 1 };
-            out.push((format!("layer{}.{i}", stage + 1), cin, planes, s, s != 1 || cin != planes));
+            out.push((
+                format!("layer{}.{i}", stage + 1),
+                cin,
+                planes,
+                s,
+                s != 1 || cin != planes,
+            ));
             cin = planes;
         }
     }
@@ -42,12 +51,30 @@ pub(crate) fn spec(c: &ArchConfig, b: &mut SpecBuilder) {
 pub(crate) fn forward(c: &ArchConfig, f: &Fwd, x: &Tensor) -> Tensor {
     let mut x = f.conv(x, "conv1", 1, 1);
     for (p, _, _, stride, short) in blocks(c) {
-        let o = f.conv(&f.bn(&x, &format!("{p}.bn1")).relu(), &format!("{p}.conv1"), 1, 1);
+        let o = f.conv(
+            &f.bn(&x, &format!("{p}.bn1")).relu(),
+            &format!("{p}.conv1"),
+            1,
+            1,
+        );
         let o = f.dropout(&o, c.dropout);
-        let o = f.conv(&f.bn(&o, &format!("{p}.bn2")).relu(), &format!("{p}.conv2"), stride, 1);
-        let residual = if short { f.conv(&x, &format!("{p}.shortcut.0"), stride, 0) } else { x };
+        let o = f.conv(
+            &f.bn(&o, &format!("{p}.bn2")).relu(),
+            &format!("{p}.conv2"),
+            stride,
+            1,
+        );
+        let residual = if short {
+            f.conv(&x, &format!("{p}.shortcut.0"), stride, 0)
+        } else {
+            x
+        };
         x = o + residual;
     }
-    let x = f.bn(&x, "bn1").relu().adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+    let x = f
+        .bn(&x, "bn1")
+        .relu()
+        .adaptive_avg_pool2d([1, 1])
+        .flatten(1, -1);
     f.linear(&x, "linear")
 }

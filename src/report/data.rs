@@ -329,8 +329,16 @@ impl Inputs {
     }
 
     fn image_folder_label(&self) -> Option<String> {
-        let dir = self.config.as_ref()?.get("data")?.get("data_dir")?.as_str()?;
-        let name = std::path::Path::new(dir.trim_end_matches('/')).file_name()?.to_string_lossy().to_string();
+        let dir = self
+            .config
+            .as_ref()?
+            .get("data")?
+            .get("data_dir")?
+            .as_str()?;
+        let name = std::path::Path::new(dir.trim_end_matches('/'))
+            .file_name()?
+            .to_string_lossy()
+            .to_string();
         Some(format!("{name} (image folder)"))
     }
 
@@ -354,7 +362,13 @@ impl Inputs {
         let parts: Vec<String> = ["dataset", "arch"]
             .iter()
             .filter_map(|k| self.describe(k))
-            .map(|v| if v == "image-folder" { self.image_folder_label().unwrap_or(v) } else { v })
+            .map(|v| {
+                if v == "image-folder" {
+                    self.image_folder_label().unwrap_or(v)
+                } else {
+                    v
+                }
+            })
             .collect();
         if parts.is_empty() {
             "modeconn experiment".into()
