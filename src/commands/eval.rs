@@ -233,19 +233,14 @@ pub fn run_ensemble(
     let mut prog = Progress::new("ensemble", k as u64 + 2);
     // The endpoints as trained (with their own BN statistics) when their files exist, else φ(0), φ(1).
     let endpoint = |i: usize, t: f64| -> Result<Params> {
-        Ok(
-            match xp::load_endpoint_if_present(exp, i, model, &s.rt)
-                .ok()
-                .flatten()
-            {
-                Some(p) => p,
-                None => {
-                    let p = curve.point(model, t);
-                    ev.update_bn(std::slice::from_ref(&p));
-                    p
-                }
-            },
-        )
+        Ok(match xp::load_endpoint_if_present(exp, i, model, &s.rt)? {
+            Some(p) => p,
+            None => {
+                let p = curve.point(model, t);
+                ev.update_bn(std::slice::from_ref(&p));
+                p
+            }
+        })
     };
     let ends = [endpoint(0, 0.0)?, endpoint(1, 1.0)?];
     let (_, end_logits) = ev.evaluate(&ends, &s.data.test, true);
@@ -363,7 +358,9 @@ pub fn run_landscape(
     )
 }
 
-fn curve_id(path: &Path, meta: &Meta) -> String {
+/// Identifies a fitted curve (its epoch and file size), so outputs computed
+/// from an older curve are recognised and recomputed.
+pub fn curve_id(path: &Path, meta: &Meta) -> String {
     let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     format!("epoch {} / {} bytes", meta.epoch, len)
 }

@@ -251,9 +251,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         ..DataArgs::default()
     };
     let s = Session::open(&exp, &eval_data, runtime(&args.rt)?)?;
-    let id = current_curve_id(&exp)?;
+    let id = evalcmd::curve_id(&s.lc.path, &s.lc.meta);
     step(3, "sweep along the curve and the line");
-    let along_done = read_meta(&exp.join("eval/along.json"))
+    let along_done = output_meta(&exp.join("eval/along.json"))
         .map(|m| {
             m["points"] == p.points
                 && m["curve_id"] == id
@@ -267,7 +267,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         stamp(&exp.join("eval/along.json"), &id)?;
     }
     step(4, "curve ensemble");
-    let ens_done = read_meta(&exp.join("eval/ensemble.json"))
+    let ens_done = output_meta(&exp.join("eval/ensemble.json"))
         .map(|m| m["k"] == p.ensemble && m["curve_id"] == id)
         .unwrap_or(false);
     if ens_done {
@@ -329,14 +329,8 @@ fn ensure_same<T: Serialize + serde::de::DeserializeOwned + PartialEq>(
     Ok(())
 }
 
-fn current_curve_id(exp: &Path) -> Result<String> {
-    let p = crate::checkpoint::curve_file(&xp::curve_dir(exp));
-    let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-    let epoch = xp::read_meta(&p)?.map(|m| m.epoch).unwrap_or(0);
-    Ok(format!("epoch {epoch} / {len} bytes"))
-}
-
-fn read_meta(path: &Path) -> Option<serde_json::Value> {
+/// The "meta" object of an eval output file, if it exists and parses.
+fn output_meta(path: &Path) -> Option<serde_json::Value> {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     Some(v["meta"].clone())
 }
