@@ -24,11 +24,10 @@ pub(crate) fn spec(c: &ArchConfig, b: &mut SpecBuilder) {
 }
 
 pub(crate) fn forward(_c: &ArchConfig, f: &Fwd, x: &Tensor) -> Tensor {
-    let pool = |t: Tensor| t.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false);
-    let x = pool(f.conv(x, "conv_part.0", 1, 2).relu());
-    let x = pool(f.conv(&x, "conv_part.3", 1, 2).relu());
-    let x = pool(f.conv(&x, "conv_part.6", 1, 2).relu()).flatten(1, -1);
-    let x = f.linear(&x, "fc_part.0").relu();
+    let x = f.relu_max_pool(&f.conv(x, "conv_part.0", 1, 2), 3, 2);
+    let x = f.relu_max_pool(&f.conv(&x, "conv_part.3", 1, 2), 3, 2);
+    let x = f.relu_max_pool(&f.conv(&x, "conv_part.6", 1, 2), 3, 2);
+    let x = f.flatten_linear(&x, "fc_part.0", 0.0).relu();
     let x = f.linear(&x, "fc_part.2").relu();
     f.linear(&x, "fc_part.4")
 }

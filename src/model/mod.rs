@@ -526,6 +526,118 @@ mod tests {
 }
 
 #[cfg(test)]
+mod tuned_op_tests {
+    use super::*;
+
+    /// The seed ConvNet in PyTorch's own op order (conv → ReLU → max-pool,
+    /// adaptive average pool), to check that modeconn's reordered forward
+    /// computes the same function and the same gradients.
+    fn pytorch_order(p: &Params, x: &Tensor) -> Tensor {
+        let conv = |x: &Tensor, n: &str| {
+            x.conv2d(
+                p.get(&format!("{n}.weight")),
+                Some(p.get(&format!("{n}.bias"))),
+                [1, 1],
+                [1, 1],
+                [1, 1],
+                1,
+            )
+        };
+        let lin = |x: &Tensor, n: &str| {
+            x.linear(
+                p.get(&format!("{n}.weight")),
+                Some(p.get(&format!("{n}.bias"))),
+            )
+        };
+        let pool = |x: Tensor| x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+        let x = pool(conv(x, "features.0").relu());
+        let x = pool(conv(&x, "features.3").relu());
+        let x = conv(&x, "features.6").relu().adaptive_avg_pool2d([4, 4]);
+        let x = lin(&x.flatten(1, -1), "classifier.2").relu();
+        lin(&x, "classifier.5")
+    }
+
+    #[test]
+    fn reordered_forward_gives_pytorchs_logits_and_gradients() {
+        tch::manual_seed(8);
+        let m = Model::new(ArchConfig::new(ArchKind::SeedConvnet, 3, 10, 32, 32)).unwrap();
+        let p = m.init(Device::Cpu);
+        let x = Tensor::rand([6, 3, 32, 32], (Kind::Float, Device::Cpu)) - 0.5;
+        let y = Tensor::from_slice(&[0i64, 3, 9, 1, 1, 7]);
+        let grads = |f: &dyn Fn(&Params) -> Tensor| {
+            let q = p.map(|_, t| t.detach().copy().set_requires_grad(true));
+            let logits = f(&q);
+            logits.cross_entropy_for_logits(&y).backward();
+            let g: Vec<Tensor> = q.iter().map(|(_, t)| t.grad()).collect();
+            (logits.detach(), g)
+        };
+        let (b, gb) = grads(&|q| pytorch_order(q, &x));
+        // Plain layout, and channels-last (where the flatten is reordered too).
+        for xs in [x.shallow_clone(), channels_last(&x)] {
+            let (a, ga) = grads(&|q| m.forward(q, &xs, BnMode::Eval, Precision::Fp32));
+            let d = (&a - &b).abs().max().double_value(&[]);
+            assert!(d <= 1e-5, "logits differ by {d}");
+            for ((n, _), (g1, g2)) in p.iter().zip(ga.iter().zip(&gb)) {
+                let d = (g1 - g2).abs().max().double_value(&[]);
+                let scale = g2.abs().max().double_value(&[]).max(1e-8);
+                assert!(
+                    d <= 1e-4 * scale,
+                    "{n}: gradients differ by {d} (max {scale})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn dropout_zeroes_a_fraction_p_and_rescales_the_rest() {
+        tch::manual_seed(9);
+        let p = Params::new(Vec::new());
+        let f = Fwd {
+            p: &p,
+            mode: BnMode::Train(None),
+            precision: Precision::Fp32,
+            models: 1,
+        };
+        // 0.5 and 0.25 take the one-byte-per-element path, 0.3 the uniform one;
+        // an odd element count checks the byte path's tail.
+        let x = Tensor::ones([201, 999], (Kind::Float, Device::Cpu));
+        for p in [0.5, 0.25, 0.3] {
+            let y = f.dropout(&x, p);
+            assert_eq!(y.size(), x.size());
+            let zeros = y
+                .eq(0.0)
+                .to_kind(Kind::Double)
+                .mean(Kind::Double)
+                .double_value(&[]);
+            assert!((zeros - p).abs() < 0.005, "p {p}: dropped fraction {zeros}");
+            let kept = y.max().double_value(&[]);
+            assert!(
+                (kept - 1.0 / (1.0 - p)).abs() < 1e-5,
+                "p {p}: kept values scaled to {kept}"
+            );
+            // no position is favoured: both halves of each row drop alike
+            let left = y
+                .narrow(1, 0, 499)
+                .eq(0.0)
+                .to_kind(Kind::Double)
+                .mean(Kind::Double);
+            let right = y
+                .narrow(1, 499, 500)
+                .eq(0.0)
+                .to_kind(Kind::Double)
+                .mean(Kind::Double);
+            let gap = (left - right).abs().double_value(&[]);
+            assert!(gap < 0.01, "p {p}: left/right drop rates differ by {gap}");
+        }
+        let eval = Fwd {
+            mode: BnMode::Eval,
+            ..f
+        };
+        assert_eq!(eval.dropout(&x, 0.3), x);
+    }
+}
+
+#[cfg(test)]
 mod stacked_tests {
     use super::*;
 

@@ -104,9 +104,7 @@ pub(crate) fn forward(c: &ArchConfig, f: &Fwd, x: &Tensor) -> Tensor {
         x = out.to_kind(residual.kind()) + residual;
     }
     let x = f
-        .bn(&x, "bn")
-        .relu()
-        .adaptive_avg_pool2d([1, 1])
+        .adaptive_avg_pool(&f.bn(&x, "bn").relu(), 1, 1)
         .flatten(1, -1);
     f.linear(&x, "fc")
 }

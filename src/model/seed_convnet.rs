@@ -24,19 +24,10 @@ pub(crate) fn spec(c: &ArchConfig, b: &mut SpecBuilder) {
 }
 
 pub(crate) fn forward(c: &ArchConfig, f: &Fwd, x: &Tensor) -> Tensor {
-    let x = f
-        .conv(x, "features.0", 1, 1)
-        .relu()
-        .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
-    let x = f
-        .conv(&x, "features.3", 1, 1)
-        .relu()
-        .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
-    let x = f
-        .conv(&x, "features.6", 1, 1)
-        .relu()
-        .adaptive_avg_pool2d([4, 4]);
-    let x = f.dropout(&x.flatten(1, -1), c.dropout);
-    let x = f.dropout(&f.linear(&x, "classifier.2").relu(), c.dropout);
+    let x = f.relu_max_pool(&f.conv(x, "features.0", 1, 1), 2, 2);
+    let x = f.relu_max_pool(&f.conv(&x, "features.3", 1, 1), 2, 2);
+    let x = f.adaptive_avg_pool(&f.conv(&x, "features.6", 1, 1).relu(), 4, 4);
+    let x = f.flatten_linear(&x, "classifier.2", c.dropout);
+    let x = f.dropout(&x.relu(), c.dropout);
     f.linear(&x, "classifier.5")
 }

@@ -60,12 +60,15 @@ pub(crate) fn forward(c: &ArchConfig, f: &Fwd, x: &Tensor) -> Tensor {
             if let Some(norm) = norm {
                 x = f.bn(&x, &norm);
             }
-            x = x.relu();
+            // The block's last ReLU is applied after its max-pool (same result).
+            if j + 1 < sizes.len() {
+                x = x.relu();
+            }
         }
-        x = x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+        x = f.relu_max_pool(&x, 2, 2);
     }
     if x.size()[2] > 1 || x.size()[3] > 1 {
-        x = x.adaptive_avg_pool2d([1, 1]);
+        x = f.adaptive_avg_pool(&x, 1, 1);
     }
     let x = f.dropout(&x.flatten(1, -1), c.dropout);
     let x = f.dropout(&f.linear(&x, "classifier.1").relu(), c.dropout);

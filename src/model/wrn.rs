@@ -72,9 +72,7 @@ pub(crate) fn forward(c: &ArchConfig, f: &Fwd, x: &Tensor) -> Tensor {
         x = o + residual;
     }
     let x = f
-        .bn(&x, "bn1")
-        .relu()
-        .adaptive_avg_pool2d([1, 1])
+        .adaptive_avg_pool(&f.bn(&x, "bn1").relu(), 1, 1)
         .flatten(1, -1);
     f.linear(&x, "linear")
 }
