@@ -1,10 +1,17 @@
 //! From decoded datasets to model inputs.
 //!
 //! Images stay in memory as uint8 `[N, H, W, C]` (HWC, as decoded) and are
-//! converted per batch: one fused scale-and-shift to float, then a permute
-//! that gives the NCHW shape with channels-last strides, the layout oneDNN's
-//! convolutions prefer. Augmentation (random crop with zero padding and
-//! horizontal flip) is one gather over the whole batch.
+//! turned into a model input per batch by [`Data::batch`]: crop/flip,
+//! scale-and-shift to float and the memory layout in one step.
+//!
+//! On the CPU that step is a single pass in Rust that reads each source
+//! pixel once and writes the float input straight into its final layout
+//! (channels-last or NCHW), about ten times cheaper than the equivalent
+//! chain of tensor ops (gather, cast, multiply, add, permute). On other
+//! devices the same batch is built from tensor ops on the device: one gather
+//! from a zero-padded copy, one fused scale-and-shift, one permute. Both
+//! paths draw the random crop offsets and flips from tch's RNG in the same
+//! order, so they produce the same batch.
 
 use std::path::Path;
 
@@ -76,6 +83,136 @@ impl Split {
             self.labels.narrow(0, start, len),
         )
     }
+
+    /// The images as host bytes `[N·H·W·C]`, when they live in contiguous
+    /// CPU memory (the fast batch path); `None` on an accelerator.
+    fn host_bytes(&self) -> Option<&[u8]> {
+        let t = &self.images;
+        if t.device() != Device::Cpu || t.kind() != Kind::Uint8 || !t.is_contiguous() {
+            return None;
+        }
+        let n = t.numel();
+        if n == 0 {
+            return Some(&[]);
+        }
+        // SAFETY: `images` is a contiguous uint8 CPU tensor of `n` elements
+        // owned by this split and never written after construction; the
+        // slice borrows `self`, so the storage outlives it.
+        Some(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const u8, n) })
+    }
+}
+
+/// Where one output image of a batch reads from: source image `index`,
+/// top-left corner at (`oy`, `ox`) relative to the source (may be negative
+/// or run past the edge: those pixels are zero, i.e. zero padding), mirrored
+/// left-right when `flip`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Crop {
+    index: usize,
+    oy: i64,
+    ox: i64,
+    flip: bool,
+}
+
+/// Builds a float batch `[B, C, H, W]` from uint8 HWC images in one pass:
+/// crop/flip, `pixel·scale + shift` per channel, and the memory layout
+/// (channels-last strides when `channels_last`, plain NCHW otherwise). The
+/// two halves of the batch are filled by two threads.
+fn assemble(
+    src: &[u8],
+    (h, w, c): (usize, usize, usize),
+    crops: &[Crop],
+    scale: &[f32],
+    shift: &[f32],
+    channels_last: bool,
+) -> Tensor {
+    let (bi, hi, wi, ci) = (crops.len() as i64, h as i64, w as i64, c as i64);
+    let lut: Vec<f32> = (0..c)
+        .flat_map(|ch| (0..256).map(move |v| v as f32 * scale[ch] + shift[ch]))
+        .collect();
+    let img = h * w * c;
+    let shape = if channels_last {
+        [bi, hi, wi, ci]
+    } else {
+        [bi, ci, hi, wi]
+    };
+    let out = Tensor::empty(shape, (Kind::Float, Device::Cpu));
+    if img > 0 && !crops.is_empty() {
+        // SAFETY: `out` is a freshly allocated contiguous float CPU tensor of
+        // exactly crops.len()·img elements, not shared with anything yet.
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, crops.len() * img)
+        };
+        let fill = |crops: &[Crop], buf: &mut [f32]| {
+            for (cr, dst) in crops.iter().zip(buf.chunks_exact_mut(img)) {
+                let image = &src[cr.index * img..(cr.index + 1) * img];
+                fill_one(image, (h, w, c), cr, &lut, channels_last, dst);
+            }
+        };
+        let half = crops.len().div_ceil(2);
+        if crops.len() >= 16 {
+            let (c0, c1) = crops.split_at(half);
+            let (b0, b1) = buf.split_at_mut(half * img);
+            std::thread::scope(|s| {
+                s.spawn(|| fill(c1, b1));
+                fill(c0, b0);
+            });
+        } else {
+            fill(crops, buf);
+        }
+    }
+    if channels_last {
+        out.permute([0, 3, 1, 2])
+    } else {
+        out
+    }
+}
+
+/// One image of [`assemble`]: `dst` is `[H, W, C]` (channels-last) or
+/// `[C, H, W]`. `lut[ch·256 + v]` is `v·scale[ch] + shift[ch]` (so the
+/// result is bit-identical to computing it), and `zero[ch]` the value of a
+/// padding pixel (v = 0).
+fn fill_one(
+    image: &[u8],
+    (h, w, c): (usize, usize, usize),
+    cr: &Crop,
+    lut: &[f32],
+    channels_last: bool,
+    dst: &mut [f32],
+) {
+    let (hi, wi) = (h as i64, w as i64);
+    let zero: Vec<f32> = (0..c).map(|ch| lut[ch * 256]).collect();
+    for y in 0..h {
+        let sy = y as i64 + cr.oy;
+        let row = (0..hi)
+            .contains(&sy)
+            .then(|| &image[sy as usize * w * c..(sy as usize + 1) * w * c]);
+        for x in 0..w {
+            let sx = if cr.flip { w - 1 - x } else { x } as i64 + cr.ox;
+            let px = match row {
+                Some(r) if (0..wi).contains(&sx) => Some(&r[sx as usize * c..sx as usize * c + c]),
+                _ => None,
+            };
+            if channels_last {
+                let d = &mut dst[(y * w + x) * c..(y * w + x + 1) * c];
+                match px {
+                    Some(p) => {
+                        for ((d, &v), l) in d.iter_mut().zip(p).zip(lut.chunks_exact(256)) {
+                            *d = l[v as usize];
+                        }
+                    }
+                    None => d.copy_from_slice(&zero),
+                }
+            } else {
+                for ch in 0..c {
+                    dst[(ch * h + y) * w + x] = match px {
+                        Some(p) => lut[ch * 256 + p[ch] as usize],
+                        None => zero[ch],
+                    };
+                }
+            }
+        }
+    }
 }
 
 /// Per-channel affine map from uint8 pixels to network inputs.
@@ -85,6 +222,8 @@ pub struct Normalizer {
     pub std: Vec<f64>,
     scale: Tensor,
     shift: Tensor,
+    scale_host: Vec<f32>,
+    shift_host: Vec<f32>,
 }
 
 impl Normalizer {
@@ -98,6 +237,8 @@ impl Normalizer {
         Normalizer {
             scale: Tensor::from_slice(&scale).to_device(device),
             shift: Tensor::from_slice(&shift).to_device(device),
+            scale_host: scale,
+            shift_host: shift,
             mean,
             std,
         }
@@ -130,6 +271,95 @@ pub struct Data {
     /// Sizes before subsetting.
     pub full_train: usize,
     pub full_test: usize,
+}
+
+impl Data {
+    /// Model input `[B, C, H, W]` and labels `[B]` for the images `idx` of
+    /// `split`, randomly cropped (zero padding `pad`) and flipped when
+    /// `augment_pad` is `Some(pad)`. Channels-last strides when
+    /// `channels_last`.
+    pub fn batch(
+        &self,
+        split: &Split,
+        idx: &Tensor,
+        augment_pad: Option<i64>,
+        channels_last: bool,
+    ) -> (Tensor, Tensor) {
+        let draws = augment_pad.map(|pad| CropDraws::new(idx.size()[0], pad, idx.device()));
+        self.batch_with(split, idx, draws.as_ref(), channels_last)
+    }
+
+    /// [`Data::batch`] with given crop draws (`None`: no augmentation).
+    fn batch_with(
+        &self,
+        split: &Split,
+        idx: &Tensor,
+        draws: Option<&CropDraws>,
+        channels_last: bool,
+    ) -> (Tensor, Tensor) {
+        let labels = split.labels.index_select(0, idx);
+        let Some(src) = split.host_bytes() else {
+            let imgs = match draws {
+                Some(d) => d.gather(split.padded(d.pad), idx),
+                None => split.images.index_select(0, idx),
+            };
+            return (self.norm.apply(&imgs, channels_last), labels);
+        };
+        let index = Vec::<i64>::try_from(idx.to_kind(Kind::Int64)).unwrap_or_default();
+        let crops: Vec<Crop> = match draws {
+            Some(d) => {
+                let v = |t: &Tensor| Vec::<i64>::try_from(t.view([-1])).unwrap_or_default();
+                let (oy, ox, flip) = (v(&d.oy), v(&d.ox), v(&d.flip.to_kind(Kind::Int64)));
+                (0..index.len())
+                    .map(|k| Crop {
+                        index: index[k] as usize,
+                        oy: oy[k] - d.pad,
+                        ox: ox[k] - d.pad,
+                        flip: flip[k] != 0,
+                    })
+                    .collect()
+            }
+            None => index
+                .iter()
+                .map(|&i| Crop {
+                    index: i as usize,
+                    oy: 0,
+                    ox: 0,
+                    flip: false,
+                })
+                .collect(),
+        };
+        let x = assemble(
+            src,
+            (
+                self.height as usize,
+                self.width as usize,
+                self.channels as usize,
+            ),
+            &crops,
+            &self.norm.scale_host,
+            &self.norm.shift_host,
+            channels_last,
+        );
+        (x, labels)
+    }
+
+    /// Model input and labels for images `[start, start+len)` of `split`,
+    /// without augmentation (evaluation).
+    pub fn batch_range(
+        &self,
+        split: &Split,
+        start: i64,
+        len: i64,
+        channels_last: bool,
+    ) -> (Tensor, Tensor) {
+        if split.host_bytes().is_none() {
+            let (imgs, labels) = split.slice(start, len);
+            return (self.norm.apply(&imgs, channels_last), labels);
+        }
+        let idx = Tensor::arange_start(start, start + len, (Kind::Int64, Device::Cpu));
+        self.batch(split, &idx, None, channels_last)
+    }
 }
 
 /// Options that decide which data is loaded and how.
@@ -222,33 +452,115 @@ pub fn load(
     })
 }
 
-/// Random crop (zero padding `pad` on each side) and horizontal flip for the
-/// images `idx` of a dataset, as ONE gather from the padded uint8 dataset
-/// `[N, H+2p, W+2p, C]` (see [`Split::padded`]): per image a random offset
-/// (oy, ox) ∈ [0, 2·pad]² and a coin for the flip, drawn from tch's RNG.
+/// The random part of augmentation for a batch of `b` images: offsets
+/// `[b, 1]` in [0, 2·pad] into the zero-padded image (rows, columns) and
+/// flip coins `[b, 1]` (bool), drawn from tch's RNG.
+struct CropDraws {
+    pad: i64,
+    oy: Tensor,
+    ox: Tensor,
+    flip: Tensor,
+}
+
+impl CropDraws {
+    fn new(b: i64, pad: i64, dev: Device) -> CropDraws {
+        let oy = Tensor::randint(2 * pad + 1, [b, 1], (Kind::Int64, dev));
+        let ox = Tensor::randint(2 * pad + 1, [b, 1], (Kind::Int64, dev));
+        let flip = Tensor::randint(2, [b, 1], (Kind::Int64, dev)).eq(1);
+        CropDraws { pad, oy, ox, flip }
+    }
+
+    /// The crops as ONE gather from the padded uint8 images
+    /// `[N, H+2p, W+2p, C]` (see [`Split::padded`]).
+    fn gather(&self, padded: &Tensor, idx: &Tensor) -> Tensor {
+        let size = padded.size();
+        let (h, w) = (size[1] - 2 * self.pad, size[2] - 2 * self.pad);
+        let b = idx.size()[0];
+        let dev = padded.device();
+        let ry = Tensor::arange(h, (Kind::Int64, dev)).unsqueeze(0);
+        let rx = Tensor::arange(w, (Kind::Int64, dev)).unsqueeze(0);
+        let rows = &self.oy + ry; // [B,H]
+                                  // flipped: column j reads source column (W-1-j); then shifted by ox.
+        let cols = &self.ox + rx.flip([1]).where_self(&self.flip, &rx); // [B,W]
+        padded.index(&[
+            Some(idx.view([b, 1, 1])),
+            Some(rows.unsqueeze(2)),
+            Some(cols.unsqueeze(1)),
+        ])
+    }
+}
+
+/// Random crop (zero padding `pad` on each side) and horizontal flip of the
+/// images `idx`, given the padded uint8 images (see [`Split::padded`]): per
+/// image a random offset (oy, ox) ∈ [0, 2·pad]² and a coin for the flip,
+/// drawn from tch's RNG. The tensor-op path of [`Data::batch`].
 pub fn augment(padded: &Tensor, idx: &Tensor, pad: i64) -> Tensor {
-    let size = padded.size();
-    let (h, w) = (size[1] - 2 * pad, size[2] - 2 * pad);
-    let b = idx.size()[0];
-    let dev = padded.device();
-    let oy = Tensor::randint(2 * pad + 1, [b, 1], (Kind::Int64, dev));
-    let ox = Tensor::randint(2 * pad + 1, [b, 1], (Kind::Int64, dev));
-    let flip = Tensor::randint(2, [b, 1], (Kind::Int64, dev)).eq(1);
-    let ry = Tensor::arange(h, (Kind::Int64, dev)).unsqueeze(0);
-    let rx = Tensor::arange(w, (Kind::Int64, dev)).unsqueeze(0);
-    let rows = &oy + ry; // [B,H]
-                         // flipped: column j reads source column (W-1-j); then shifted by ox.
-    let cols = &ox + rx.flip([1]).where_self(&flip, &rx); // [B,W]
-    padded.index(&[
-        Some(idx.view([b, 1, 1])),
-        Some(rows.unsqueeze(2)),
-        Some(cols.unsqueeze(1)),
-    ])
+    CropDraws::new(idx.size()[0], pad, padded.device()).gather(padded, idx)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn toy_data(n: i64, h: i64, w: i64, c: i64, mean: Vec<f64>, std: Vec<f64>) -> Data {
+        tch::manual_seed(11);
+        let imgs = Tensor::randint(256, [n, h, w, c], (Kind::Uint8, Device::Cpu));
+        let labels = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(3);
+        Data {
+            kind: DatasetKind::Cifar10,
+            classes: vec!["a".into(), "b".into(), "c".into()],
+            channels: c,
+            height: h,
+            width: w,
+            train: Split::new(imgs.shallow_clone(), labels.shallow_clone()),
+            test: Split::new(imgs, labels),
+            norm: Normalizer::new(mean, std, Device::Cpu),
+            normalize: Normalize::Standard,
+            full_train: n as usize,
+            full_test: n as usize,
+        }
+    }
+
+    #[test]
+    fn host_batches_equal_the_tensor_op_path() {
+        // The CPU fast path (one Rust pass) must give exactly the batch that
+        // the device path (gather from the padded copy, scale-and-shift,
+        // permute) gives for the same RNG state: same crops, flips, values
+        // and layout.
+        for (c, mean, std) in [
+            (3, vec![0.49, 0.48, 0.45], vec![0.25, 0.24, 0.26]),
+            (1, vec![0.29], vec![0.35]),
+        ] {
+            // 20 images (≥ 16, so the two-thread split is exercised), with repeats.
+            let picks: Vec<i64> = (0..20).map(|i| (i * 7 + 3) % 9).collect();
+            let idx = Tensor::from_slice(&picks);
+            for cl in [false, true] {
+                for pad in [None, Some(2), Some(4)] {
+                    // (a split keeps one padded copy, so one toy set per pad)
+                    let d = toy_data(9, 7, 5, c, mean.clone(), std.clone());
+                    let draws = pad.map(|p| CropDraws::new(20, p, Device::Cpu));
+                    let (x, y) = d.batch_with(&d.train, &idx, draws.as_ref(), cl);
+                    let imgs = match &draws {
+                        Some(dr) => dr.gather(d.train.padded(dr.pad), &idx),
+                        None => d.train.images.index_select(0, &idx),
+                    };
+                    let want = d.norm.apply(&imgs, cl);
+                    assert_eq!(x.size(), vec![20, c, 7, 5]);
+                    if c > 1 {
+                        assert_eq!(crate::model::is_channels_last(&x), cl);
+                    }
+                    let diff = (&x - &want).abs().max().double_value(&[]);
+                    assert!(diff < 1e-6, "c={c} cl={cl} pad={pad:?}: {diff}");
+                    assert_eq!(y, d.train.labels.index_select(0, &idx));
+                }
+                let d = toy_data(9, 7, 5, c, mean.clone(), std.clone());
+                let (x, y) = d.batch_range(&d.test, 2, 4, cl);
+                let want = d.norm.apply(&d.test.images.narrow(0, 2, 4), cl);
+                assert_eq!((&x - &want).abs().max().double_value(&[]), 0.0);
+                assert_eq!(y, d.test.labels.narrow(0, 2, 4));
+            }
+        }
+    }
 
     #[test]
     fn augmentation_is_a_shifted_and_possibly_flipped_crop() {

@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::loader::{augment, Data};
+use crate::loader::Data;
 use crate::model::{BnMode, Model, Params};
 use crate::optim::Optimizer;
 use crate::progress::Progress;
@@ -81,13 +81,12 @@ impl Loop<'_> {
                 break; // BatchNorm cannot train on a single example
             }
             let idx = perm.narrow(0, start, len);
-            let imgs = if self.augment {
-                augment(train.padded(4), &idx, 4)
-            } else {
-                train.images.index_select(0, &idx)
-            };
-            let x = self.data.norm.apply(&imgs, self.rt.channels_last);
-            let y = train.labels.index_select(0, &idx);
+            let (x, y) = self.data.batch(
+                train,
+                &idx,
+                self.augment.then_some(4),
+                self.rt.channels_last,
+            );
             let (p, extra) = params_for_batch();
             let logits = self.model.forward(&p, &x, self.bn, self.rt.precision);
             let ce = logits.cross_entropy_for_logits(&y);

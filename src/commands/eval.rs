@@ -89,7 +89,7 @@ pub fn run_along(s: &Session, exp: &Path, points: usize) -> Result<(AlongPath, A
     let curve = &s.lc.curve;
     let n = curve.num_bends();
     let (w1, w2) = (&curve.bends[0], &curve.bends[n - 1]);
-    let mut prog = Progress::new("eval", 2 * points as u64);
+    let mut prog = Progress::new("eval", 2 * along::sweep_work(&ev, points));
     let timer = std::time::Instant::now();
     let c = along::sweep(&ev, &ts, &|t| curve.point(model, t), s.wd, &mut prog);
     let l = along::sweep(&ev, &ts, &|t| line_point(model, w1, w2, t), s.wd, &mut prog);

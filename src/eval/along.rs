@@ -112,14 +112,15 @@ pub fn sweep(
     wd: f64,
     prog: &mut Progress,
 ) -> Path {
-    let group = ev.group_size(GROUP_BUDGET).min(ts.len()).max(1);
+    let group = sweep_group(ev, ts.len());
     let mut rows = Vec::with_capacity(ts.len());
     let mut prev: Option<Params> = None;
+    let mut tick = |n: u64| prog.inc(n);
     for chunk in ts.chunks(group) {
         let params: Vec<Params> = chunk.iter().map(|&t| point(t)).collect();
-        ev.update_bn(&params);
-        let (train, _) = ev.evaluate(&params, &ev.data.train, false);
-        let (test, _) = ev.evaluate(&params, &ev.data.test, false);
+        ev.update_bn_ticking(&params, &mut tick);
+        let (train, _) = ev.evaluate_ticking(&params, &ev.data.train, false, &mut tick);
+        let (test, _) = ev.evaluate_ticking(&params, &ev.data.test, false, &mut tick);
         for (i, &t) in chunk.iter().enumerate() {
             let w = &params[i];
             let is_w = |n: &str| ev.model.is_weight(n);
@@ -130,10 +131,29 @@ pub fn sweep(
             let reg = 0.5 * wd * crate::optim::scalar(&w.sq_norm(is_w));
             rows.push(row(t, &train[i], &test[i], reg, dl));
             prev = Some(w.deep_clone());
-            prog.inc(1);
         }
     }
     finish_path(rows)
+}
+
+/// How many points a sweep evaluates together (sharing each batch).
+fn sweep_group(ev: &Evaluator, points: usize) -> usize {
+    ev.group_size(GROUP_BUDGET).min(points).max(1)
+}
+
+/// The progress units of [`sweep`] over `points` values of t: one per model
+/// and batch (BatchNorm re-estimation, train and test), so that the bar
+/// moves steadily and its ETA means something from the first seconds.
+pub fn sweep_work(ev: &Evaluator, points: usize) -> u64 {
+    let group = sweep_group(ev, points);
+    let mut total = 0;
+    let mut left = points;
+    while left > 0 {
+        let k = group.min(left);
+        total += ev.bn_work(k) + ev.work(&ev.data.train, k) + ev.work(&ev.data.test, k);
+        left -= k;
+    }
+    total
 }
 
 fn row(t: f64, train: &Stats, test: &Stats, reg: f64, dl: f64) -> Row {

@@ -96,8 +96,8 @@ pub struct Evaluator<'a> {
 impl Evaluator<'_> {
     /// Inputs for images `[start, start+len)` of a split.
     fn batch(&self, split: &Split, start: i64, len: i64) -> (Tensor, Tensor) {
-        let (imgs, labels) = split.slice(start, len);
-        (self.data.norm.apply(&imgs, self.rt.channels_last), labels)
+        self.data
+            .batch_range(split, start, len, self.rt.channels_last)
     }
 
     /// Batches of `eval_batch / k` images for stacks of k models, so the
@@ -136,9 +136,29 @@ impl Evaluator<'_> {
             .forward_stacked(stacked, k, x, mode, self.rt.precision)
     }
 
+    /// Model-batches (one model on one batch) that [`Evaluator::evaluate`]
+    /// of `models` parameter sets on `split` runs: the unit of progress.
+    pub fn work(&self, split: &Split, models: usize) -> u64 {
+        (self.batches(split, models).count() * models) as u64
+    }
+
+    /// Model-batches of [`Evaluator::update_bn`] (0 without BatchNorm).
+    pub fn bn_work(&self, models: usize) -> u64 {
+        if self.model.has_bn {
+            self.work(&self.data.train, models)
+        } else {
+            0
+        }
+    }
+
     /// Re-estimates BatchNorm running statistics of every parameter set with
     /// one shared pass over the training split (no-op without BatchNorm).
     pub fn update_bn(&self, params: &[Params]) {
+        self.update_bn_ticking(params, &mut |_| {})
+    }
+
+    /// [`Evaluator::update_bn`], calling `tick(models)` after each batch.
+    pub fn update_bn_ticking(&self, params: &[Params], tick: &mut dyn FnMut(u64)) {
         if !self.model.has_bn || params.is_empty() {
             return;
         }
@@ -164,6 +184,7 @@ impl Evaluator<'_> {
                 let _ = self.stack_logits(p, *k, &x, BnMode::Train(Some(momentum)));
             }
             seen += len;
+            tick(params.len() as u64);
         }
         // Write the statistics back into each model's own tensors.
         for (first, k, p) in &stacks {
@@ -189,6 +210,17 @@ impl Evaluator<'_> {
         split: &Split,
         keep_logits: bool,
     ) -> (Vec<Stats>, Vec<Tensor>) {
+        self.evaluate_ticking(params, split, keep_logits, &mut |_| {})
+    }
+
+    /// [`Evaluator::evaluate`], calling `tick(models)` after each batch.
+    pub fn evaluate_ticking(
+        &self,
+        params: &[Params],
+        split: &Split,
+        keep_logits: bool,
+        tick: &mut dyn FnMut(u64),
+    ) -> (Vec<Stats>, Vec<Tensor>) {
         let _g = tch::no_grad_guard();
         let mut accs: Vec<Acc> = params.iter().map(|_| Acc::new(self.rt.device)).collect();
         let mut kept: Vec<Vec<Tensor>> = params.iter().map(|_| Vec::new()).collect();
@@ -205,6 +237,7 @@ impl Evaluator<'_> {
                     }
                 }
             }
+            tick(params.len() as u64);
         }
         let n = split.len();
         let stats = accs.into_iter().map(|a| a.finish(n)).collect();
