@@ -93,14 +93,13 @@ pub fn validate(cfg: &TrainConfig) -> Result<()> {
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let mut rt = runtime(&args.rt)?;
+    let rt = runtime(&args.rt)?;
     let arch_kind = args
         .model
         .arch
         .unwrap_or(crate::model::ArchKind::SeedConvnet);
     let dcfg = xp::data_config(&args.data, None, arch_kind)?;
     let data = loader::load(&dcfg, rt.device, None)?;
-    rt.adapt(data.channels);
     let arch = xp::arch_config(&args.model, None, &data);
     let model = Model::new(arch.clone())?;
     let tcfg = train_config(args, &data, arch.arch)?;

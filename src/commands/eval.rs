@@ -31,10 +31,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn open(exp: &Path, data: &DataArgs, mut rt: Runtime) -> Result<Session> {
-        if let Ok(Some(m)) = xp::read_meta(&crate::checkpoint::curve_file(&xp::curve_dir(exp))) {
-            rt.adapt(m.arch.in_channels);
-        }
+    pub fn open(exp: &Path, data: &DataArgs, rt: Runtime) -> Result<Session> {
         let lc = xp::load_curve(exp, &rt)?;
         let (data, dcfg) = xp::load_data_for(&lc.meta, Some(exp), data, &rt, &lc.path)?;
         let wd = xp::section::<super::fit_curve::CurveConfig>(exp, "curve")?

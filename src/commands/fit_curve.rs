@@ -41,7 +41,7 @@ pub struct CurveConfig {
 }
 
 pub fn run(args: &FitCurveArgs) -> Result<()> {
-    let mut rt = runtime(&args.rt)?;
+    let rt = runtime(&args.rt)?;
     let exp = match (&args.exp, &args.start) {
         (Some(e), _) => e.clone(),
         (None, Some(_)) => PathBuf::from("experiments/imported"),
@@ -64,7 +64,6 @@ pub fn run(args: &FitCurveArgs) -> Result<()> {
         }
     }
     let (model, data, dcfg) = setup(args, &exp, &start, &end, &rt)?;
-    rt.adapt(data.channels);
     let cfg = curve_config(args, &data, &start, &end)?;
     fit(&exp, &model, &data, &dcfg, &cfg, &rt, args.resume)?;
     Ok(())

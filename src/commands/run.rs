@@ -175,7 +175,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from(format!("experiments/{}", p.name)));
     std::fs::create_dir_all(&exp).with_context(|| format!("cannot create {}", exp.display()))?;
     xp::write_section(&exp, "preset", &p)?;
-    let mut rt = runtime(&args.rt)?;
+    let rt = runtime(&args.rt)?;
     let started = std::time::Instant::now();
     let step = |i: usize, name: &str| eprintln!("\n== step {i}/6: {name} ({}) ==", exp.display());
 
@@ -189,7 +189,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
         test_subset: args.data.test_subset,
     };
     let data = loader::load(&dcfg, rt.device, None)?;
-    rt.adapt(data.channels);
     let mut arch = xp::arch_config(&args.model, None, &data);
     arch.arch = p.arch;
     if let Some(d) = args.model.depth.or(p.depth) {

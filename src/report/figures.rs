@@ -661,6 +661,11 @@ impl Figure for TrainingFigure<'_> {
             if keys[0] == "lr" {
                 y.lo = 0.0;
             }
+            if keys[0] == "train_acc" {
+                // Room for the legend, but an accuracy axis neither starts below 0 nor ends above 100.
+                y.lo = y.lo.max(0.0);
+                y.hi = y.hi.min(100.0);
+            }
             let mut chart = panel(area, caption, &x, &y, "epoch", ydesc)?;
             for (i, log) in self.logs.iter().enumerate() {
                 let colour = if log.is_curve() {
