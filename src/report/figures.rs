@@ -344,7 +344,10 @@ impl Figure for AlongFigure<'_> {
             } else {
                 (0.06, top_pad)
             };
-            let y = Axis::fit(vals, allow_log, lo_pad, hi_pad);
+            let mut y = Axis::fit(vals, allow_log, lo_pad, hi_pad);
+            if matches!(key, "test_acc" | "test_err") {
+                y.lo = y.lo.max(0.0); // padding for the legend, but no negative percentages
+            }
             let x = Axis::linear(0.0, 1.0);
             let mut chart = panel(area, caption, &x, &y, "t", ydesc)?;
             for (name, p, colour, dashed) in &paths {
@@ -493,7 +496,10 @@ impl Figure for EnsembleFigure<'_> {
             } else {
                 (0.1, 0.45)
             };
-            let y = Axis::fit(vals, false, pad_lo, pad_hi);
+            let mut y = Axis::fit(vals, false, pad_lo, pad_hi);
+            if key == "acc" {
+                y.lo = y.lo.max(0.0); // padding for the legend, but no negative percentages
+            }
             let kmax = pts.iter().map(|p| p.0).fold(1.0, f64::max);
             let x = Axis::linear(0.0, kmax + 1.0);
             let mut chart = panel(&panels[i], caption, &x, &y, "ensemble size k", ydesc)?;
