@@ -113,36 +113,12 @@ fn train_modeconn(
     data.train.len() as f64 / start.elapsed().as_secs_f64()
 }
 
-/// The seed ConvNet exactly as PyTorch's `nn.Sequential` runs it (the
-/// seed experiment's module): conv → ReLU → max-pool twice, conv → ReLU →
-/// adaptive avg-pool, `F.dropout` (libtorch's `bernoulli_` mask), linear
-/// layers, all fp32 in whatever layout `x` has. The baseline deliberately
-/// does not use modeconn's forward, whose op order and dropout sampling are
-/// tuned (same function, faster kernels).
+/// The baseline's forward: the seed ConvNet in PyTorch's own op order and
+/// `F.dropout` (see `seed_convnet_pytorch_order`), deliberately not
+/// modeconn's forward, whose op order and dropout sampling are tuned (same
+/// function, faster kernels).
 fn pytorch_forward(p: &Params, x: &Tensor, train: bool) -> Tensor {
-    let conv = |x: &Tensor, n: &str| {
-        x.conv2d(
-            p.get(&format!("{n}.weight")),
-            Some(p.get(&format!("{n}.bias"))),
-            [1, 1],
-            [1, 1],
-            [1, 1],
-            1,
-        )
-    };
-    let lin = |x: &Tensor, n: &str| {
-        x.linear(
-            p.get(&format!("{n}.weight")),
-            Some(p.get(&format!("{n}.bias"))),
-        )
-    };
-    let pool = |x: Tensor| x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
-    let x = pool(conv(x, "features.0").relu());
-    let x = pool(conv(&x, "features.3").relu());
-    let x = conv(&x, "features.6").relu().adaptive_avg_pool2d([4, 4]);
-    let x = x.flatten(1, -1).dropout(0.5, train);
-    let x = lin(&x, "classifier.2").relu().dropout(0.5, train);
-    lin(&x, "classifier.5")
+    modeconn::model::seed_convnet_pytorch_order(p, x, train)
 }
 
 /// The baseline: the same model (PyTorch's op order, [`pytorch_forward`])

@@ -24,6 +24,7 @@ use tch::{Device, Kind, Tensor};
 
 pub use layers::{BnMode, Fwd, Precision};
 pub use params::{channels_last, is_channels_last, Params, Role};
+pub use seed_convnet::pytorch_order as seed_convnet_pytorch_order;
 
 /// The architectures `--arch` accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -529,34 +530,6 @@ mod tests {
 mod tuned_op_tests {
     use super::*;
 
-    /// The seed ConvNet in PyTorch's own op order (conv → ReLU → max-pool,
-    /// adaptive average pool), to check that modeconn's reordered forward
-    /// computes the same function and the same gradients.
-    fn pytorch_order(p: &Params, x: &Tensor) -> Tensor {
-        let conv = |x: &Tensor, n: &str| {
-            x.conv2d(
-                p.get(&format!("{n}.weight")),
-                Some(p.get(&format!("{n}.bias"))),
-                [1, 1],
-                [1, 1],
-                [1, 1],
-                1,
-            )
-        };
-        let lin = |x: &Tensor, n: &str| {
-            x.linear(
-                p.get(&format!("{n}.weight")),
-                Some(p.get(&format!("{n}.bias"))),
-            )
-        };
-        let pool = |x: Tensor| x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
-        let x = pool(conv(x, "features.0").relu());
-        let x = pool(conv(&x, "features.3").relu());
-        let x = conv(&x, "features.6").relu().adaptive_avg_pool2d([4, 4]);
-        let x = lin(&x.flatten(1, -1), "classifier.2").relu();
-        lin(&x, "classifier.5")
-    }
-
     #[test]
     fn reordered_forward_gives_pytorchs_logits_and_gradients() {
         tch::manual_seed(8);
@@ -571,7 +544,7 @@ mod tuned_op_tests {
             let g: Vec<Tensor> = q.iter().map(|(_, t)| t.grad()).collect();
             (logits.detach(), g)
         };
-        let (b, gb) = grads(&|q| pytorch_order(q, &x));
+        let (b, gb) = grads(&|q| seed_convnet_pytorch_order(q, &x, false));
         // Plain layout, and channels-last (where the flatten is reordered too).
         for xs in [x.shallow_clone(), channels_last(&x)] {
             let (a, ga) = grads(&|q| m.forward(q, &xs, BnMode::Eval, Precision::Fp32));

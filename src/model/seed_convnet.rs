@@ -12,7 +12,7 @@
 use tch::Tensor;
 
 use super::layers::{Fwd, SpecBuilder};
-use super::ArchConfig;
+use super::{ArchConfig, Params};
 
 pub(crate) fn spec(c: &ArchConfig, b: &mut SpecBuilder) {
     let (c1, c2, c3, h) = (c.ch(16), c.ch(32), c.ch(64), c.ch(256));
@@ -30,4 +30,37 @@ pub(crate) fn forward(c: &ArchConfig, f: &Fwd, x: &Tensor) -> Tensor {
     let x = f.flatten_linear(&x, "classifier.2", c.dropout);
     let x = f.dropout(&x.relu(), c.dropout);
     f.linear(&x, "classifier.5")
+}
+
+/// The seed ConvNet exactly as PyTorch's `nn.Sequential` runs it: conv →
+/// ReLU → max-pool twice, conv → ReLU → adaptive average pool, flatten,
+/// `F.dropout(0.5)` (libtorch's `bernoulli_` masks, only when `train`) and
+/// the linear layers, in fp32 and whatever layout `x` has.
+///
+/// Not used by modeconn itself: it is the reference that [`forward`]'s
+/// reordered ops are tested against, and the baseline of `benches/speed.rs`.
+pub fn pytorch_order(p: &Params, x: &Tensor, train: bool) -> Tensor {
+    let conv = |x: &Tensor, n: &str| {
+        x.conv2d(
+            p.get(&format!("{n}.weight")),
+            Some(p.get(&format!("{n}.bias"))),
+            [1, 1],
+            [1, 1],
+            [1, 1],
+            1,
+        )
+    };
+    let lin = |x: &Tensor, n: &str| {
+        x.linear(
+            p.get(&format!("{n}.weight")),
+            Some(p.get(&format!("{n}.bias"))),
+        )
+    };
+    let pool = |x: Tensor| x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+    let x = pool(conv(x, "features.0").relu());
+    let x = pool(conv(&x, "features.3").relu());
+    let x = conv(&x, "features.6").relu().adaptive_avg_pool2d([4, 4]);
+    let x = x.flatten(1, -1).dropout(0.5, train);
+    let x = lin(&x, "classifier.2").relu().dropout(0.5, train);
+    lin(&x, "classifier.5")
 }
