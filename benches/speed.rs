@@ -5,17 +5,20 @@
 //! ../shared/datasets/cifar10-jpg, decoded once into the cache; set
 //! MODECONN_BENCH_DATA to use another image folder).
 //!
-//! 1. Data pipeline: one training epoch through modeconn's loader (uint8 in
-//!    memory, converted and augmented per batch) against the same model
-//!    stepping over preloaded fp32 NCHW tensors (the pipeline's lower bound).
-//! 2. Layout and precision: training and evaluation img/s for fp32/bf16 ×
-//!    NCHW/channels-last, against the fp32 NCHW baseline.
-//! 3. Curve step vs plain step: φ(t) costs a weighted sum of parameters.
-//! 4. Multi-model evaluation (sweep / landscape pattern): K models sharing
-//!    each converted batch vs K separate passes.
+//! The baseline is the seed ConvNet in PyTorch's own op order
+//! (`model::seed_convnet_pytorch_order`), fp32 NCHW, stepping over
+//! preloaded fp32 tensors; evaluation baselines use batch 256.
 //!
-//! Ratios are what matter (this machine is noisy); every comparison runs
-//! back to back in the same process.
+//! 1. Data pipeline: one training epoch through modeconn's loader (uint8 in
+//!    memory, batch built and augmented per step) and forward, NCHW.
+//! 2. Layout and precision: endpoint training, curve training (φ(t) and its
+//!    L2 term each step) and evaluation for fp32/bf16 × NCHW/channels-last.
+//! 3. Multi-model evaluation (sweep / landscape pattern): K models sharing
+//!    each converted batch, alone or stacked, vs K separate baseline passes.
+//!
+//! Ratios are what matter (this machine is noisy): training figures are
+//! medians over interleaved rounds, each ratio the median of per-round
+//! ratios against that round's baseline.
 
 use std::path::PathBuf;
 use std::time::Instant;
