@@ -498,28 +498,30 @@ pub fn augment(padded: &Tensor, idx: &Tensor, pad: i64) -> Tensor {
     CropDraws::new(idx.size()[0], pad, padded.device()).gather(padded, idx)
 }
 
+/// A small random dataset in memory (3 classes), for unit tests.
+#[cfg(test)]
+pub(crate) fn toy_data(n: i64, h: i64, w: i64, c: i64, mean: Vec<f64>, std: Vec<f64>) -> Data {
+    tch::manual_seed(11);
+    let imgs = Tensor::randint(256, [n, h, w, c], (Kind::Uint8, Device::Cpu));
+    let labels = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(3);
+    Data {
+        kind: DatasetKind::Cifar10,
+        classes: vec!["a".into(), "b".into(), "c".into()],
+        channels: c,
+        height: h,
+        width: w,
+        train: Split::new(imgs.shallow_clone(), labels.shallow_clone()),
+        test: Split::new(imgs, labels),
+        norm: Normalizer::new(mean, std, Device::Cpu),
+        normalize: Normalize::Standard,
+        full_train: n as usize,
+        full_test: n as usize,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn toy_data(n: i64, h: i64, w: i64, c: i64, mean: Vec<f64>, std: Vec<f64>) -> Data {
-        tch::manual_seed(11);
-        let imgs = Tensor::randint(256, [n, h, w, c], (Kind::Uint8, Device::Cpu));
-        let labels = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(3);
-        Data {
-            kind: DatasetKind::Cifar10,
-            classes: vec!["a".into(), "b".into(), "c".into()],
-            channels: c,
-            height: h,
-            width: w,
-            train: Split::new(imgs.shallow_clone(), labels.shallow_clone()),
-            test: Split::new(imgs, labels),
-            norm: Normalizer::new(mean, std, Device::Cpu),
-            normalize: Normalize::Standard,
-            full_train: n as usize,
-            full_test: n as usize,
-        }
-    }
 
     #[test]
     fn host_batches_equal_the_tensor_op_path() {

@@ -70,6 +70,11 @@ impl Progress {
         }
     }
 
+    /// Units of work done so far.
+    pub fn position(&self) -> u64 {
+        self.done
+    }
+
     pub fn set_message(&self, msg: String) {
         if let Some(b) = &self.bar {
             b.set_message(msg);

@@ -176,3 +176,47 @@ fn row(t: f64, train: &Stats, test: &Stats, reg: f64, dl: f64) -> Row {
 pub fn grid(n: usize) -> Vec<f64> {
     (0..n).map(|i| i as f64 / (n - 1) as f64).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ArchConfig, ArchKind, Model};
+    use crate::runtime::Runtime;
+
+    #[test]
+    fn sweep_progress_ends_exactly_at_its_announced_total() {
+        // 37 images in batches of 8 (a short last batch), 5 points; with and
+        // without BatchNorm (whose re-estimation pass counts too).
+        for (arch, c, hw) in [(ArchKind::SeedConvnet, 1, 16), (ArchKind::Vgg16Bn, 3, 32)] {
+            let data = crate::loader::toy_data(
+                37,
+                hw,
+                hw,
+                c,
+                vec![0.5; c as usize],
+                vec![0.25; c as usize],
+            );
+            let mut cfg = ArchConfig::new(arch, c, 3, hw, hw);
+            cfg.widen = 25;
+            let model = Model::new(cfg).unwrap();
+            let rt = Runtime {
+                eval_batch: 8,
+                ..Runtime::cpu()
+            };
+            let ev = Evaluator {
+                model: &model,
+                data: &data,
+                rt: &rt,
+            };
+            tch::manual_seed(3);
+            let p = model.init(tch::Device::Cpu);
+            let total = sweep_work(&ev, 5);
+            let per_point = if model.has_bn { 3 * 5 } else { 2 * 5 };
+            assert_eq!(total, 5 * per_point, "{arch:?}");
+            let mut prog = Progress::new("test", total);
+            let path = sweep(&ev, &grid(5), &|_| p.deep_clone(), 0.0, &mut prog);
+            assert_eq!(path.rows.len(), 5);
+            assert_eq!(prog.position(), total, "{arch:?}");
+        }
+    }
+}
