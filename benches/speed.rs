@@ -26,7 +26,10 @@ use std::time::Instant;
 use modeconn::curve::{Curve, CurveKind};
 use modeconn::eval::Evaluator;
 use modeconn::loader::{self, Data, DataConfig, Normalize};
-use modeconn::model::{channels_last, ArchConfig, ArchKind, BnMode, Model, Params, Precision};
+use modeconn::model::{
+    channels_last, seed_convnet_pytorch_order, ArchConfig, ArchKind, BnMode, Model, Params,
+    Precision,
+};
 use modeconn::optim::{OptimConfig, OptimKind, Optimizer};
 use modeconn::progress::Progress;
 use modeconn::runtime::Runtime;
@@ -116,15 +119,8 @@ fn train_modeconn(
     data.train.len() as f64 / start.elapsed().as_secs_f64()
 }
 
-/// The baseline's forward: the seed ConvNet in PyTorch's own op order and
-/// `F.dropout` (see `seed_convnet_pytorch_order`), deliberately not
-/// modeconn's forward, whose op order and dropout sampling are tuned (same
-/// function, faster kernels).
-fn pytorch_forward(p: &Params, x: &Tensor, train: bool) -> Tensor {
-    modeconn::model::seed_convnet_pytorch_order(p, x, train)
-}
-
-/// The baseline: the same model (PyTorch's op order, [`pytorch_forward`])
+/// The baseline: the same model in PyTorch's op order and `F.dropout`
+/// (`seed_convnet_pytorch_order`, not modeconn's tuned forward)
 /// and optimiser stepping over preloaded fp32 NCHW tensors (no conversion,
 /// no augmentation, no shuffling), as PyTorch does over a TensorDataset.
 fn train_preloaded(model: &Model, p0: &Params, x: &Tensor, y: &Tensor) -> f64 {
@@ -135,7 +131,7 @@ fn train_preloaded(model: &Model, p0: &Params, x: &Tensor, y: &Tensor) -> f64 {
     let mut s = 0;
     while s < n {
         let b = 128.min(n - s);
-        let logits = pytorch_forward(&p, &x.narrow(0, s, b), true);
+        let logits = seed_convnet_pytorch_order(&p, &x.narrow(0, s, b), true);
         let loss = logits.cross_entropy_for_logits(&y.narrow(0, s, b));
         opt.zero_grad(&leaves);
         loss.backward();
@@ -163,7 +159,7 @@ fn eval_preloaded(p: &Params, x: &Tensor) -> f64 {
     let mut s = 0;
     while s < n {
         let b = 256.min(n - s);
-        let l = pytorch_forward(p, &x.narrow(0, s, b), false);
+        let l = seed_convnet_pytorch_order(p, &x.narrow(0, s, b), false);
         let _ = l.log_softmax(1, Kind::Float).max_dim(1, false);
         s += b;
     }

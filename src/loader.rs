@@ -130,6 +130,7 @@ fn assemble(
     let lut: Vec<f32> = (0..c)
         .flat_map(|ch| (0..256).map(move |v| v as f32 * scale[ch] + shift[ch]))
         .collect();
+    let zero: Vec<f32> = (0..c).map(|ch| lut[ch * 256]).collect();
     let img = h * w * c;
     let shape = if channels_last {
         [bi, hi, wi, ci]
@@ -146,7 +147,7 @@ fn assemble(
         let fill = |crops: &[Crop], buf: &mut [f32]| {
             for (cr, dst) in crops.iter().zip(buf.chunks_exact_mut(img)) {
                 let image = &src[cr.index * img..(cr.index + 1) * img];
-                fill_one(image, (h, w, c), cr, &lut, channels_last, dst);
+                fill_one(image, (h, w, c), cr, &lut, &zero, channels_last, dst);
             }
         };
         let half = crops.len().div_ceil(2);
@@ -172,16 +173,17 @@ fn assemble(
 /// `[C, H, W]`. `lut[ch·256 + v]` is `v·scale[ch] + shift[ch]` (so the
 /// result is bit-identical to computing it), and `zero[ch]` the value of a
 /// padding pixel (v = 0).
+#[allow(clippy::too_many_arguments)]
 fn fill_one(
     image: &[u8],
     (h, w, c): (usize, usize, usize),
     cr: &Crop,
     lut: &[f32],
+    zero: &[f32],
     channels_last: bool,
     dst: &mut [f32],
 ) {
     let (hi, wi) = (h as i64, w as i64);
-    let zero: Vec<f32> = (0..c).map(|ch| lut[ch * 256]).collect();
     for y in 0..h {
         let sy = y as i64 + cr.oy;
         let row = (0..hi)
@@ -201,7 +203,7 @@ fn fill_one(
                             *d = l[v as usize];
                         }
                     }
-                    None => d.copy_from_slice(&zero),
+                    None => d.copy_from_slice(zero),
                 }
             } else {
                 for ch in 0..c {
@@ -490,14 +492,6 @@ impl CropDraws {
     }
 }
 
-/// Random crop (zero padding `pad` on each side) and horizontal flip of the
-/// images `idx`, given the padded uint8 images (see [`Split::padded`]): per
-/// image a random offset (oy, ox) ∈ [0, 2·pad]² and a coin for the flip,
-/// drawn from tch's RNG. The tensor-op path of [`Data::batch`].
-pub fn augment(padded: &Tensor, idx: &Tensor, pad: i64) -> Tensor {
-    CropDraws::new(idx.size()[0], pad, padded.device()).gather(padded, idx)
-}
-
 /// A small random dataset in memory (3 classes), for unit tests.
 #[cfg(test)]
 pub(crate) fn toy_data(n: i64, h: i64, w: i64, c: i64, mean: Vec<f64>, std: Vec<f64>) -> Data {
@@ -573,7 +567,7 @@ mod tests {
         tch::manual_seed(5);
         for _ in 0..20 {
             let idx = Tensor::from_slice(&[1i64, 0]);
-            let out = augment(split.padded(2), &idx, 2);
+            let out = CropDraws::new(2, 2, Device::Cpu).gather(split.padded(2), &idx);
             assert_eq!(out.size(), vec![2, 4, 4, 1]);
             for (b, src) in [(0i64, 1i64), (1, 0)] {
                 let o = out.get(b).squeeze_dim(2);

@@ -35,7 +35,7 @@ pub struct Runtime {
     pub channels_last: bool,
     /// Batch size for evaluation passes (no gradients, so it can be large).
     pub eval_batch: i64,
-    /// The requested layout; [`Runtime::adapt`] turns `Auto` into a choice.
+    /// The requested layout (`channels_last` is what it resolved to).
     pub format: MemoryFormat,
     /// How many models one evaluation pass runs at once, stacked into grouped
     /// convolutions and batched matmuls (1: one model at a time).
@@ -70,27 +70,17 @@ impl Runtime {
         if eval_batch < 1 || stack < 1 {
             bail!("--eval-batch-size and --stack-models must be at least 1");
         }
-        let mut rt = Runtime {
+        // `auto` and `channels-last` agree on the CPU; on GPUs NCHW is kept
+        // (cuDNN's NHWC kernels are not verified here).
+        let channels_last = device == Device::Cpu && format != MemoryFormat::Contiguous;
+        Ok(Runtime {
             device,
             precision,
-            channels_last: false,
+            channels_last,
             eval_batch,
             format,
             stack,
-        };
-        rt.adapt();
-        Ok(rt)
-    }
-
-    /// Settles the layout from the requested format and the device.
-    /// (On GPUs NCHW is kept: cuDNN's NHWC kernels are not verified here.)
-    pub fn adapt(&mut self) {
-        self.channels_last = self.device == Device::Cpu
-            && match self.format {
-                MemoryFormat::ChannelsLast => true,
-                MemoryFormat::Contiguous => false,
-                MemoryFormat::Auto => true,
-            };
+        })
     }
 
     /// CPU, fp32, plain layout: for tests.
