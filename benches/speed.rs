@@ -15,6 +15,12 @@
 //!    L2 term each step) and evaluation for fp32/bf16 × NCHW/channels-last.
 //! 3. Multi-model evaluation (sweep / landscape pattern): K models sharing
 //!    each converted batch, alone or stacked, vs K separate baseline passes.
+//! 4. The issue's workloads, through modeconn's own `eval::along::sweep` and
+//!    `landscape::compute`: a 61-point sweep along the seed experiment's
+//!    curve and a 21×21 landscape grid, with 10,000 training images (as
+//!    `--train-subset 10000`) and the 10,000 test images, counted in
+//!    model-image pairs against the baseline evaluating φ(t) one model at a
+//!    time (`--quick`: 2,000 + 2,000 images and a 7×7 grid).
 //!
 //! Ratios are what matter (this machine is noisy): training figures are
 //! medians over interleaved rounds, each ratio the median of per-round
@@ -23,8 +29,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use modeconn::checkpoint;
 use modeconn::curve::{Curve, CurveKind};
-use modeconn::eval::Evaluator;
+use modeconn::eval::{along, Evaluator};
+use modeconn::landscape::{self, Coords, PlaneMeta};
 use modeconn::loader::{self, Data, DataConfig, Normalize};
 use modeconn::model::{
     channels_last, seed_convnet_pytorch_order, ArchConfig, ArchKind, BnMode, Model, Params,
@@ -196,10 +204,15 @@ fn main() {
     let dir = std::env::var_os("MODECONN_BENCH_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("../shared/datasets/cifar10-jpg"));
+    if std::env::args().any(|a| a == "--only-workloads") {
+        workloads(quick, &dir);
+        println!("\npeak RSS {:.0} MB", rss_mb());
+        return;
+    }
     let n_train = if quick { 5_120 } else { 25_600 };
     let cfg = DataConfig {
         dataset: "image-folder".into(),
-        data_dir: Some(dir),
+        data_dir: Some(dir.clone()),
         normalize: Normalize::None,
         train_subset: Some(n_train),
         test_subset: Some(if quick { 2_000 } else { 5_000 }),
@@ -311,5 +324,165 @@ fn main() {
         }
     }
     let _ = channels_last(&x_test.narrow(0, 0, 1));
+
+    workloads(quick, &dir);
     println!("\npeak RSS {:.0} MB", rss_mb());
+}
+
+/// The quadratic Bezier curve of the seed experiment's checkpoint
+/// (start, theta, end), or None when it is not beside the checkout.
+fn seed_curve(model: &Model) -> Option<Curve> {
+    let dir = PathBuf::from("../shared/checkpoints/seed-cifar10-convnet");
+    let names: Vec<String> = model.weight_names().map(str::to_string).collect();
+    let mut bends = Vec::new();
+    for f in ["start", "theta", "end"] {
+        let (t, _) = checkpoint::read_tensors(&dir.join(format!("{f}.safetensors"))).ok()?;
+        let p = checkpoint::in_order(t, &names);
+        model.check(&p, f).ok()?;
+        bends.push(modeconn::curve::weights_only(model, &p));
+    }
+    Some(Curve {
+        kind: CurveKind::Bezier,
+        bends,
+    })
+}
+
+/// Section 4: the sweep and the landscape grid the issue names, run by
+/// modeconn's own code in fp32 and bf16, against the baseline evaluating
+/// points of the same curve one at a time (fp32 NCHW, batch 256, over
+/// preloaded tensors), measured before and after.
+fn workloads(quick: bool, dir: &std::path::Path) {
+    let (n_train, n_test, side) = if quick {
+        (2_000, Some(2_000), 7)
+    } else {
+        (10_000, None, 21)
+    };
+    let cfg = DataConfig {
+        dataset: "image-folder".into(),
+        data_dir: Some(dir.to_path_buf()),
+        normalize: Normalize::None,
+        train_subset: Some(n_train),
+        test_subset: n_test,
+    };
+    let Ok(data) = loader::load(&cfg, Device::Cpu, None) else {
+        return;
+    };
+    let model = Model::new(ArchConfig::new(ArchKind::SeedConvnet, 3, 10, 32, 32)).unwrap();
+    let (curve, which) = match seed_curve(&model) {
+        Some(c) => (c, "the seed experiment's trained curve"),
+        None => {
+            // Three independent initialisations: a bend well off the line.
+            let w = |s: i64| {
+                tch::manual_seed(s);
+                modeconn::curve::weights_only(&model, &model.init(Device::Cpu))
+            };
+            let bends = vec![w(1), w(2), w(3)];
+            (
+                Curve {
+                    kind: CurveKind::Bezier,
+                    bends,
+                },
+                "a synthetic curve (seed checkpoint not found)",
+            )
+        }
+    };
+    let images = (data.train.len() + data.test.len()) as f64;
+    println!(
+        "\n4. the issue's workloads on {which}: {} train + {} test images",
+        data.train.len(),
+        data.test.len()
+    );
+    let x_train = data.norm.apply(&data.train.images, false);
+    let x_test = data.norm.apply(&data.test.images, false);
+    let baseline = || {
+        let start = Instant::now();
+        let ts = [0.25, 0.5, 0.75];
+        for &t in &ts {
+            let p = model.prepare(&curve.point(&model, t), Device::Cpu, false);
+            let _ = eval_preloaded(&p, &x_train);
+            let _ = eval_preloaded(&p, &x_test);
+        }
+        ts.len() as f64 * images / start.elapsed().as_secs_f64()
+    };
+    // Each modeconn measurement sits between two baseline measurements and
+    // is compared with their mean, so a slow stretch of the machine hits
+    // both sides.
+    let mut bases = vec![baseline()];
+    let mut rows = Vec::new();
+    for (name, prec) in [("fp32", Precision::Fp32), ("bf16", Precision::Bf16)] {
+        let r = rt(prec, true);
+        let ev = Evaluator {
+            model: &model,
+            data: &data,
+            rt: &r,
+        };
+        let c = Curve {
+            kind: curve.kind,
+            bends: curve
+                .bends
+                .iter()
+                .map(|b| model.prepare(b, Device::Cpu, r.channels_last))
+                .collect(),
+        };
+        let ts = along::grid(61);
+        let mut prog = Progress::new("sweep", along::sweep_work(&ev, ts.len()));
+        let start = Instant::now();
+        let path = along::sweep(&ev, &ts, &|t| c.point(&model, t), 5e-4, &mut prog);
+        let sweep = ts.len() as f64 * images / start.elapsed().as_secs_f64();
+        bases.push(baseline());
+        let sweep_base = 0.5 * (bases[bases.len() - 2] + bases[bases.len() - 1]);
+        let out = std::env::temp_dir().join(format!("modeconn-bench-{}.json", std::process::id()));
+        let _ = std::fs::remove_file(&out);
+        let meta = PlaneMeta {
+            dataset: "image-folder".into(),
+            arch: "seed-convnet".into(),
+            coords: Coords::Orthonormal,
+            grid: side,
+            margin: 0.2,
+            plane_bend: 0,
+            caption: String::new(),
+            train_subset: Some(n_train),
+            test_subset: n_test,
+            curve_id: format!("bench-{name}"),
+            wd: 5e-4,
+        };
+        let start = Instant::now();
+        let plane = landscape::compute(&ev, &model, &c, Coords::Orthonormal, side, 0.2, meta, &out);
+        let grid = (side * side) as f64 * images / start.elapsed().as_secs_f64();
+        let _ = std::fs::remove_file(&out);
+        bases.push(baseline());
+        let grid_base = 0.5 * (bases[bases.len() - 2] + bases[bases.len() - 1]);
+        let Ok(plane) = plane else {
+            eprintln!("landscape grid failed");
+            return;
+        };
+        let lowest = plane
+            .test_err
+            .iter()
+            .flatten()
+            .flatten()
+            .fold(f64::INFINITY, |a, &b| a.min(b));
+        rows.push((
+            name,
+            sweep / sweep_base,
+            sweep,
+            grid / grid_base,
+            grid,
+            path.barrier.test_err,
+            lowest,
+        ));
+    }
+    let b: Vec<String> = bases.iter().map(|b| format!("{b:.0}")).collect();
+    println!(
+        "   baseline: φ(t) one model at a time, fp32 NCHW, batch 256: {} model-img/s (measured between the runs below)",
+        b.join(", ")
+    );
+    for (name, sweep_x, sweep, grid_x, grid, barrier, lowest) in rows {
+        println!(
+            "   {name} channels-last   61-point sweep {sweep:>7.0} model-img/s ({sweep_x:.2}x)   {side}x{side} grid {grid:>7.0} model-img/s ({grid_x:.2}x)"
+        );
+        println!(
+            "        (sweep: test-error barrier {barrier:.2} points; grid: lowest test error {lowest:.2}%)"
+        );
+    }
 }

@@ -227,6 +227,8 @@ impl Evaluator<'_> {
         let stacks = self.stacks(params);
         for (s, len) in self.batches(split, params.len()) {
             let (x, y) = self.batch(split, s, len);
+            // Cast once for every model of the group, not in each forward.
+            let x = x.to_kind(self.rt.precision.compute_kind());
             for (first, k, p) in &stacks {
                 let all = self.stack_logits(p, *k, &x, BnMode::Eval);
                 for i in 0..*k as usize {

@@ -562,6 +562,43 @@ mod tuned_op_tests {
     }
 
     #[test]
+    fn no_grad_max_pool_equals_libtorchs_bit_for_bit() {
+        tch::manual_seed(10);
+        let p = Params::new(Vec::new());
+        let f = Fwd {
+            p: &p,
+            mode: BnMode::Eval,
+            precision: Precision::Fp32,
+            models: 1,
+        };
+        let nan_free = |t: &Tensor| t.nan_to_num(12345.0, None, None);
+        for kind in [Kind::Float, Kind::BFloat16] {
+            for (c, h, w) in [(16, 32, 32), (5, 6, 10), (1, 2, 2)] {
+                // Rounded values make ties common; one NaN must propagate.
+                let x = (Tensor::randn([3, c, h, w], (Kind::Float, Device::Cpu)) * 2.0).round();
+                let _ = x.get(1).get(0).get(1).get(1).fill_(f64::NAN);
+                let x = channels_last(&x.to_kind(kind));
+                let lib = x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+                let fast = layers::max_pool_2x2_nhwc(&x);
+                assert_eq!(fast.size(), lib.size());
+                assert_eq!(fast.kind(), kind);
+                assert!(
+                    nan_free(&fast).equal(&nan_free(&lib)),
+                    "{kind:?} {c}x{h}x{w}"
+                );
+                assert!(fast.isnan().equal(&lib.isnan()), "{kind:?}: NaN positions");
+                assert!(fast.get(1).get(0).get(0).get(0).isnan().int64_value(&[]) == 1);
+                // relu_max_pool takes the fast path under no-grad only, and
+                // both paths give the same result.
+                let with_grad = f.relu_max_pool(&x.set_requires_grad(kind == Kind::Float), 2, 2);
+                let _g = tch::no_grad_guard();
+                let without = f.relu_max_pool(&x.detach(), 2, 2);
+                assert!(nan_free(&with_grad.detach()).equal(&nan_free(&without)));
+            }
+        }
+    }
+
+    #[test]
     fn dropout_zeroes_a_fraction_p_and_rescales_the_rest() {
         tch::manual_seed(9);
         let p = Params::new(Vec::new());
