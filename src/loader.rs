@@ -513,6 +513,24 @@ pub(crate) fn toy_data(n: i64, h: i64, w: i64, c: i64, mean: Vec<f64>, std: Vec<
     }
 }
 
+/// A learnable toy dataset (3 classes, pixels/255): noise in [0, 100)
+/// with channel `class` raised by 150, so a small ConvNet can separate
+/// the classes within a few epochs. Train and test hold the same images.
+#[cfg(test)]
+pub(crate) fn separable_toy_data(n: i64, hw: i64) -> Data {
+    let labels = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(3);
+    let noise = Tensor::randint(100, [n, hw, hw, 3], (Kind::Int64, Device::Cpu));
+    let bright = labels.one_hot(3).view([n, 1, 1, 3]) * 150;
+    let imgs = (noise + bright).to_kind(Kind::Uint8);
+    Data {
+        normalize: Normalize::None,
+        norm: Normalizer::new(vec![0.0; 3], vec![1.0; 3], Device::Cpu),
+        train: Split::new(imgs.shallow_clone(), labels.shallow_clone()),
+        test: Split::new(imgs, labels),
+        ..toy_data(1, hw, hw, 3, vec![0.0; 3], vec![1.0; 3])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

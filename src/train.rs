@@ -171,3 +171,79 @@ impl Timer {
         self.0.elapsed().as_secs_f64()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::Evaluator;
+    use crate::model::{ArchConfig, ArchKind, Precision};
+    use crate::optim::{OptimConfig, OptimKind};
+    use tch::Device;
+
+    /// Trains the seed ConvNet on a separable toy problem in `precision`
+    /// (channels-last) and returns (first-epoch loss, last-epoch loss,
+    /// test accuracy %, the trained parameters).
+    fn train_toy(precision: Precision) -> (f64, f64, f64, Params) {
+        tch::manual_seed(21);
+        let data = crate::loader::separable_toy_data(96, 16);
+        let model = Model::new(ArchConfig::new(ArchKind::SeedConvnet, 3, 3, 16, 16)).unwrap();
+        let rt = Runtime {
+            precision,
+            channels_last: true,
+            ..Runtime::cpu()
+        };
+        let p = model.prepare(&model.init(Device::Cpu), Device::Cpu, true);
+        let p = p.map(|_, t| t.detach().copy().set_requires_grad(true));
+        let leaves: Vec<Tensor> = p.iter().map(|(_, t)| t.shallow_clone()).collect();
+        let cfg = OptimConfig {
+            kind: OptimKind::Sgd,
+            lr: 0.05,
+            momentum: 0.9,
+            nesterov: false,
+            wd: 0.0,
+        };
+        let mut opt = Optimizer::new(cfg, &leaves);
+        let lp = Loop {
+            model: &model,
+            data: &data,
+            rt: &rt,
+            batch_size: 16,
+            augment: false,
+            bn: BnMode::Train(None),
+        };
+        let mut losses = Vec::new();
+        for _ in 0..12 {
+            let mut prog = Progress::new("test", lp.batches_per_epoch());
+            let mut batch = || (p.shallow_clone(), None);
+            let (loss, _) = lp
+                .epoch(&leaves, &mut opt, 0.05, &mut batch, &mut prog)
+                .unwrap();
+            losses.push(loss);
+        }
+        let ev = Evaluator {
+            model: &model,
+            data: &data,
+            rt: &rt,
+        };
+        let (stats, _) = ev.evaluate(std::slice::from_ref(&p), &data.test, false);
+        (losses[0], *losses.last().unwrap(), stats[0].acc, p)
+    }
+
+    #[test]
+    fn bf16_training_learns_like_fp32_and_keeps_fp32_parameters() {
+        for precision in [Precision::Fp32, Precision::Bf16] {
+            let (first, last, acc, p) = train_toy(precision);
+            eprintln!("{precision:?}: loss {first:.4} -> {last:.4}, accuracy {acc:.1}%");
+            assert!(first.is_finite() && last.is_finite(), "{precision:?}");
+            assert!(
+                last < 0.3 * first,
+                "{precision:?}: loss went from {first:.4} to {last:.4}"
+            );
+            assert!(acc >= 95.0, "{precision:?}: accuracy {acc:.1}%");
+            for (n, t) in p.iter() {
+                assert_eq!(t.kind(), Kind::Float, "{precision:?}: {n} is not fp32");
+                assert!(t.grad().defined(), "{precision:?}: no gradient reached {n}");
+            }
+        }
+    }
+}
