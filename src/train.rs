@@ -184,7 +184,7 @@ mod tests {
     /// (channels-last) and returns (first-epoch loss, last-epoch loss,
     /// test accuracy %, the trained parameters).
     fn train_toy(precision: Precision) -> (f64, f64, f64, Params) {
-        tch::manual_seed(21);
+        tch::manual_seed(3);
         let data = crate::loader::separable_toy_data(96, 16);
         let model = Model::new(ArchConfig::new(ArchKind::SeedConvnet, 3, 3, 16, 16)).unwrap();
         let rt = Runtime {
@@ -195,9 +195,12 @@ mod tests {
         let p = model.prepare(&model.init(Device::Cpu), Device::Cpu, true);
         let p = p.map(|_, t| t.detach().copy().set_requires_grad(true));
         let leaves: Vec<Tensor> = p.iter().map(|(_, t)| t.shallow_clone()).collect();
+        // lr 0.01 reaches 100% from every seed tried (0–9, in both
+        // precisions); 0.05 diverges from some of them.
+        let lr = 0.01;
         let cfg = OptimConfig {
             kind: OptimKind::Sgd,
-            lr: 0.05,
+            lr,
             momentum: 0.9,
             nesterov: false,
             wd: 0.0,
@@ -216,7 +219,7 @@ mod tests {
             let mut prog = Progress::new("test", lp.batches_per_epoch());
             let mut batch = || (p.shallow_clone(), None);
             let (loss, _) = lp
-                .epoch(&leaves, &mut opt, 0.05, &mut batch, &mut prog)
+                .epoch(&leaves, &mut opt, lr, &mut batch, &mut prog)
                 .unwrap();
             losses.push(loss);
         }
