@@ -364,8 +364,12 @@ fn workloads(quick: bool, dir: &std::path::Path) {
         train_subset: Some(n_train),
         test_subset: n_test,
     };
-    let Ok(data) = loader::load(&cfg, Device::Cpu, None) else {
-        return;
+    let data = match loader::load(&cfg, Device::Cpu, None) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("section 4 needs the CIFAR-10 JPEG copy: {e:#}");
+            return;
+        }
     };
     let model = Model::new(ArchConfig::new(ArchKind::SeedConvnet, 3, 10, 32, 32)).unwrap();
     let (curve, which) = match seed_curve(&model) {
