@@ -210,19 +210,8 @@ fn main() {
         return;
     }
     let n_train = if quick { 5_120 } else { 25_600 };
-    let cfg = DataConfig {
-        dataset: "image-folder".into(),
-        data_dir: Some(dir.clone()),
-        normalize: Normalize::None,
-        train_subset: Some(n_train),
-        test_subset: Some(if quick { 2_000 } else { 5_000 }),
-    };
-    let data = match loader::load(&cfg, Device::Cpu, None) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("bench needs the CIFAR-10 JPEG copy: {e:#}");
-            return;
-        }
+    let Some(data) = load_cifar(&dir, n_train, Some(if quick { 2_000 } else { 5_000 })) else {
+        return;
     };
     let model = Model::new(ArchConfig::new(ArchKind::SeedConvnet, 3, 10, 32, 32)).unwrap();
     tch::manual_seed(0);
@@ -329,6 +318,26 @@ fn main() {
     println!("\npeak RSS {:.0} MB", rss_mb());
 }
 
+/// The CIFAR-10 image folder at `dir` (pixels/255), `train` training
+/// images and `test` test images (None: all); None, with the loader's
+/// error printed, when it cannot be read.
+fn load_cifar(dir: &std::path::Path, train: usize, test: Option<usize>) -> Option<Data> {
+    let cfg = DataConfig {
+        dataset: "image-folder".into(),
+        data_dir: Some(dir.to_path_buf()),
+        normalize: Normalize::None,
+        train_subset: Some(train),
+        test_subset: test,
+    };
+    match loader::load(&cfg, Device::Cpu, None) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("bench needs the CIFAR-10 JPEG copy: {e:#}");
+            None
+        }
+    }
+}
+
 /// The quadratic Bezier curve of the seed experiment's checkpoint
 /// (start, theta, end), or None when it is not beside the checkout.
 fn seed_curve(model: &Model) -> Option<Curve> {
@@ -357,19 +366,8 @@ fn workloads(quick: bool, dir: &std::path::Path) {
     } else {
         (10_000, None, 21)
     };
-    let cfg = DataConfig {
-        dataset: "image-folder".into(),
-        data_dir: Some(dir.to_path_buf()),
-        normalize: Normalize::None,
-        train_subset: Some(n_train),
-        test_subset: n_test,
-    };
-    let data = match loader::load(&cfg, Device::Cpu, None) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("section 4 needs the CIFAR-10 JPEG copy: {e:#}");
-            return;
-        }
+    let Some(data) = load_cifar(dir, n_train, n_test) else {
+        return;
     };
     let model = Model::new(ArchConfig::new(ArchKind::SeedConvnet, 3, 10, 32, 32)).unwrap();
     let (curve, which) = match seed_curve(&model) {

@@ -213,14 +213,12 @@ impl Fwd<'_> {
     /// When no gradient flows through `x` (evaluation), a 2×2, stride-2
     /// pool of a channels-last map runs as [`max_pool_2x2_nhwc`] instead.
     pub fn relu_max_pool(&self, x: &Tensor, kernel: i64, stride: i64) -> Tensor {
-        let s = x.size();
         let mut y = if kernel == 2
             && stride == 2
-            && s.len() == 4
-            && s[2] % 2 == 0
-            && s[3] % 2 == 0
             && !x.requires_grad()
             && super::is_channels_last(x)
+            && x.size()[2] % 2 == 0
+            && x.size()[3] % 2 == 0
         {
             max_pool_2x2_nhwc(x)
         } else {
