@@ -346,7 +346,9 @@ impl Figure for AlongFigure<'_> {
             };
             let mut y = Axis::fit(vals, allow_log, lo_pad, hi_pad);
             if matches!(key, "test_acc" | "test_err") {
-                y.lo = y.lo.max(0.0); // padding for the legend, but no negative percentages
+                // Padding for the legend, but a percentage axis neither starts below 0 nor ends above 100.
+                y.lo = y.lo.max(0.0);
+                y.hi = y.hi.min(100.0);
             }
             let x = Axis::linear(0.0, 1.0);
             let mut chart = panel(area, caption, &x, &y, "t", ydesc)?;
@@ -498,7 +500,9 @@ impl Figure for EnsembleFigure<'_> {
             };
             let mut y = Axis::fit(vals, false, pad_lo, pad_hi);
             if key == "acc" {
-                y.lo = y.lo.max(0.0); // padding for the legend, but no negative percentages
+                // Padding for the legend, but a percentage axis neither starts below 0 nor ends above 100.
+                y.lo = y.lo.max(0.0);
+                y.hi = y.hi.min(100.0);
             }
             let kmax = pts.iter().map(|p| p.0).fold(1.0, f64::max);
             let x = Axis::linear(0.0, kmax + 1.0);
