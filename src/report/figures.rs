@@ -49,6 +49,14 @@ impl Axis {
         Axis { log: false, lo, hi }
     }
 
+    /// Clips a fitted axis to 0–100: the padding leaves room for a legend,
+    /// but a percentage axis neither starts below 0 nor ends above 100.
+    pub fn within_percent(mut self) -> Axis {
+        self.lo = self.lo.max(0.0);
+        self.hi = self.hi.min(100.0);
+        self
+    }
+
     /// Fits `values` with relative padding below/above; goes log when `allow_log`, all values are
     /// positive and max/min > 30.
     pub fn fit(
@@ -346,9 +354,7 @@ impl Figure for AlongFigure<'_> {
             };
             let mut y = Axis::fit(vals, allow_log, lo_pad, hi_pad);
             if matches!(key, "test_acc" | "test_err") {
-                // Padding for the legend, but a percentage axis neither starts below 0 nor ends above 100.
-                y.lo = y.lo.max(0.0);
-                y.hi = y.hi.min(100.0);
+                y = y.within_percent();
             }
             let x = Axis::linear(0.0, 1.0);
             let mut chart = panel(area, caption, &x, &y, "t", ydesc)?;
@@ -500,9 +506,7 @@ impl Figure for EnsembleFigure<'_> {
             };
             let mut y = Axis::fit(vals, false, pad_lo, pad_hi);
             if key == "acc" {
-                // Padding for the legend, but a percentage axis neither starts below 0 nor ends above 100.
-                y.lo = y.lo.max(0.0);
-                y.hi = y.hi.min(100.0);
+                y = y.within_percent();
             }
             let kmax = pts.iter().map(|p| p.0).fold(1.0, f64::max);
             let x = Axis::linear(0.0, kmax + 1.0);
@@ -672,9 +676,7 @@ impl Figure for TrainingFigure<'_> {
                 y.lo = 0.0;
             }
             if keys[0] == "train_acc" {
-                // Room for the legend, but an accuracy axis neither starts below 0 nor ends above 100.
-                y.lo = y.lo.max(0.0);
-                y.hi = y.hi.min(100.0);
+                y = y.within_percent();
             }
             let mut chart = panel(area, caption, &x, &y, "epoch", ydesc)?;
             for (i, log) in self.logs.iter().enumerate() {
@@ -710,5 +712,24 @@ impl Figure for TrainingFigure<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Axis;
+
+    #[test]
+    fn percentage_axes_keep_legend_padding_inside_0_to_100() {
+        // A line at 90% test error with a 32% top pad for the legend would end at ~116%.
+        let fitted = Axis::fit([9.5, 90.0, 11.0], false, 0.06, 0.32);
+        assert!(fitted.hi > 100.0 && fitted.lo < 9.5);
+        let y = fitted.clone().within_percent();
+        assert_eq!(y.hi, 100.0);
+        assert_eq!(y.lo, fitted.lo.max(0.0));
+        // Padding below 0 is cut, padding that stays inside is kept.
+        let y = Axis::fit([2.0, 50.0], false, 0.35, 0.12).within_percent();
+        assert_eq!(y.lo, 0.0);
+        assert!(y.hi > 50.0 && y.hi < 100.0);
     }
 }
