@@ -72,12 +72,29 @@ impl TestEnv {
         c
     }
 
-    /// Runs the real binary to completion.
+    /// Runs the real binary to completion, within [`deadline`].
     pub fn modeconn(&self, args: &[&str]) -> Output {
-        self.command(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("cannot run the modeconn binary")
+        run_with_deadline(self.command(args), args, deadline())
+    }
+
+    /// Runs the real binary to completion within `limit` (for the few calls
+    /// that need longer than the default deadline, or far less).
+    pub fn modeconn_within(&self, limit: Duration, args: &[&str]) -> Output {
+        run_with_deadline(self.command(args), args, limit)
+    }
+
+    /// The binary with extra environment variables, within `limit`.
+    pub fn modeconn_within_env(
+        &self,
+        limit: Duration,
+        vars: &[(&str, &str)],
+        args: &[&str],
+    ) -> Output {
+        let mut c = self.command(args);
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        run_with_deadline(c, args, limit)
     }
 
     /// Runs the binary and fails the test (showing its stderr) unless it succeeds.
@@ -104,6 +121,55 @@ impl TestEnv {
         let dst = self.path().join(name);
         copy_dir(&fixture().join("exp"), &dst);
         dst
+    }
+}
+
+/// How long one run of the binary may take before the test fails as a hang:
+/// `MODECONN_TEST_DEADLINE_SECS`, 300 s by default (the slowest call in the
+/// suite takes under a minute on 2 cores).
+pub fn deadline() -> Duration {
+    let secs = std::env::var("MODECONN_TEST_DEADLINE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    Duration::from_secs(secs)
+}
+
+/// Runs `cmd` (stdin closed, output to files so a chatty child never blocks
+/// on a full pipe); past `limit` it is killed and the test fails with its
+/// command line, the elapsed time and the end of its stderr.
+pub fn run_with_deadline(mut cmd: Command, args: &[&str], limit: Duration) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir for the child's output");
+    let (so, se) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&so).unwrap())
+        .stderr(fs::File::create(&se).unwrap())
+        .spawn()
+        .expect("cannot run the modeconn binary");
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("waiting for modeconn") {
+            break st;
+        }
+        if started.elapsed() > limit {
+            child.kill().ok();
+            child.wait().ok();
+            let err = fs::read_to_string(&se).unwrap_or_default();
+            let tail: String = err.chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect();
+            panic!(
+                "deadline: `modeconn {}` was still running after {:.0} s (limit {} s) and was killed; the end of its stderr:\n{tail}",
+                args.join(" "),
+                started.elapsed().as_secs_f64(),
+                limit.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: fs::read(&so).unwrap_or_default(),
+        stderr: fs::read(&se).unwrap_or_default(),
     }
 }
 
@@ -358,14 +424,12 @@ fn build_fixture() -> PathBuf {
     let exp = dir.join("exp");
     let e = exp.display().to_string();
     let run = |args: &[&str]| -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_modeconn"))
-            .args(args)
+        let mut c = Command::new(env!("CARGO_BIN_EXE_modeconn"));
+        c.args(args)
             .current_dir(&dir)
             .env("MODECONN_QUIET", "1")
-            .env("MODECONN_CACHE", dir.join("cache"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+            .env("MODECONN_CACHE", dir.join("cache"));
+        let out = run_with_deadline(c, args, deadline());
         assert_ok(&out, args);
         out
     };
