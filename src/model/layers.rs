@@ -24,9 +24,7 @@ impl BnMode {
 }
 
 /// Numeric precision of convolutions and linear layers.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Everything in float32.
@@ -44,6 +42,29 @@ impl Precision {
             Precision::Bf16 => Kind::BFloat16,
         }
     }
+}
+
+/// oneDNN's input-channel block: 8 floats for its AVX2 kernels, 16 for AVX-512.
+pub const ONEDNN_IC_BLOCK_MAX: i64 = 16;
+
+/// True for the strided 1×1 convolutions that libtorch's oneDNN (2.13)
+/// mishandles on channels-last input: fewer input channels per group than
+/// its SIMD block and a stride above 1. The weight gradient then goes through
+/// the "reduce to unit stride" workspace and writes past it (oneDNN issue
+/// #6035): measured here with `ONEDNN_MAX_CPU_ISA=AVX2`, 2 to 7 input
+/// channels hang the backward pass forever (both threads spinning in
+/// `jit_avx2_1x1_convolution_bwd_weights_t`) or crash it, while 8 or more, a
+/// stride of 1 and NCHW input all run; oneDNN's report has the AVX-512
+/// kernel crash below 16. [`Fwd::conv`] runs these as a strided slice and a
+/// stride-1 convolution, the same arithmetic, which also measured no slower
+/// than NCHW for those sizes.
+pub fn onednn_mishandles_pointwise(in_channels_per_group: i64, stride: i64) -> bool {
+    stride > 1 && in_channels_per_group < ONEDNN_IC_BLOCK_MAX
+}
+
+/// Every `s`-th row and column of `x` `[B, C, H, W]`, starting at 0.
+fn subsample(x: &Tensor, s: i64) -> Tensor {
+    x.slice(2, 0, None, s).slice(3, 0, None, s)
 }
 
 /// One forward pass's view of a parameter set.
@@ -84,7 +105,20 @@ impl Fwd<'_> {
         } else {
             1
         };
-        self.cast(x).conv2d(
+        let ws = w.size();
+        let (x, stride) = if padding == 0
+            && ws[2] == 1
+            && ws[3] == 1
+            && onednn_mishandles_pointwise(ws[1], stride)
+            && super::is_channels_last(x)
+        {
+            // The same convolution: a 1×1 kernel with stride s and no
+            // padding only reads every s-th pixel.
+            (subsample(x, stride), 1)
+        } else {
+            (x.shallow_clone(), stride)
+        };
+        self.cast(&x).conv2d(
             &w,
             b.as_ref(),
             [stride, stride],

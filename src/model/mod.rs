@@ -22,7 +22,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-pub use layers::{BnMode, Fwd, Precision};
+pub use layers::{onednn_mishandles_pointwise, BnMode, Fwd, Precision, ONEDNN_IC_BLOCK_MAX};
 pub use params::{channels_last, is_channels_last, Params, Role};
 pub use seed_convnet::pytorch_order as seed_convnet_pytorch_order;
 
@@ -201,6 +201,27 @@ impl Model {
             ArchKind::Wrn => wrn::forward(&self.cfg, &f, x),
         };
         logits.to_kind(Kind::Float)
+    }
+
+    /// The strided 1×1 convolutions of this architecture as
+    /// (name, input channels, output channels, stride).
+    pub fn strided_pointwise_convs(&self) -> Vec<(String, i64, i64, i64)> {
+        match self.cfg.arch {
+            ArchKind::Preresnet => preresnet::strided_pointwise(&self.cfg),
+            ArchKind::Wrn => wrn::strided_pointwise(&self.cfg),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The convolutions that channels-last input would send to oneDNN's
+    /// faulty kernel, which [`Fwd::conv`] therefore rewrites (see
+    /// [`layers::onednn_mishandles_pointwise`]), as "name (in → out, stride s)".
+    pub fn onednn_guarded_convs(&self) -> Vec<String> {
+        self.strided_pointwise_convs()
+            .into_iter()
+            .filter(|(_, cin, _, s)| layers::onednn_mishandles_pointwise(*cin, *s))
+            .map(|(n, cin, cout, s)| format!("{n} ({cin} → {cout}, stride {s})"))
+            .collect()
     }
 
     /// Fresh parameters from the current global RNG state (seed it first
@@ -464,6 +485,61 @@ mod tests {
             let diff = (&plain - &cl).abs().max().double_value(&[]);
             assert!(diff <= 1e-4, "{arch:?}: max abs diff {diff}");
         }
+    }
+
+    #[test]
+    fn rewritten_strided_pointwise_convolutions_give_the_same_values_and_gradients() {
+        // PreResNet-8 at quarter width: downsample convolutions 4 → 8 and
+        // 8 → 16 with stride 2, which Fwd::conv runs as slice + 1×1 on
+        // channels-last input. Logits and every weight gradient must match
+        // the plain NCHW strided convolutions.
+        tch::manual_seed(4);
+        let mut cfg = ArchConfig::new(ArchKind::Preresnet, 3, 10, 16, 16);
+        cfg.depth = 8;
+        cfg.widen = 25;
+        let m = Model::new(cfg).unwrap();
+        assert_eq!(
+            m.onednn_guarded_convs(),
+            vec![
+                "layer2.0.downsample.0 (4 → 8, stride 2)",
+                "layer3.0.downsample.0 (8 → 16, stride 2)"
+            ]
+        );
+        let p0 = m.init(Device::Cpu);
+        let x = Tensor::rand([6, 3, 16, 16], (Kind::Float, Device::Cpu));
+        let run = |cl: bool| {
+            let p = m
+                .prepare(&p0, Device::Cpu, cl)
+                .map(|_, t| {
+                    let t = t.detach().copy();
+                    if t.is_floating_point() {
+                        t.set_requires_grad(true)
+                    } else {
+                        t
+                    }
+                });
+            let xin = if cl { channels_last(&x) } else { x.shallow_clone() };
+            let y = m.forward(&p, &xin, BnMode::Train(None), Precision::Fp32);
+            (y.square().sum(Kind::Float)).backward();
+            let grads: Vec<(String, Tensor)> = p
+                .iter()
+                .filter(|(n, _)| m.is_weight(n))
+                .map(|(n, t)| (n.to_string(), t.grad().contiguous()))
+                .collect();
+            (y.detach(), grads)
+        };
+        let (ya, ga) = run(false);
+        let (yb, gb) = run(true);
+        let d = (&ya - &yb).abs().max().double_value(&[]);
+        assert!(d <= 1e-4, "logits differ by {d}");
+        assert_eq!(ga.len(), gb.len());
+        for ((n, a), (_, b)) in ga.iter().zip(&gb) {
+            let scale = a.abs().max().double_value(&[]).max(1.0);
+            let d = (a - b).abs().max().double_value(&[]) / scale;
+            assert!(d <= 1e-4, "{n}: gradients differ by {d} (relative)");
+        }
+        let downsample = ga.iter().find(|(n, _)| n == "layer2.0.downsample.0.weight");
+        assert!(downsample.is_some_and(|(_, g)| g.abs().sum(Kind::Float).double_value(&[]) > 0.0));
     }
 
     #[test]

@@ -80,6 +80,16 @@ pub(crate) fn spec(c: &ArchConfig, b: &mut SpecBuilder) {
     b.linear("fc", last, c.num_classes);
 }
 
+/// The strided 1×1 shortcut convolutions: (name, in, out, stride).
+pub(crate) fn strided_pointwise(c: &ArchConfig) -> Vec<(String, i64, i64, i64)> {
+    let exp = if layout(c).bottleneck { 4 } else { 1 };
+    blocks(c)
+        .into_iter()
+        .filter(|b| b.4 && b.3 > 1)
+        .map(|(p, cin, planes, s, _)| (format!("{p}.downsample.0"), cin, planes * exp, s))
+        .collect()
+}
+
 pub(crate) fn forward(c: &ArchConfig, f: &Fwd, x: &Tensor) -> Tensor {
     let bottleneck = layout(c).bottleneck;
     let mut x = f.conv(x, "conv1", 1, 1);

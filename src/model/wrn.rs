@@ -48,6 +48,15 @@ pub(crate) fn spec(c: &ArchConfig, b: &mut SpecBuilder) {
     b.linear("linear", 64 * c.widen, c.num_classes);
 }
 
+/// The strided 1×1 shortcut convolutions: (name, in, out, stride).
+pub(crate) fn strided_pointwise(c: &ArchConfig) -> Vec<(String, i64, i64, i64)> {
+    blocks(c)
+        .into_iter()
+        .filter(|b| b.4 && b.3 > 1)
+        .map(|(p, cin, planes, s, _)| (format!("{p}.shortcut.0"), cin, planes, s))
+        .collect()
+}
+
 pub(crate) fn forward(c: &ArchConfig, f: &Fwd, x: &Tensor) -> Tensor {
     let mut x = f.conv(x, "conv1", 1, 1);
     for (p, _, _, stride, short) in blocks(c) {
