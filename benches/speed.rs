@@ -52,6 +52,7 @@ fn rt(precision: Precision, cl: bool) -> Runtime {
         eval_batch: 256,
         format: modeconn::runtime::MemoryFormat::Auto,
         stack: 1,
+        ..Runtime::cpu()
     }
 }
 

@@ -10,9 +10,9 @@ use crate::curve::CurveKind;
 use crate::eval::ensemble::{Average, Sampling};
 use crate::landscape::Coords;
 use crate::loader::Normalize;
-use crate::model::{ArchKind, Precision};
+use crate::model::ArchKind;
 use crate::optim::{OptimKind, Schedule};
-use crate::runtime::{DeviceChoice, MemoryFormat};
+use crate::runtime::{DeviceChoice, MemoryFormat, PrecisionChoice};
 
 #[derive(Parser, Debug)]
 #[command(name = "modeconn", version, about = "Mode connectivity of neural networks (Garipov et al. 2018): train endpoints, fit low-loss curves between them, evaluate and plot.", long_about = None)]
@@ -84,9 +84,10 @@ pub struct RuntimeArgs {
     /// CPU threads for libtorch (default: libtorch's choice, one per core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Precision of convolutions and linear layers.
-    #[arg(long, value_enum, default_value = "fp32")]
-    pub precision: Precision,
+    /// Precision of convolutions and linear layers: fp32, bf16, or auto (bf16 only where the
+    /// CPU or GPU computes it natively). Default: fp32; `run` takes its preset's (auto).
+    #[arg(long, value_enum)]
+    pub precision: Option<PrecisionChoice>,
     /// Memory layout of activations and convolution weights on CPU.
     #[arg(long, value_enum, default_value = "auto")]
     pub memory_format: MemoryFormat,
@@ -105,7 +106,7 @@ impl Default for RuntimeArgs {
         RuntimeArgs {
             device: DeviceChoice::Auto,
             threads: None,
-            precision: Precision::Fp32,
+            precision: None,
             memory_format: MemoryFormat::Auto,
             eval_batch_size: 256,
             stack_models: 1,

@@ -48,6 +48,15 @@ pub fn write_section<T: Serialize>(exp: &Path, name: &str, value: &T) -> Result<
     checkpoint::write_atomic(&config_path(exp), text.as_bytes())
 }
 
+/// Records the machine and the resolved runtime in config.json (section
+/// `runtime`, rewritten by each training step) and warns about the layout.
+pub fn record_runtime(exp: &Path, rt: &crate::runtime::Runtime, model: &Model) -> Result<()> {
+    if let Some(w) = rt.layout_warning(model) {
+        crate::runtime::warn_once(&w);
+    }
+    write_section(exp, "runtime", &rt.record())
+}
+
 /// Folder of endpoint `i` of `n`: start_model/ and end_model/ for two, model_<i>/ beyond.
 pub fn endpoint_dir(exp: &Path, i: usize, n: usize) -> PathBuf {
     match (i, n) {

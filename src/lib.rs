@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
+pub mod cpu;
 pub mod curve;
 pub mod data;
 pub mod eval;

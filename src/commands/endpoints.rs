@@ -50,6 +50,7 @@ pub fn train_config(
     args: &TrainArgs,
     data: &Data,
     model_arch: crate::model::ArchKind,
+    rt: &Runtime,
 ) -> Result<TrainConfig> {
     let o = &args.optim;
     let cfg = TrainConfig {
@@ -70,7 +71,7 @@ pub fn train_config(
         } else {
             o.augment || default_augment(data)
         },
-        precision: args.rt.precision,
+        precision: rt.precision,
     };
     validate(&cfg)?;
     Ok(cfg)
@@ -102,7 +103,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let data = loader::load(&dcfg, rt.device, None)?;
     let arch = xp::arch_config(&args.model, None, &data);
     let model = Model::new(arch.clone())?;
-    let tcfg = train_config(args, &data, arch.arch)?;
+    let tcfg = train_config(args, &data, arch.arch, &rt)?;
     let exp = args.exp.clone().unwrap_or_else(|| {
         PathBuf::from(format!("experiments/{}_{}", dcfg.dataset, arch.arch.name()))
     });
@@ -110,15 +111,21 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// The runtime for these flags (precision fp32 unless asked), with its
+/// warnings printed once per process.
 pub fn runtime(a: &crate::cli::RuntimeArgs) -> Result<Runtime> {
-    Runtime::new(
+    let rt = Runtime::new(
         a.device,
         a.threads,
-        a.precision,
+        a.precision.unwrap_or(crate::runtime::PrecisionChoice::Fp32),
         a.memory_format,
         a.eval_batch_size,
         a.stack_models,
-    )
+    )?;
+    for w in &rt.warnings {
+        crate::runtime::warn_once(w);
+    }
+    Ok(rt)
 }
 
 /// Trains every endpoint of an experiment; returns their directories.
@@ -133,6 +140,7 @@ pub fn train_all(
 ) -> Result<Vec<PathBuf>> {
     xp::write_section(exp, "data", dcfg)?;
     xp::write_section(exp, "arch", &model.cfg)?;
+    xp::record_runtime(exp, rt, model)?;
     xp::write_section(exp, "train", tcfg)?;
     let lp = Loop {
         model,

@@ -64,7 +64,7 @@ pub fn run(args: &FitCurveArgs) -> Result<()> {
         }
     }
     let (model, data, dcfg) = setup(args, &exp, &start, &end, &rt)?;
-    let cfg = curve_config(args, &data, &start, &end)?;
+    let cfg = curve_config(args, &data, &start, &end, &rt)?;
     fit(&exp, &model, &data, &dcfg, &cfg, &rt, args.resume)?;
     Ok(())
 }
@@ -146,7 +146,13 @@ pub fn setup(
     Ok((Model::new(arch)?, data, dcfg))
 }
 
-fn curve_config(args: &FitCurveArgs, data: &Data, start: &Path, end: &Path) -> Result<CurveConfig> {
+fn curve_config(
+    args: &FitCurveArgs,
+    data: &Data,
+    start: &Path,
+    end: &Path,
+    rt: &Runtime,
+) -> Result<CurveConfig> {
     let o = &args.optim;
     if args.bends < 2 {
         bail!("--bends must be at least 2 (the two endpoints); 3 gives the quadratic Bezier curve");
@@ -189,7 +195,7 @@ fn curve_config(args: &FitCurveArgs, data: &Data, start: &Path, end: &Path) -> R
         start: start.to_path_buf(),
         end: end.to_path_buf(),
         init_bends,
-        precision: args.rt.precision,
+        precision: rt.precision,
     };
     if !(cfg.lr > 0.0) || cfg.batch_size < 1 || cfg.wd < 0.0 {
         bail!("fit-curve needs --lr > 0, --batch-size >= 1 and --wd >= 0");
@@ -238,6 +244,7 @@ pub fn fit(
     xp::write_section(exp, "data", dcfg)?;
     xp::write_section(exp, "arch", &model.cfg)?;
     xp::write_section(exp, "curve", cfg)?;
+    xp::record_runtime(exp, rt, model)?;
     let dir = xp::curve_dir(exp);
     let state_path = checkpoint::state_file(&dir);
     let mut curve = initial_curve(model, cfg, rt)?;

@@ -21,6 +21,7 @@ use crate::landscape::Coords;
 use crate::loader::{self, DataConfig, Normalize};
 use crate::model::{ArchKind, Model};
 use crate::optim::{OptimConfig, OptimKind, Schedule};
+use crate::runtime::PrecisionChoice;
 
 /// A named set of defaults for every step.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -50,6 +51,9 @@ pub struct Preset {
     /// Test images used by the landscape (None: all).
     pub landscape_test_subset: Option<usize>,
     pub seed: u64,
+    /// Precision unless `--precision` says otherwise: `auto` (bf16 where it
+    /// is native) for every preset, which all want speed.
+    pub precision: PrecisionChoice,
 }
 
 pub fn preset(name: &str) -> Result<Preset> {
@@ -76,6 +80,7 @@ pub fn preset(name: &str) -> Result<Preset> {
         landscape_train_subset: Some(3_000),
         landscape_test_subset: Some(2_000),
         seed: 1,
+        precision: PrecisionChoice::Auto,
     };
     Ok(match name {
         "quick" => quick,
@@ -175,7 +180,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from(format!("experiments/{}", p.name)));
     std::fs::create_dir_all(&exp).with_context(|| format!("cannot create {}", exp.display()))?;
     xp::write_section(&exp, "preset", &p)?;
-    let rt = runtime(&args.rt)?;
+    let rt_args = crate::cli::RuntimeArgs {
+        precision: Some(args.rt.precision.unwrap_or(p.precision)),
+        ..args.rt.clone()
+    };
+    let rt = runtime(&rt_args)?;
     let started = std::time::Instant::now();
     let step = |i: usize, name: &str| eprintln!("\n== step {i}/6: {name} ({}) ==", exp.display());
 
@@ -249,7 +258,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         train_subset: cap(p.eval_train_subset, dcfg.train_subset),
         ..DataArgs::default()
     };
-    let s = Session::open(&exp, &eval_data, runtime(&args.rt)?)?;
+    let s = Session::open(&exp, &eval_data, runtime(&rt_args)?)?;
     let id = evalcmd::curve_id(&s.lc.path, &s.lc.meta);
     step(3, "sweep along the curve and the line");
     let along_done = output_meta(&exp.join("eval/along.json"))
@@ -281,7 +290,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         test_subset: cap(p.landscape_test_subset, dcfg.test_subset),
         ..DataArgs::default()
     };
-    let ls = Session::open(&exp, &ls_data, runtime(&args.rt)?)?;
+    let ls = Session::open(&exp, &ls_data, runtime(&rt_args)?)?;
     evalcmd::run_landscape(&ls, &exp, Coords::Orthonormal, p.grid, 0.2)?;
     drop(ls);
 
