@@ -22,6 +22,12 @@
 //!    model-image pairs against the baseline evaluating φ(t) one model at a
 //!    time (`--quick`: 2,000 + 2,000 images and a 7×7 grid).
 //!
+//! 5. `--memory-format auto` against contiguous and channels-last for
+//!    seed-convnet, PreResNet-20 and a PreResNet-8 at quarter width (whose
+//!    strided 1×1 convolutions hit oneDNN's AVX2 bug), fp32 training
+//!    (`--only-layouts` runs it alone; with `ONEDNN_MAX_CPU_ISA=AVX2` it
+//!    measures oneDNN's AVX2 kernels).
+//!
 //! Ratios are what matter (this machine is noisy): training figures are
 //! medians over interleaved rounds, each ratio the median of per-round
 //! ratios against that round's baseline.
@@ -205,6 +211,10 @@ fn main() {
     let dir = std::env::var_os("MODECONN_BENCH_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("../shared/datasets/cifar10-jpg"));
+    if std::env::args().any(|a| a == "--only-layouts") {
+        layouts(quick, &dir);
+        return;
+    }
     if std::env::args().any(|a| a == "--only-workloads") {
         workloads(quick, &dir);
         println!("\npeak RSS {:.0} MB", rss_mb());
@@ -316,7 +326,59 @@ fn main() {
     let _ = channels_last(&x_test.narrow(0, 0, 1));
 
     workloads(quick, &dir);
+    layouts(quick, &dir);
     println!("\npeak RSS {:.0} MB", rss_mb());
+}
+
+/// Section 5: `--memory-format auto` against the two explicit layouts, per
+/// architecture, in fp32 endpoint training (interleaved rounds, medians).
+/// Run it under `ONEDNN_MAX_CPU_ISA=AVX2` to see oneDNN's AVX2 kernels on a
+/// newer CPU.
+fn layouts(quick: bool, dir: &std::path::Path) {
+    let n = if quick { 1_280 } else { 5_120 };
+    let Some(data) = load_cifar(dir, n, Some(500)) else {
+        return;
+    };
+    let cap = std::env::var("ONEDNN_MAX_CPU_ISA").unwrap_or_else(|_| "(none)".into());
+    println!(
+        "\n5. memory format per architecture, fp32 endpoint training on {n} images, batch 128\n   CPU: {}; ONEDNN_MAX_CPU_ISA {cap}",
+        modeconn::cpu::CpuFeatures::detect().describe()
+    );
+    let rounds = if quick { 2 } else { 3 };
+    let mut archs = vec![("seed-convnet", ArchConfig::new(ArchKind::SeedConvnet, 3, 10, 32, 32))];
+    for (name, depth, widen) in [("preresnet-20", 20, 100), ("preresnet-8, widen 25", 8, 25)] {
+        let mut c = ArchConfig::new(ArchKind::Preresnet, 3, 10, 32, 32);
+        (c.depth, c.widen) = (depth, widen);
+        archs.push((name, c));
+    }
+    use modeconn::runtime::MemoryFormat as F;
+    let formats = [F::Contiguous, F::ChannelsLast, F::Auto];
+    for (name, cfg) in archs {
+        let model = Model::new(cfg).unwrap();
+        tch::manual_seed(0);
+        let p0 = model.init(Device::Cpu);
+        let mut ips = vec![Vec::new(); formats.len()];
+        for round in 0..=rounds {
+            for (i, &format) in formats.iter().enumerate() {
+                let r = Runtime {
+                    format,
+                    ..rt(Precision::Fp32, format != F::Contiguous)
+                };
+                let v = train_modeconn(&model, &p0, &data, &r, false, false);
+                if round > 0 {
+                    ips[i].push(v); // round 0 warms up oneDNN's primitives
+                }
+            }
+        }
+        let m: Vec<f64> = ips.into_iter().map(median).collect();
+        println!(
+            "   {name:<24} contiguous {:>6.0}  channels-last {:>6.0}  auto {:>6.0} img/s; auto / best explicit {:.2}x",
+            m[0],
+            m[1],
+            m[2],
+            m[2] / m[0].max(m[1])
+        );
+    }
 }
 
 /// The CIFAR-10 image folder at `dir` (pixels/255), `train` training

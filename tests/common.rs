@@ -83,7 +83,8 @@ impl TestEnv {
         run_with_deadline(self.command(args), args, limit)
     }
 
-    /// The binary with extra environment variables, within `limit`.
+    /// The binary with extra environment variables (an empty value removes
+    /// the variable), within `limit`.
     pub fn modeconn_within_env(
         &self,
         limit: Duration,
@@ -92,7 +93,11 @@ impl TestEnv {
     ) -> Output {
         let mut c = self.command(args);
         for (k, v) in vars {
-            c.env(k, v);
+            if v.is_empty() {
+                c.env_remove(k);
+            } else {
+                c.env(k, v);
+            }
         }
         run_with_deadline(c, args, limit)
     }
