@@ -48,6 +48,41 @@ pub fn write_section<T: Serialize>(exp: &Path, name: &str, value: &T) -> Result<
     checkpoint::write_atomic(&config_path(exp), text.as_bytes())
 }
 
+/// Refuses when config.json's section `key` exists and differs from `now`,
+/// naming each field that differs; `what` says what the saved settings made
+/// and `fix` what to do.
+pub fn ensure_same<T: Serialize>(exp: &Path, key: &str, now: &T, what: &str, fix: &str) -> Result<()> {
+    let Some(old) = read_config(exp)?.remove(key) else {
+        return Ok(());
+    };
+    let now = serde_json::to_value(now)?;
+    if old == now {
+        return Ok(());
+    }
+    let mut diffs = Vec::new();
+    json_diffs("", Some(&old), Some(&now), &mut diffs);
+    bail!(
+        "{} holds {what} made with other '{key}' settings ({}). {fix}",
+        exp.display(),
+        diffs.join("; ")
+    );
+}
+
+/// "path: saved A, requested B" for every leaf where two JSON values differ
+/// (objects are compared key by key, with dotted paths).
+fn json_diffs(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<String>) {
+    if let (Some(Value::Object(x)), Some(Value::Object(y))) = (a, b) {
+        let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+        for k in keys {
+            let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            json_diffs(&p, x.get(k), y.get(k), out);
+        }
+    } else if a != b {
+        let show = |v: Option<&Value>| v.map_or("(absent)".to_string(), Value::to_string);
+        out.push(format!("{path}: saved {}, requested {}", show(a), show(b)));
+    }
+}
+
 /// Records the machine and the resolved runtime in config.json (section
 /// `runtime`, rewritten by each training step) and warns about the layout.
 pub fn record_runtime(exp: &Path, rt: &crate::runtime::Runtime, model: &Model) -> Result<()> {

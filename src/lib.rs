@@ -18,6 +18,7 @@ pub mod eval;
 pub mod experiment;
 pub mod landscape;
 pub mod loader;
+pub mod lock;
 pub mod model;
 pub mod optim;
 pub mod progress;

@@ -4,4 +4,5 @@ mod cpu;
 mod curve;
 mod endpoints;
 mod eval;
+mod reliability;
 mod run;

@@ -100,13 +100,14 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         .arch
         .unwrap_or(crate::model::ArchKind::SeedConvnet);
     let dcfg = xp::data_config(&args.data, None, arch_kind)?;
+    let exp = args.exp.clone().unwrap_or_else(|| {
+        PathBuf::from(format!("experiments/{}_{}", dcfg.dataset, arch_kind.name()))
+    });
+    let _lock = crate::lock::ExperimentLock::acquire(&exp)?;
     let data = loader::load(&dcfg, rt.device, None)?;
     let arch = xp::arch_config(&args.model, None, &data);
     let model = Model::new(arch.clone())?;
     let tcfg = train_config(args, &data, arch.arch, &rt)?;
-    let exp = args.exp.clone().unwrap_or_else(|| {
-        PathBuf::from(format!("experiments/{}_{}", dcfg.dataset, arch.arch.name()))
-    });
     train_all(&exp, &model, &data, &dcfg, &tcfg, &rt, args.resume)?;
     Ok(())
 }
@@ -138,6 +139,35 @@ pub fn train_all(
     rt: &Runtime,
     resume: bool,
 ) -> Result<Vec<PathBuf>> {
+    // Everything is checked against what the experiment holds before the
+    // first write, so a refused command leaves it as it was.
+    let mut resuming = false;
+    for i in 0..tcfg.models {
+        let dir = xp::endpoint_dir(exp, i, tcfg.models);
+        let state = checkpoint::state_file(&dir);
+        if !state.exists() {
+            continue;
+        }
+        if !resume {
+            let held = checkpoint::read_meta(&state)
+                .ok()
+                .flatten()
+                .map(|m| format!(" of {} (epoch {})", m.arch.arch.name(), m.epoch))
+                .unwrap_or_default();
+            bail!(
+                "{} already holds a run{held}. Pass --resume to continue it, or delete {} to start over.",
+                dir.display(),
+                dir.display()
+            );
+        }
+        resuming = true;
+    }
+    if resuming {
+        let fix = "--resume continues a run with its own settings: repeat them, or use a new --exp.";
+        xp::ensure_same(exp, "train", tcfg, "endpoints", fix)?;
+        xp::ensure_same(exp, "data", dcfg, "endpoints", fix)?;
+        xp::ensure_same(exp, "arch", &model.cfg, "endpoints", fix)?;
+    }
     xp::write_section(exp, "data", dcfg)?;
     xp::write_section(exp, "arch", &model.cfg)?;
     xp::record_runtime(exp, rt, model)?;

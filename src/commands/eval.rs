@@ -64,6 +64,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if args.ensemble == Some(0) {
         bail!("--ensemble must be at least 1 (the number of models sampled on the curve, e.g. 30)");
     }
+    let _lock = crate::lock::ExperimentLock::acquire_existing(&args.exp)?;
     let s = Session::open(&args.exp, &args.data, runtime(&args.rt)?)?;
     match args.ensemble {
         Some(k) => {
@@ -306,6 +307,7 @@ pub fn ensemble_table(r: &EnsembleReport) -> String {
 }
 
 pub fn landscape(args: &LandscapeArgs) -> Result<()> {
+    let _lock = crate::lock::ExperimentLock::acquire_existing(&args.exp)?;
     let s = Session::open(&args.exp, &args.data, runtime(&args.rt)?)?;
     let f = run_landscape(&s, &args.exp, args.coords, args.grid, args.margin)?;
     let best = f

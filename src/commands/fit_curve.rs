@@ -49,6 +49,7 @@ pub fn run(args: &FitCurveArgs) -> Result<()> {
             "fit-curve needs --exp DIR (with start_model/ and end_model/) or --start A --end B"
         ),
     };
+    let _lock = crate::lock::ExperimentLock::acquire(&exp)?;
     let start = args
         .start
         .clone()
@@ -154,8 +155,8 @@ fn curve_config(
     rt: &Runtime,
 ) -> Result<CurveConfig> {
     let o = &args.optim;
-    if args.bends < 2 {
-        bail!("--bends must be at least 2 (the two endpoints); 3 gives the quadratic Bezier curve");
+    if args.bends < 3 {
+        bail!(bends_error(args.bends));
     }
     let mut init_bends = Vec::new();
     for spec in &args.init_bend {
@@ -197,10 +198,18 @@ fn curve_config(
         init_bends,
         precision: rt.precision,
     };
-    if !(cfg.lr > 0.0) || cfg.batch_size < 1 || cfg.wd < 0.0 {
+    if !(cfg.lr > 0.0 && cfg.lr.is_finite()) || cfg.batch_size < 1 || !(cfg.wd >= 0.0 && cfg.wd.is_finite()) {
         bail!("fit-curve needs --lr > 0, --batch-size >= 1 and --wd >= 0");
     }
+    if cfg.bends < 3 {
+        bail!(bends_error(cfg.bends));
+    }
     Ok(cfg)
+}
+
+/// The error for fewer than 3 bends.
+pub fn bends_error(bends: usize) -> String {
+    format!("--bends must be at least 3 (the two endpoints and at least one free bend; 3 = quadratic Bezier), got {bends}")
 }
 
 /// Loads the endpoints, builds the initial curve, cross-checking every key
@@ -241,13 +250,33 @@ pub fn fit(
     rt: &Runtime,
     resume: bool,
 ) -> Result<()> {
+    let dir = xp::curve_dir(exp);
+    let state_path = checkpoint::state_file(&dir);
+    // Everything is checked before the first write, so a refused command
+    // leaves the experiment as it was.
+    let mut curve = initial_curve(model, cfg, rt)?;
+    if state_path.exists() {
+        if !resume {
+            let epoch = checkpoint::read_meta(&state_path)
+                .ok()
+                .flatten()
+                .map(|m| format!(" (epoch {})", m.epoch))
+                .unwrap_or_default();
+            bail!(
+                "{} already holds a curve fit{epoch}. Pass --resume to continue it, or delete {} to start over.",
+                dir.display(),
+                dir.display()
+            );
+        }
+        let fix = "--resume continues a fit with its own settings: repeat them, or use a new --exp.";
+        xp::ensure_same(exp, "curve", cfg, "a curve fit", fix)?;
+        xp::ensure_same(exp, "data", dcfg, "a curve fit", fix)?;
+        xp::ensure_same(exp, "arch", &model.cfg, "a curve fit", fix)?;
+    }
     xp::write_section(exp, "data", dcfg)?;
     xp::write_section(exp, "arch", &model.cfg)?;
     xp::write_section(exp, "curve", cfg)?;
     xp::record_runtime(exp, rt, model)?;
-    let dir = xp::curve_dir(exp);
-    let state_path = checkpoint::state_file(&dir);
-    let mut curve = initial_curve(model, cfg, rt)?;
     let meta_at = |epoch: usize| {
         let mut m = xp::meta_for(&model.cfg, data, dcfg, epoch);
         m.curve = Some(CurveMeta {

@@ -25,13 +25,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
 }
 
 fn plot(a: &PlotArgs) -> Result<()> {
-    if !a.exp.is_dir() {
-        bail!(
-            "{} is not an experiment directory; create one with `modeconn run --exp {}`",
-            a.exp.display(),
-            a.exp.display()
-        );
-    }
+    let _lock = crate::lock::ExperimentLock::acquire_existing(&a.exp)?;
     let s = crate::report::plot_all(&a.exp)?;
     for p in &s.written {
         println!("{}", p.display());

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use super::endpoints::{self, runtime, TrainConfig};
@@ -174,11 +174,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
             *dst = src;
         }
     }
+    validate(&p)?;
     let exp = args
         .exp
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("experiments/{}", p.name)));
-    std::fs::create_dir_all(&exp).with_context(|| format!("cannot create {}", exp.display()))?;
+    let _lock = crate::lock::ExperimentLock::acquire(&exp)?;
     xp::write_section(&exp, "preset", &p)?;
     let rt_args = crate::cli::RuntimeArgs {
         precision: Some(args.rt.precision.unwrap_or(p.precision)),
@@ -305,36 +306,36 @@ pub fn run(args: &RunArgs) -> Result<()> {
 
 /// Refuses to reuse outputs made with other settings (instead of silently
 /// overwriting finished work).
-fn ensure_same<T: Serialize + serde::de::DeserializeOwned + PartialEq>(
-    exp: &Path,
-    key: &str,
-    now: &T,
-    outputs: &str,
-) -> Result<()> {
-    if let Some(old) = xp::section::<T>(exp, key)? {
-        if &old != now {
-            let a = serde_json::to_value(&old)?;
-            let b = serde_json::to_value(now)?;
-            let mut diffs = Vec::new();
-            if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
-                for (k, v) in b {
-                    if a.get(k) != Some(v) {
-                        diffs.push(format!(
-                            "{k}: {} -> {}",
-                            a.get(k).cloned().unwrap_or_default(),
-                            v
-                        ));
-                    }
-                }
-            }
-            bail!(
-                "{} already holds {outputs} made with other '{key}' settings ({}). Use a new --exp, or delete those outputs to recompute them.",
-                exp.display(),
-                diffs.join(", ")
-            );
-        }
+/// Every step's settings, checked before the first step starts, with the
+/// same rules the single-step commands apply.
+fn validate(p: &Preset) -> Result<()> {
+    let positive = |v: f64| v > 0.0 && v.is_finite();
+    let checks: [(bool, String); 10] = [
+        (p.epochs >= 1, format!("--epochs must be at least 1, got {}", p.epochs)),
+        (positive(p.lr), format!("--lr must be a positive number, got {}", p.lr)),
+        (p.curve_epochs >= 1, format!("--curve-epochs must be at least 1, got {}", p.curve_epochs)),
+        (positive(p.curve_lr), format!("--curve-lr must be a positive number, got {}", p.curve_lr)),
+        (p.batch_size >= 1, format!("--batch-size must be at least 1, got {}", p.batch_size)),
+        (p.wd >= 0.0 && p.wd.is_finite(), format!("--wd must be >= 0, got {}", p.wd)),
+        (p.bends >= 3, fit_curve::bends_error(p.bends)),
+        (p.points >= 2, format!("--points must be at least 2 (t = 0 and t = 1), got {}", p.points)),
+        (p.ensemble >= 1, format!("--ensemble must be at least 1, got {}", p.ensemble)),
+        (p.grid >= 2, format!("--grid must be at least 2, got {}", p.grid)),
+    ];
+    match checks.into_iter().find(|(ok, _)| !ok) {
+        Some((_, msg)) => bail!("{msg}; nothing was run"),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+fn ensure_same<T: Serialize>(exp: &Path, key: &str, now: &T, outputs: &str) -> Result<()> {
+    xp::ensure_same(
+        exp,
+        key,
+        now,
+        outputs,
+        "Use a new --exp, or delete those outputs to recompute them.",
+    )
 }
 
 /// The "meta" object of an eval output file, if it exists and parses.
