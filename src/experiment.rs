@@ -68,6 +68,22 @@ pub fn ensure_same<T: Serialize>(exp: &Path, key: &str, now: &T, what: &str, fix
     );
 }
 
+/// Refuses a `--resume` whose step settings (config section `key`), data or
+/// architecture differ from the saved ones.
+pub fn ensure_resumable<T: Serialize>(
+    exp: &Path,
+    key: &str,
+    step: &T,
+    data: &DataConfig,
+    arch: &ArchConfig,
+    what: &str,
+) -> Result<()> {
+    let fix = "--resume continues a run with its own settings: repeat them, or use a new --exp.";
+    ensure_same(exp, key, step, what, fix)?;
+    ensure_same(exp, "data", data, what, fix)?;
+    ensure_same(exp, "arch", arch, what, fix)
+}
+
 /// "path: saved A, requested B" for every leaf where two JSON values differ
 /// (objects are compared key by key, with dotted paths).
 fn json_diffs(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<String>) {

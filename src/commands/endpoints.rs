@@ -163,10 +163,7 @@ pub fn train_all(
         resuming = true;
     }
     if resuming {
-        let fix = "--resume continues a run with its own settings: repeat them, or use a new --exp.";
-        xp::ensure_same(exp, "train", tcfg, "endpoints", fix)?;
-        xp::ensure_same(exp, "data", dcfg, "endpoints", fix)?;
-        xp::ensure_same(exp, "arch", &model.cfg, "endpoints", fix)?;
+        xp::ensure_resumable(exp, "train", tcfg, dcfg, &model.cfg, "endpoints")?;
     }
     xp::write_section(exp, "data", dcfg)?;
     xp::write_section(exp, "arch", &model.cfg)?;

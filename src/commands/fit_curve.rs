@@ -268,10 +268,7 @@ pub fn fit(
                 dir.display()
             );
         }
-        let fix = "--resume continues a fit with its own settings: repeat them, or use a new --exp.";
-        xp::ensure_same(exp, "curve", cfg, "a curve fit", fix)?;
-        xp::ensure_same(exp, "data", dcfg, "a curve fit", fix)?;
-        xp::ensure_same(exp, "arch", &model.cfg, "a curve fit", fix)?;
+        xp::ensure_resumable(exp, "curve", cfg, dcfg, &model.cfg, "a curve fit")?;
     }
     xp::write_section(exp, "data", dcfg)?;
     xp::write_section(exp, "arch", &model.cfg)?;

@@ -321,11 +321,26 @@ fn along_table(h: &mut String, curve: &PathEval, line: Option<&PathEval>) {
     h.push_str("</table>\n<p class=\"sub\">int = integral over t ∈ [0, 1] (the curve's mean under uniform t); barrier = largest excess of the metric over the chord joining its end values.</p>\n");
 }
 
+/// A config value as a person reads it: strings unquoted, nested objects as
+/// "key value, key value" (the runtime's CPU features, an optimiser), null as "–".
+fn plain(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "–".to_string(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k} {}", plain(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        v => v.to_string(),
+    }
+}
+
 /// One row per setting: top-level sections are flattened one level (`train` / `lr` / `0.05`).
 fn config_table(h: &mut String, c: &Value) {
     let Value::Object(top) = c else { return };
     h.push_str("<table>\n<tr><th>section</th><th>setting</th><th>value</th></tr>\n");
-    let cell = |v: &Value| esc(&v.as_str().map_or_else(|| v.to_string(), str::to_string));
+    let cell = |v: &Value| esc(&plain(v));
     for (section, v) in top {
         match v {
             Value::Object(m) if !m.is_empty() => {
@@ -372,5 +387,7 @@ mod tests {
             "run <code>a &amp; b</code> now"
         );
         assert_eq!(code_spans("odd ` tick"), "odd ` tick");
+        let cpu = serde_json::json!({"avx2": true, "model": "AMD EPYC", "onednn_isa_cap": null});
+        assert_eq!(plain(&cpu), "avx2 true, model AMD EPYC, onednn_isa_cap –");
     }
 }
