@@ -345,7 +345,10 @@ fn layouts(quick: bool, dir: &std::path::Path) {
         modeconn::cpu::CpuFeatures::detect().describe()
     );
     let rounds = if quick { 2 } else { 3 };
-    let mut archs = vec![("seed-convnet", ArchConfig::new(ArchKind::SeedConvnet, 3, 10, 32, 32))];
+    let mut archs = vec![(
+        "seed-convnet",
+        ArchConfig::new(ArchKind::SeedConvnet, 3, 10, 32, 32),
+    )];
     for (name, depth, widen) in [("preresnet-20", 20, 100), ("preresnet-8, widen 25", 8, 25)] {
         let mut c = ArchConfig::new(ArchKind::Preresnet, 3, 10, 32, 32);
         (c.depth, c.widen) = (depth, widen);

@@ -51,7 +51,13 @@ pub fn write_section<T: Serialize>(exp: &Path, name: &str, value: &T) -> Result<
 /// Refuses when config.json's section `key` exists and differs from `now`,
 /// naming each field that differs; `what` says what the saved settings made
 /// and `fix` what to do.
-pub fn ensure_same<T: Serialize>(exp: &Path, key: &str, now: &T, what: &str, fix: &str) -> Result<()> {
+pub fn ensure_same<T: Serialize>(
+    exp: &Path,
+    key: &str,
+    now: &T,
+    what: &str,
+    fix: &str,
+) -> Result<()> {
     let Some(old) = read_config(exp)?.remove(key) else {
         return Ok(());
     };
@@ -90,7 +96,11 @@ fn json_diffs(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<St
     if let (Some(Value::Object(x)), Some(Value::Object(y))) = (a, b) {
         let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
         for k in keys {
-            let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
             json_diffs(&p, x.get(k), y.get(k), out);
         }
     } else if a != b {

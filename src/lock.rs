@@ -134,7 +134,10 @@ mod tests {
         // process conflicts just as another process would.
         let err = ExperimentLock::acquire(&exp).unwrap_err().to_string();
         assert!(err.contains("another modeconn process"), "{err}");
-        assert!(err.contains(&format!("PID {}", std::process::id())), "{err}");
+        assert!(
+            err.contains(&format!("PID {}", std::process::id())),
+            "{err}"
+        );
         drop(first);
         let again = ExperimentLock::acquire(&exp).unwrap();
         assert!(again.path().ends_with(LOCK_FILE));
@@ -145,7 +148,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let exp = dir.path().join("new");
         drop(ExperimentLock::acquire(&exp).unwrap());
-        assert!(!exp.exists(), "an unused experiment directory was left behind");
+        assert!(
+            !exp.exists(),
+            "an unused experiment directory was left behind"
+        );
         let lock = ExperimentLock::acquire(&exp).unwrap();
         std::fs::write(exp.join("config.json"), "{}").unwrap();
         drop(lock);

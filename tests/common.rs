@@ -161,7 +161,14 @@ pub fn run_with_deadline(mut cmd: Command, args: &[&str], limit: Duration) -> Ou
             child.kill().ok();
             child.wait().ok();
             let err = fs::read_to_string(&se).unwrap_or_default();
-            let tail: String = err.chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: String = err
+                .chars()
+                .rev()
+                .take(3000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             panic!(
                 "deadline: `modeconn {}` was still running after {:.0} s (limit {} s) and was killed; the end of its stderr:\n{tail}",
                 args.join(" "),

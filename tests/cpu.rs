@@ -24,10 +24,7 @@ fn a_hung_child_is_killed_at_its_deadline_and_fails_the_test_with_its_command() 
     }));
     let msg = match hit {
         Ok(_) => panic!("a 60 s sleep finished inside a 1 s deadline"),
-        Err(e) => e
-            .downcast_ref::<String>()
-            .cloned()
-            .unwrap_or_default(),
+        Err(e) => e.downcast_ref::<String>().cloned().unwrap_or_default(),
     };
     assert!(
         msg.contains("deadline") && msg.contains("`modeconn sleep 60`") && msg.contains("killed"),
@@ -82,13 +79,34 @@ fn small_widths_train_in_both_memory_formats_with_onednn_avx2_kernels() {
     let env = TestEnv::new();
     let mut cases: Vec<Vec<String>> = Vec::new();
     for w in [13, 19, 25, 31, 38, 44, 50] {
-        cases.push(vec!["--arch".into(), "preresnet".into(), "--depth".into(), "8".into(), "--widen".into(), w.to_string()]);
+        cases.push(vec![
+            "--arch".into(),
+            "preresnet".into(),
+            "--depth".into(),
+            "8".into(),
+            "--widen".into(),
+            w.to_string(),
+        ]);
     }
     for w in [13, 25] {
-        cases.push(vec!["--arch".into(), "preresnet".into(), "--depth".into(), "47".into(), "--widen".into(), w.to_string()]);
+        cases.push(vec![
+            "--arch".into(),
+            "preresnet".into(),
+            "--depth".into(),
+            "47".into(),
+            "--widen".into(),
+            w.to_string(),
+        ]);
     }
     for w in [1, 2] {
-        cases.push(vec!["--arch".into(), "wrn".into(), "--depth".into(), "10".into(), "--widen".into(), w.to_string()]);
+        cases.push(vec![
+            "--arch".into(),
+            "wrn".into(),
+            "--depth".into(),
+            "10".into(),
+            "--widen".into(),
+            w.to_string(),
+        ]);
     }
     for case in &cases {
         let arch: Vec<&str> = case.iter().map(String::as_str).collect();
@@ -102,7 +120,11 @@ fn small_widths_train_in_both_memory_formats_with_onednn_avx2_kernels() {
         }
         // And with the CPU's own kernels (AVX-512 where present).
         let out = train_tiny(&env, &[], &arch, "channels-last");
-        assert!(out.status.success(), "{arch:?} channels-last:\n{}", stderr(&out));
+        assert!(
+            out.status.success(),
+            "{arch:?} channels-last:\n{}",
+            stderr(&out)
+        );
     }
 }
 
@@ -121,7 +143,11 @@ fn explicit_channels_last_warns_about_the_rewritten_convolutions_and_auto_does_n
     );
     for format in ["auto", "contiguous"] {
         let out = train_tiny(&env, &[AVX2], &arch, format);
-        assert!(!stderr(&out).contains("warning"), "{format}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("warning"),
+            "{format}: {}",
+            stderr(&out)
+        );
     }
     // Wide enough that no strided 1x1 convolution has under 16 input channels: no warning.
     let wide = ["--arch", "preresnet", "--depth", "8", "--widen", "100"];
@@ -139,8 +165,21 @@ fn runtime_section(env: &TestEnv, vars: &[(&str, &str)], precision: &str) -> (Va
         Duration::from_secs(120),
         &all,
         &[
-            "train-endpoints", "--exp", &e, "--models", "1", "--epochs", "1", "--batch-size", "64",
-            "--train-subset", "256", "--test-subset", "64", "--precision", precision,
+            "train-endpoints",
+            "--exp",
+            &e,
+            "--models",
+            "1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--train-subset",
+            "256",
+            "--test-subset",
+            "64",
+            "--precision",
+            precision,
         ],
     );
     assert_ok(&out, &["train-endpoints", "--precision", precision]);
@@ -170,7 +209,10 @@ fn precision_auto_follows_the_cpu_and_bf16_without_native_support_warns() {
     let (rt, err) = runtime_section(&env, &[zen3], "bf16");
     assert_eq!(rt["precision"], "bf16", "{rt}");
     assert_eq!(err.matches("warning: --precision bf16").count(), 1, "{err}");
-    assert!(err.contains("AVX512_BF16 no, AMX-BF16 no") && err.contains("14x"), "{err}");
+    assert!(
+        err.contains("AVX512_BF16 no, AMX-BF16 no") && err.contains("14x"),
+        "{err}"
+    );
 
     // A oneDNN ISA cap below bf16 counts as no native bf16.
     let (rt, _) = runtime_section(&env, &[zen4, AVX2], "auto");

@@ -28,7 +28,11 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 fn assert_unchanged(before: &[(PathBuf, Vec<u8>)], exp: &Path, what: &str) {
     let after = snapshot(exp);
     let names = |s: &[(PathBuf, Vec<u8>)]| s.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
-    assert_eq!(names(before), names(&after), "{what}: files were added or removed");
+    assert_eq!(
+        names(before),
+        names(&after),
+        "{what}: files were added or removed"
+    );
     for ((p, a), (_, b)) in before.iter().zip(&after) {
         assert!(a == b, "{what}: {} changed", p.display());
     }
@@ -43,11 +47,25 @@ fn a_refused_command_leaves_the_experiment_as_it_was() {
 
     // Endpoints exist and --resume is missing: refused before any write.
     let out = env.modeconn(&[
-        "train-endpoints", "--exp", &e, "--threads", "1", "--train-subset", "300", "--epochs", "1",
-        "--lr", "0.5", "--seed", "9",
+        "train-endpoints",
+        "--exp",
+        &e,
+        "--threads",
+        "1",
+        "--train-subset",
+        "300",
+        "--epochs",
+        "1",
+        "--lr",
+        "0.5",
+        "--seed",
+        "9",
     ]);
     let err = assert_clean_error(&out, "train-endpoints over a finished run");
-    assert!(err.contains("already holds a run") && err.contains("--resume"), "{err}");
+    assert!(
+        err.contains("already holds a run") && err.contains("--resume"),
+        "{err}"
+    );
     assert_unchanged(&before, &exp, "train-endpoints without --resume");
 
     // The same for a curve.
@@ -76,7 +94,8 @@ fn resume_refuses_changed_settings_and_names_each_field() {
     let out = env.modeconn(&a);
     let err = assert_clean_error(&out, "resume with another lr and seed");
     assert!(
-        err.contains("optim.lr: saved 0.1, requested 0.5") && err.contains("seed: saved 1, requested 9"),
+        err.contains("optim.lr: saved 0.1, requested 0.5")
+            && err.contains("seed: saved 1, requested 9"),
         "{err}"
     );
     assert_unchanged(&before, &exp, "a refused resume");
@@ -88,11 +107,28 @@ fn resume_refuses_changed_settings_and_names_each_field() {
         .collect();
     a.extend_from_slice(&changed);
     let err = assert_clean_error(&env.modeconn(&a), "resume on another training subset");
-    assert!(err.contains("train_subset: saved 3000, requested 2000"), "{err}");
+    assert!(
+        err.contains("train_subset: saved 3000, requested 2000"),
+        "{err}"
+    );
 
-    let out = env.modeconn(&["fit-curve", "--exp", &e, "--resume", "--epochs", "2", "--batch-size", "32", "--lr", "0.2"]);
+    let out = env.modeconn(&[
+        "fit-curve",
+        "--exp",
+        &e,
+        "--resume",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.2",
+    ]);
     let err = assert_clean_error(&out, "curve resume with another lr");
-    assert!(err.contains("'curve' settings") && err.contains("lr: saved"), "{err}");
+    assert!(
+        err.contains("'curve' settings") && err.contains("lr: saved"),
+        "{err}"
+    );
     assert_unchanged(&before, &exp, "refused resumes");
 
     // The same settings resume (here: nothing left to do).
@@ -106,8 +142,19 @@ fn a_second_process_on_one_experiment_is_refused_with_the_first_one_s_pid() {
     let env = TestEnv::new();
     let e = env.p("e");
     let args = [
-        "train-endpoints", "--exp", &e, "--threads", "1", "--train-subset", "6000", "--test-subset",
-        "500", "--epochs", "20", "--models", "1",
+        "train-endpoints",
+        "--exp",
+        &e,
+        "--threads",
+        "1",
+        "--train-subset",
+        "6000",
+        "--test-subset",
+        "500",
+        "--epochs",
+        "20",
+        "--models",
+        "1",
     ];
     let mut first = env.spawn(&args, "first");
     let lock = env.path().join("e/.lock");
@@ -118,24 +165,45 @@ fn a_second_process_on_one_experiment_is_refused_with_the_first_one_s_pid() {
     let config_before = fs::read(env.path().join("e/config.json")).ok();
 
     let out = env.modeconn(&[
-        "train-endpoints", "--exp", &e, "--threads", "1", "--train-subset", "300", "--epochs", "1",
-        "--seed", "7", "--models", "1",
+        "train-endpoints",
+        "--exp",
+        &e,
+        "--threads",
+        "1",
+        "--train-subset",
+        "300",
+        "--epochs",
+        "1",
+        "--seed",
+        "7",
+        "--models",
+        "1",
     ]);
     let still_running = first.try_wait().unwrap().is_none();
     first.kill().ok();
     first.wait().ok();
-    assert!(still_running, "the first process ended before the second started: nothing was tested");
+    assert!(
+        still_running,
+        "the first process ended before the second started: nothing was tested"
+    );
     let err = assert_clean_error(&out, "a second writer");
     assert!(
         err.contains("another modeconn process") && err.contains(&format!("PID {}", first.id())),
         "{err}"
     );
     let config_after = fs::read(env.path().join("e/config.json")).ok();
-    assert!(config_before.is_none() || config_after == config_before, "the refused process rewrote config.json");
+    assert!(
+        config_before.is_none() || config_after == config_before,
+        "the refused process rewrote config.json"
+    );
 
     // Killed holders leave no lock behind: the next command proceeds.
     let out = env.modeconn(&["plot", "--exp", &e]);
-    assert!(!stderr(&out).contains("another modeconn process"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("another modeconn process"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -145,7 +213,11 @@ fn run_checks_every_step_s_flags_before_the_first_step() {
         ("--points", "1", "--points must be at least 2"),
         ("--points", "0", "--points must be at least 2"),
         ("--curve-lr", "0", "--curve-lr must be a positive number"),
-        ("--curve-lr", "-0.05", "--curve-lr must be a positive number"),
+        (
+            "--curve-lr",
+            "-0.05",
+            "--curve-lr must be a positive number",
+        ),
         ("--ensemble", "0", "--ensemble must be at least 1"),
         ("--grid", "1", "--grid must be at least 2"),
         ("--bends", "2", "--bends must be at least 3"),
@@ -153,10 +225,23 @@ fn run_checks_every_step_s_flags_before_the_first_step() {
         let e = env.p(&format!("run{}", flag.trim_start_matches('-')));
         let out = env.modeconn_within(
             Duration::from_secs(30),
-            &["run", "--exp", &e, "--train-subset", "300", "--test-subset", "100", flag, value],
+            &[
+                "run",
+                "--exp",
+                &e,
+                "--train-subset",
+                "300",
+                "--test-subset",
+                "100",
+                flag,
+                value,
+            ],
         );
         let err = assert_clean_error(&out, &format!("run {flag} {value}"));
-        assert!(err.contains(says) && err.contains("nothing was run"), "{flag} {value}: {err}");
+        assert!(
+            err.contains(says) && err.contains("nothing was run"),
+            "{flag} {value}: {err}"
+        );
         assert!(!Path::new(&e).exists(), "run {flag} {value} created {e}");
     }
     let exp = env.copy_of_fixture("e");

@@ -508,17 +508,19 @@ mod tests {
         let p0 = m.init(Device::Cpu);
         let x = Tensor::rand([6, 3, 16, 16], (Kind::Float, Device::Cpu));
         let run = |cl: bool| {
-            let p = m
-                .prepare(&p0, Device::Cpu, cl)
-                .map(|_, t| {
-                    let t = t.detach().copy();
-                    if t.is_floating_point() {
-                        t.set_requires_grad(true)
-                    } else {
-                        t
-                    }
-                });
-            let xin = if cl { channels_last(&x) } else { x.shallow_clone() };
+            let p = m.prepare(&p0, Device::Cpu, cl).map(|_, t| {
+                let t = t.detach().copy();
+                if t.is_floating_point() {
+                    t.set_requires_grad(true)
+                } else {
+                    t
+                }
+            });
+            let xin = if cl {
+                channels_last(&x)
+            } else {
+                x.shallow_clone()
+            };
             let y = m.forward(&p, &xin, BnMode::Train(None), Precision::Fp32);
             (y.square().sum(Kind::Float)).backward();
             let grads: Vec<(String, Tensor)> = p
