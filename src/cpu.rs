@@ -37,7 +37,7 @@ impl CpuFeatures {
         let model = field(&cpuinfo, "model name").unwrap_or_default();
         let flags = match std::env::var("MODECONN_CPU_FLAGS") {
             Ok(f) => f,
-            Err(_) => field(&cpuinfo, "flags").unwrap_or_else(|| fallback_flags()),
+            Err(_) => field(&cpuinfo, "flags").unwrap_or_else(fallback_flags),
         };
         let cap = std::env::var("ONEDNN_MAX_CPU_ISA")
             .or_else(|_| std::env::var("DNNL_MAX_CPU_ISA"))

@@ -56,6 +56,9 @@ pub fn resolve_precision(
     cpu: &CpuFeatures,
     cuda_bf16: impl FnOnce() -> bool,
 ) -> (Precision, Option<String>) {
+    if choice == PrecisionChoice::Fp32 {
+        return (Precision::Fp32, None); // nothing to ask the hardware
+    }
     let native = match device {
         Device::Cpu => cpu.native_bf16(),
         _ => cuda_bf16(),
@@ -87,7 +90,12 @@ pub fn resolve_precision(
 /// asked of `nvidia-smi`; false when it cannot tell.
 fn cuda_native_bf16() -> bool {
     let out = std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=compute_cap", "--format=csv,noheader", "-i", "0"])
+        .args([
+            "--query-gpu=compute_cap",
+            "--format=csv,noheader",
+            "-i",
+            "0",
+        ])
         .output();
     let Ok(out) = out else { return false };
     String::from_utf8_lossy(&out.stdout)
@@ -251,25 +259,36 @@ mod tests {
     #[test]
     fn auto_picks_bf16_only_where_it_is_native() {
         let never = || panic!("the GPU is not asked about on the CPU");
+        // fp32 asks nothing, not even on CUDA.
+        let fp32 = resolve_precision(PrecisionChoice::Fp32, Device::Cuda(0), &cpu(NATIVE), never);
+        assert_eq!(fp32, (Precision::Fp32, None));
         let r = |c, f| resolve_precision(c, Device::Cpu, &cpu(f), never);
         assert_eq!(r(PrecisionChoice::Auto, AVX2_ONLY), (Precision::Fp32, None));
         assert_eq!(r(PrecisionChoice::Auto, NATIVE), (Precision::Bf16, None));
         assert_eq!(r(PrecisionChoice::Fp32, NATIVE), (Precision::Fp32, None));
         assert_eq!(r(PrecisionChoice::Bf16, NATIVE), (Precision::Bf16, None));
         // On CUDA the GPU decides, whatever the CPU has.
-        let gpu = |c, native: bool| resolve_precision(c, Device::Cuda(0), &cpu(AVX2_ONLY), || native).0;
+        let gpu =
+            |c, native: bool| resolve_precision(c, Device::Cuda(0), &cpu(AVX2_ONLY), || native).0;
         assert_eq!(gpu(PrecisionChoice::Auto, true), Precision::Bf16);
         assert_eq!(gpu(PrecisionChoice::Auto, false), Precision::Fp32);
     }
 
     #[test]
     fn bf16_without_native_support_warns_with_what_was_found_and_the_cost() {
-        let (p, w) = resolve_precision(PrecisionChoice::Bf16, Device::Cpu, &cpu(AVX2_ONLY), || true);
+        let (p, w) =
+            resolve_precision(PrecisionChoice::Bf16, Device::Cpu, &cpu(AVX2_ONLY), || true);
         assert_eq!(p, Precision::Bf16, "an explicit request is honoured");
         let w = w.expect("a warning");
-        assert!(w.contains("AVX2 yes, AVX-512 no, AVX512_BF16 no, AMX-BF16 no"), "{w}");
+        assert!(
+            w.contains("AVX2 yes, AVX-512 no, AVX512_BF16 no, AMX-BF16 no"),
+            "{w}"
+        );
         assert!(w.contains("14x") && w.contains("--precision auto"), "{w}");
-        let (_, w) = resolve_precision(PrecisionChoice::Bf16, Device::Cuda(0), &cpu(NATIVE), || false);
+        let (_, w) =
+            resolve_precision(PrecisionChoice::Bf16, Device::Cuda(0), &cpu(NATIVE), || {
+                false
+            });
         assert!(w.expect("a GPU warning").contains("compute capability"));
     }
 

@@ -182,21 +182,21 @@ pub fn train_all(
     let mut dirs = Vec::new();
     for i in 0..tcfg.models {
         let dir = xp::endpoint_dir(exp, i, tcfg.models);
-        train_one(&dir, i, &lp, dcfg, tcfg, resume, &mut prog)?;
+        train_one(&dir, i, &lp, dcfg, tcfg, &mut prog)?;
         dirs.push(dir);
     }
     prog.finish();
     Ok(dirs)
 }
 
-/// Trains endpoint `i` into `dir`, resuming from `state.safetensors` when asked.
+/// Trains endpoint `i` into `dir`, resuming from `state.safetensors` when it
+/// exists (train_all has checked that resuming was asked for).
 fn train_one(
     dir: &Path,
     i: usize,
     lp: &Loop,
     dcfg: &DataConfig,
     tcfg: &TrainConfig,
-    resume: bool,
     prog: &mut Progress,
 ) -> Result<()> {
     let model = lp.model;
@@ -222,15 +222,7 @@ fn train_one(
                 state_path.display()
             )
         })?;
-        if !resume {
-            bail!(
-                "{} already holds a run of {} (epoch {}). Pass --resume to continue it, or delete {} to start over.",
-                dir.display(),
-                meta.arch.arch.name(),
-                meta.epoch,
-                dir.display()
-            );
-        }
+        // (train_all refused an existing state without --resume already.)
         if meta.arch != model.cfg {
             bail!("{} was trained with a different architecture ({:?}); delete it or use another --exp", state_path.display(), meta.arch);
         }

@@ -198,17 +198,30 @@ fn curve_config(
         init_bends,
         precision: rt.precision,
     };
-    if !(cfg.lr > 0.0 && cfg.lr.is_finite()) || cfg.batch_size < 1 || !(cfg.wd >= 0.0 && cfg.wd.is_finite()) {
-        bail!("fit-curve needs --lr > 0, --batch-size >= 1 and --wd >= 0");
+    validate(&cfg, "--lr")?;
+    Ok(cfg)
+}
+
+/// The rules every curve fit obeys (`lr_flag` names the learning-rate flag
+/// in the user's command: `--lr` for fit-curve, `--curve-lr` for run).
+pub fn validate(cfg: &CurveConfig, lr_flag: &str) -> Result<()> {
+    if !(cfg.lr > 0.0 && cfg.lr.is_finite()) {
+        bail!("{lr_flag} must be a positive number, got {}", cfg.lr);
+    }
+    if cfg.batch_size < 1 {
+        bail!("--batch-size must be at least 1, got {}", cfg.batch_size);
+    }
+    if !(cfg.wd >= 0.0 && cfg.wd.is_finite()) {
+        bail!("--wd must be >= 0, got {}", cfg.wd);
     }
     if cfg.bends < 3 {
         bail!(bends_error(cfg.bends));
     }
-    Ok(cfg)
+    Ok(())
 }
 
 /// The error for fewer than 3 bends.
-pub fn bends_error(bends: usize) -> String {
+fn bends_error(bends: usize) -> String {
     format!("--bends must be at least 3 (the two endpoints and at least one free bend; 3 = quadratic Bezier), got {bends}")
 }
 
@@ -252,42 +265,9 @@ pub fn fit(
 ) -> Result<()> {
     let dir = xp::curve_dir(exp);
     let state_path = checkpoint::state_file(&dir);
-    // Everything is checked before the first write, so a refused command
-    // leaves the experiment as it was.
+    // Everything, a saved state included, is read and checked before the
+    // first write, so a refused command leaves the experiment as it was.
     let mut curve = initial_curve(model, cfg, rt)?;
-    if state_path.exists() {
-        if !resume {
-            let epoch = checkpoint::read_meta(&state_path)
-                .ok()
-                .flatten()
-                .map(|m| format!(" (epoch {})", m.epoch))
-                .unwrap_or_default();
-            bail!(
-                "{} already holds a curve fit{epoch}. Pass --resume to continue it, or delete {} to start over.",
-                dir.display(),
-                dir.display()
-            );
-        }
-        xp::ensure_resumable(exp, "curve", cfg, dcfg, &model.cfg, "a curve fit")?;
-    }
-    xp::write_section(exp, "data", dcfg)?;
-    xp::write_section(exp, "arch", &model.cfg)?;
-    xp::write_section(exp, "curve", cfg)?;
-    xp::record_runtime(exp, rt, model)?;
-    let meta_at = |epoch: usize| {
-        let mut m = xp::meta_for(&model.cfg, data, dcfg, epoch);
-        m.curve = Some(CurveMeta {
-            kind: cfg.kind,
-            bends: cfg.bends,
-        });
-        m.note = format!(
-            "curve between {} and {}; wd {}",
-            cfg.start.display(),
-            cfg.end.display(),
-            cfg.wd
-        );
-        m
-    };
     let mut start_epoch = 0;
     let mut saved_optim = None;
     if state_path.exists() {
@@ -320,6 +300,7 @@ pub fn fit(
                 meta.arch.arch
             );
         }
+        xp::ensure_resumable(exp, "curve", cfg, dcfg, &model.cfg, "a curve fit")?;
         let (opt_t, bend_t): (Vec<_>, Vec<_>) = tensors
             .into_iter()
             .partition(|(n, _)| n.starts_with("optim."));
@@ -337,6 +318,24 @@ pub fn fit(
         start_epoch = meta.epoch;
         saved_optim = Some(opt_t);
     }
+    xp::write_section(exp, "data", dcfg)?;
+    xp::write_section(exp, "arch", &model.cfg)?;
+    xp::write_section(exp, "curve", cfg)?;
+    xp::record_runtime(exp, rt, model)?;
+    let meta_at = |epoch: usize| {
+        let mut m = xp::meta_for(&model.cfg, data, dcfg, epoch);
+        m.curve = Some(CurveMeta {
+            kind: cfg.kind,
+            bends: cfg.bends,
+        });
+        m.note = format!(
+            "curve between {} and {}; wd {}",
+            cfg.start.display(),
+            cfg.end.display(),
+            cfg.wd
+        );
+        m
+    };
     if cfg.epochs == 0 || start_epoch >= cfg.epochs {
         checkpoint::save_curve(
             &checkpoint::curve_file(&dir),

@@ -19,7 +19,7 @@ use crate::eval::ensemble::{Average, Sampling};
 use crate::experiment::{self as xp};
 use crate::landscape::Coords;
 use crate::loader::{self, DataConfig, Normalize};
-use crate::model::{ArchKind, Model};
+use crate::model::{ArchKind, Model, Precision};
 use crate::optim::{OptimConfig, OptimKind, Schedule};
 use crate::runtime::PrecisionChoice;
 
@@ -174,11 +174,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
             *dst = src;
         }
     }
-    validate(&p)?;
     let exp = args
         .exp
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("experiments/{}", p.name)));
+    validate(&p, &exp)?;
     let _lock = crate::lock::ExperimentLock::acquire(&exp)?;
     xp::write_section(&exp, "preset", &p)?;
     let rt_args = crate::cli::RuntimeArgs {
@@ -205,45 +205,15 @@ pub fn run(args: &RunArgs) -> Result<()> {
         arch.depth = d;
     }
     let model = Model::new(arch)?;
-    let tcfg = TrainConfig {
-        models: 2,
-        seed: p.seed,
-        epochs: p.epochs,
-        batch_size: p.batch_size,
-        optim: OptimConfig {
-            kind: OptimKind::Sgd,
-            lr: p.lr,
-            momentum: 0.9,
-            nesterov: false,
-            wd: p.wd,
-        },
-        schedule: p.schedule,
-        augment: endpoints::default_augment(&data),
-        precision: rt.precision,
-    };
-    endpoints::validate(&tcfg)?;
+    let augment = endpoints::default_augment(&data);
+    let tcfg = train_config(&p, augment, rt.precision);
     ensure_same(&exp, "train", &tcfg, "start_model/ and end_model/")?;
     ensure_same(&exp, "data", &dcfg, "every step's outputs")?;
     endpoints::train_all(&exp, &model, &data, &dcfg, &tcfg, &rt, true)?;
 
     // 2. Curve.
     step(2, "fit curve");
-    let ccfg = CurveConfig {
-        kind: p.curve,
-        bends: p.bends,
-        epochs: p.curve_epochs,
-        batch_size: p.batch_size,
-        lr: p.curve_lr,
-        momentum: 0.9,
-        wd: p.wd,
-        schedule: p.schedule,
-        seed: p.seed,
-        augment: tcfg.augment,
-        start: crate::checkpoint::model_file(&xp::endpoint_dir(&exp, 0, 2)),
-        end: crate::checkpoint::model_file(&xp::endpoint_dir(&exp, 1, 2)),
-        init_bends: vec![],
-        precision: rt.precision,
-    };
+    let ccfg = curve_config(&p, &exp, augment, rt.precision);
     ensure_same(&exp, "curve", &ccfg, "curve_model/")?;
     fit_curve::fit(&exp, &model, &data, &dcfg, &ccfg, &rt, true)?;
     drop(data);
@@ -306,26 +276,86 @@ pub fn run(args: &RunArgs) -> Result<()> {
 
 /// Refuses to reuse outputs made with other settings (instead of silently
 /// overwriting finished work).
-/// Every step's settings, checked before the first step starts, with the
-/// same rules the single-step commands apply.
-fn validate(p: &Preset) -> Result<()> {
-    let positive = |v: f64| v > 0.0 && v.is_finite();
-    let checks: [(bool, String); 10] = [
-        (p.epochs >= 1, format!("--epochs must be at least 1, got {}", p.epochs)),
-        (positive(p.lr), format!("--lr must be a positive number, got {}", p.lr)),
-        (p.curve_epochs >= 1, format!("--curve-epochs must be at least 1, got {}", p.curve_epochs)),
-        (positive(p.curve_lr), format!("--curve-lr must be a positive number, got {}", p.curve_lr)),
-        (p.batch_size >= 1, format!("--batch-size must be at least 1, got {}", p.batch_size)),
-        (p.wd >= 0.0 && p.wd.is_finite(), format!("--wd must be >= 0, got {}", p.wd)),
-        (p.bends >= 3, fit_curve::bends_error(p.bends)),
-        (p.points >= 2, format!("--points must be at least 2 (t = 0 and t = 1), got {}", p.points)),
-        (p.ensemble >= 1, format!("--ensemble must be at least 1, got {}", p.ensemble)),
-        (p.grid >= 2, format!("--grid must be at least 2, got {}", p.grid)),
-    ];
-    match checks.into_iter().find(|(ok, _)| !ok) {
-        Some((_, msg)) => bail!("{msg}; nothing was run"),
-        None => Ok(()),
+/// The endpoint step's settings.
+fn train_config(p: &Preset, augment: bool, precision: Precision) -> TrainConfig {
+    TrainConfig {
+        models: 2,
+        seed: p.seed,
+        epochs: p.epochs,
+        batch_size: p.batch_size,
+        optim: OptimConfig {
+            kind: OptimKind::Sgd,
+            lr: p.lr,
+            momentum: 0.9,
+            nesterov: false,
+            wd: p.wd,
+        },
+        schedule: p.schedule,
+        augment,
+        precision,
     }
+}
+
+/// The curve step's settings: a curve between the two endpoints of `exp`.
+fn curve_config(p: &Preset, exp: &Path, augment: bool, precision: Precision) -> CurveConfig {
+    CurveConfig {
+        kind: p.curve,
+        bends: p.bends,
+        epochs: p.curve_epochs,
+        batch_size: p.batch_size,
+        lr: p.curve_lr,
+        momentum: 0.9,
+        wd: p.wd,
+        schedule: p.schedule,
+        seed: p.seed,
+        augment,
+        start: crate::checkpoint::model_file(&xp::endpoint_dir(exp, 0, 2)),
+        end: crate::checkpoint::model_file(&xp::endpoint_dir(exp, 1, 2)),
+        init_bends: vec![],
+        precision,
+    }
+}
+
+/// Every step's settings, checked before the first step starts, through the
+/// validation the single-step commands use (augmentation and precision are
+/// not known before the data and the runtime, and no rule looks at them).
+fn validate(p: &Preset, exp: &Path) -> Result<()> {
+    let checked = endpoints::validate(&train_config(p, false, Precision::Fp32))
+        .and_then(|_| {
+            fit_curve::validate(&curve_config(p, exp, false, Precision::Fp32), "--curve-lr")
+        })
+        .and_then(|_| {
+            let checks = [
+                (
+                    p.epochs >= 1,
+                    format!("--epochs must be at least 1, got {}", p.epochs),
+                ),
+                (
+                    p.curve_epochs >= 1,
+                    format!("--curve-epochs must be at least 1, got {}", p.curve_epochs),
+                ),
+                (
+                    p.points >= 2,
+                    format!(
+                        "--points must be at least 2 (t = 0 and t = 1), got {}",
+                        p.points
+                    ),
+                ),
+                (
+                    p.ensemble >= 1,
+                    format!("--ensemble must be at least 1, got {}", p.ensemble),
+                ),
+                (
+                    p.grid >= 2,
+                    format!("--grid must be at least 2, got {}", p.grid),
+                ),
+            ];
+            match checks.into_iter().find(|(ok, _)| !ok) {
+                Some((_, msg)) => bail!(msg),
+                None => Ok(()),
+            }
+        });
+    checked.map_err(|e| anyhow::anyhow!("{e}; nothing was run"))
 }
 
 fn ensure_same<T: Serialize>(exp: &Path, key: &str, now: &T, outputs: &str) -> Result<()> {
