@@ -43,9 +43,15 @@ build: $(TORCH_STAMP)
 run: setup
 	$(BIN) run --preset quick
 
+# Lints first (warnings are errors), then every test; `cargo test` also builds
+# examples/, which tests/example.rs runs.
 test: setup
-	LIBTORCH=$$($(VENV)/bin/python -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')/torch \
-		cargo test --release --locked
+	export LIBTORCH=$$($(VENV)/bin/python -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')/torch; \
+	if cargo clippy --version >/dev/null 2>&1; then \
+		cargo clippy --release --locked --all-targets -- -D warnings; \
+	else \
+		echo "cargo clippy is not installed: lints skipped (rustup component add clippy)"; \
+	fi && cargo test --release --locked
 
 # GPU machines: the full CUDA stack from PyPI (about 4.7 GB), then relink with libtorch_cuda.
 gpu: $(TORCH_STAMP)

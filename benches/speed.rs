@@ -44,9 +44,11 @@ use modeconn::model::{
     channels_last, seed_convnet_pytorch_order, ArchConfig, ArchKind, BnMode, Model, Params,
     Precision,
 };
+use modeconn::observe::{Progress, Silent};
 use modeconn::optim::{OptimConfig, OptimKind, Optimizer};
-use modeconn::progress::Progress;
 use modeconn::runtime::Runtime;
+use modeconn::train::curve::batch_at_random_t;
+use modeconn::train::endpoints::trainable;
 use modeconn::train::Loop;
 use tch::{Device, Kind, Tensor};
 
@@ -62,18 +64,9 @@ fn rt(precision: Precision, cl: bool) -> Runtime {
     }
 }
 
+/// The library's trainable set-up, on a copy (repetitions start equal).
 fn leaves_of(model: &Model, p: &Params) -> (Params, Vec<Tensor>) {
-    let p = p.map(|n, t| {
-        if model.is_weight(n) {
-            t.detach().copy().set_requires_grad(true)
-        } else {
-            t.copy()
-        }
-    });
-    let leaves = model
-        .weight_names()
-        .map(|n| p.get(n).shallow_clone())
-        .collect();
+    let (p, _, leaves) = trainable(model, &p.map(|_, t| t.copy()));
     (p, leaves)
 }
 
@@ -108,7 +101,7 @@ fn train_modeconn(
         augment,
         bn: BnMode::Train(None),
     };
-    let mut prog = Progress::new("bench", lp.batches_per_epoch());
+    let mut prog = Progress::new(&Silent, "bench", lp.batches_per_epoch());
     let start = Instant::now();
     if curve {
         let w = modeconn::curve::weights_only(model, &p0);
@@ -116,12 +109,7 @@ fn train_modeconn(
         let leaves = c.trainable();
         let mut opt = sgd(&leaves);
         let cc = &c;
-        let mut batch = || {
-            let t = Tensor::rand([1], (Kind::Double, Device::Cpu)).double_value(&[0]);
-            let w = cc.weights_at(t);
-            let reg = w.sq_norm(|_| true) * 2.5e-4;
-            (w, Some(reg))
-        };
+        let mut batch = || batch_at_random_t(cc, 5e-4);
         lp.epoch(&leaves, &mut opt, 0.01, &mut batch, &mut prog)
             .unwrap();
     } else {
@@ -148,9 +136,9 @@ fn train_preloaded(model: &Model, p0: &Params, x: &Tensor, y: &Tensor) -> f64 {
         let b = 128.min(n - s);
         let logits = seed_convnet_pytorch_order(&p, &x.narrow(0, s, b), true);
         let loss = logits.cross_entropy_for_logits(&y.narrow(0, s, b));
-        opt.zero_grad(&leaves);
+        opt.zero_grad(&leaves).unwrap();
         loss.backward();
-        opt.step(&leaves, 0.01);
+        opt.step(&leaves, 0.01).unwrap();
         s += b;
     }
     n as f64 / start.elapsed().as_secs_f64()
@@ -389,7 +377,7 @@ fn layouts(quick: bool, dir: &std::path::Path) {
 /// error printed, when it cannot be read.
 fn load_cifar(dir: &std::path::Path, train: usize, test: Option<usize>) -> Option<Data> {
     let cfg = DataConfig {
-        dataset: "image-folder".into(),
+        dataset: modeconn::data::DatasetKind::ImageFolder,
         data_dir: Some(dir.to_path_buf()),
         normalize: Normalize::None,
         train_subset: Some(train),
@@ -493,9 +481,9 @@ fn workloads(quick: bool, dir: &std::path::Path) {
                 .collect(),
         };
         let ts = along::grid(61);
-        let mut prog = Progress::new("sweep", along::sweep_work(&ev, ts.len()));
+        let mut prog = Progress::new(&Silent, "sweep", along::sweep_work(&ev, ts.len()));
         let start = Instant::now();
-        let path = along::sweep(&ev, &ts, &|t| c.point(&model, t), 5e-4, &mut prog);
+        let path = along::sweep(&ev, &ts, &|t| c.point(&model, t), 5e-4, &mut prog).unwrap();
         let sweep = ts.len() as f64 * images / start.elapsed().as_secs_f64();
         bases.push(baseline());
         let sweep_base = 0.5 * (bases[bases.len() - 2] + bases[bases.len() - 1]);
@@ -515,7 +503,19 @@ fn workloads(quick: bool, dir: &std::path::Path) {
             wd: 5e-4,
         };
         let start = Instant::now();
-        let plane = landscape::compute(&ev, &model, &c, Coords::Orthonormal, side, 0.2, meta, &out);
+        let plane = landscape::compute(
+            &ev,
+            &model,
+            &c,
+            &modeconn::config::LandscapeConfig {
+                grid: side,
+                margin: 0.2,
+                coords: Coords::Orthonormal,
+            },
+            meta,
+            &out,
+            &Silent,
+        );
         let grid = (side * side) as f64 * images / start.elapsed().as_secs_f64();
         let _ = std::fs::remove_file(&out);
         bases.push(baseline());

@@ -30,8 +30,8 @@ const META_KEY: &str = "modeconn";
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Meta {
     pub arch: ArchConfig,
-    pub dataset: String,
-    pub normalize: String,
+    pub dataset: crate::data::DatasetKind,
+    pub normalize: crate::loader::Normalize,
     /// Per-channel mean and std used for `--normalize standard` (pixel/255 units).
     pub norm_mean: Vec<f64>,
     pub norm_std: Vec<f64>,
@@ -140,9 +140,12 @@ pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)], meta: Option<&Me
     write_atomic(path, &buf)
 }
 
+/// Named tensors, in file order.
+pub type NamedTensors = Vec<(String, Tensor)>;
+
 /// Reads every tensor of a `.safetensors`, `.pt` or `.pth` file, with the
 /// modeconn metadata when present.
-pub fn read_tensors(path: &Path) -> Result<(Vec<(String, Tensor)>, Option<Meta>)> {
+pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Option<Meta>)> {
     if !path.exists() {
         bail!("checkpoint {} does not exist", path.display());
     }
@@ -304,8 +307,8 @@ mod tests {
         let p = dir.path().join("m.safetensors");
         let meta = Meta {
             arch: ArchConfig::new(ArchKind::SeedConvnet, 1, 10, 28, 28),
-            dataset: "fashion-mnist".into(),
-            normalize: "none".into(),
+            dataset: crate::data::DatasetKind::FashionMnist,
+            normalize: crate::loader::Normalize::None,
             norm_mean: vec![0.0],
             norm_std: vec![1.0],
             classes: (0..10).map(|i| i.to_string()).collect(),

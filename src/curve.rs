@@ -13,26 +13,16 @@
 //! and the result is a plain [`Params`] that the model's single forward uses.
 
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::model::{Model, Params};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum CurveKind {
-    /// Bezier curve with Bernstein coefficients.
-    Bezier,
-    /// Polygonal chain through the bends.
-    Polychain,
-}
-
-impl CurveKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            CurveKind::Bezier => "bezier",
-            CurveKind::Polychain => "polychain",
-        }
+crate::choice! {
+    pub enum CurveKind {
+        /// Bezier curve with Bernstein coefficients.
+        Bezier = "bezier",
+        /// Polygonal chain through the bends.
+        Polychain = "polychain",
     }
 }
 

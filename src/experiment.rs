@@ -8,11 +8,12 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
 
 use crate::checkpoint::{self, Meta};
-use crate::cli::{DataArgs, ModelArgs};
+use crate::config::{default_normalize, ArchRequest, DataRequest};
 use crate::curve::Curve;
 use crate::data::DatasetKind;
-use crate::loader::{self, Data, DataConfig, Normalize};
+use crate::loader::{self, Data, DataConfig};
 use crate::model::{ArchConfig, ArchKind, Model, Params};
+use crate::observe::{Event, Observer};
 use crate::runtime::Runtime;
 
 pub fn config_path(exp: &Path) -> PathBuf {
@@ -32,12 +33,19 @@ pub fn read_config(exp: &Path) -> Result<Map<String, Value>> {
     }
 }
 
-/// One section of config.json, if present and well-formed.
+/// One section of config.json, if present. A section that does not parse
+/// (a wrong type, a missing field) is an error naming it, never a silent
+/// default.
 pub fn section<T: DeserializeOwned>(exp: &Path, name: &str) -> Result<Option<T>> {
-    Ok(match read_config(exp)?.get(name) {
-        Some(v) => serde_json::from_value(v.clone()).ok(),
-        None => None,
-    })
+    match read_config(exp)?.remove(name) {
+        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| {
+            anyhow!(
+                "{}: section '{name}' is malformed ({e}); fix it, or delete the file and rerun the step that wrote it",
+                config_path(exp).display()
+            )
+        }),
+        None => Ok(None),
+    }
 }
 
 /// Sets one section of config.json (read-modify-write, atomic).
@@ -111,9 +119,14 @@ fn json_diffs(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<St
 
 /// Records the machine and the resolved runtime in config.json (section
 /// `runtime`, rewritten by each training step) and warns about the layout.
-pub fn record_runtime(exp: &Path, rt: &crate::runtime::Runtime, model: &Model) -> Result<()> {
-    if let Some(w) = rt.layout_warning(model) {
-        crate::runtime::warn_once(&w);
+pub fn record_runtime(
+    exp: &Path,
+    rt: &crate::runtime::Runtime,
+    model: &Model,
+    obs: &dyn Observer,
+) -> Result<()> {
+    if let Some(text) = rt.layout_warning(model) {
+        obs.event(&Event::Warning { text });
     }
     write_section(exp, "runtime", &rt.record())
 }
@@ -131,28 +144,17 @@ pub fn curve_dir(exp: &Path) -> PathBuf {
     exp.join("curve_model")
 }
 
-/// Default normalisation: none for the seed's ConvNet (its checkpoints
-/// expect pixels/255), per-channel standardisation otherwise.
-pub fn default_normalize(arch: ArchKind) -> Normalize {
-    match arch {
-        ArchKind::SeedConvnet => Normalize::None,
-        _ => Normalize::Standard,
-    }
-}
-
 /// Data settings from flags, falling back on `base` (a checkpoint's or
 /// config.json's) and then on defaults.
 pub fn data_config(
-    args: &DataArgs,
+    args: &DataRequest,
     base: Option<&DataConfig>,
     arch: ArchKind,
 ) -> Result<DataConfig> {
     let dataset = args
         .dataset
-        .clone()
-        .or_else(|| base.map(|b| b.dataset.clone()))
-        .unwrap_or_else(|| "fashion-mnist".to_string());
-    DatasetKind::parse(&dataset)?;
+        .or_else(|| base.map(|b| b.dataset))
+        .unwrap_or(DatasetKind::FashionMnist);
     let same = base.map(|b| b.dataset == dataset).unwrap_or(false);
     Ok(DataConfig {
         data_dir: args.data_dir.clone().or_else(|| {
@@ -185,7 +187,7 @@ pub fn data_config(
 }
 
 /// Architecture from flags (falling back on `base`) and the data's shape.
-pub fn arch_config(args: &ModelArgs, base: Option<&ArchConfig>, data: &Data) -> ArchConfig {
+pub fn arch_config(args: &ArchRequest, base: Option<&ArchConfig>, data: &Data) -> ArchConfig {
     let arch = args
         .arch
         .or(base.map(|b| b.arch))
@@ -218,8 +220,8 @@ pub fn arch_config(args: &ModelArgs, base: Option<&ArchConfig>, data: &Data) -> 
 pub fn meta_for(arch: &ArchConfig, data: &Data, cfg: &DataConfig, epoch: usize) -> Meta {
     Meta {
         arch: arch.clone(),
-        dataset: cfg.dataset.clone(),
-        normalize: cfg.normalize.name().to_string(),
+        dataset: cfg.dataset,
+        normalize: cfg.normalize,
         norm_mean: data.norm.mean.clone(),
         norm_std: data.norm.std.clone(),
         classes: data.classes.clone(),
@@ -234,12 +236,12 @@ pub fn meta_for(arch: &ArchConfig, data: &Data, cfg: &DataConfig, epoch: usize) 
 pub fn load_data_for(
     meta: &Meta,
     exp: Option<&Path>,
-    args: &DataArgs,
+    args: &DataRequest,
     rt: &Runtime,
     origin: &Path,
 ) -> Result<(Data, DataConfig)> {
-    if let Some(d) = &args.dataset {
-        if d != &meta.dataset {
+    if let Some(d) = args.dataset {
+        if d != meta.dataset {
             bail!(
                 "{} was made on dataset '{}', but --dataset is '{}'; evaluate it on '{}' or fit a new curve on '{}'",
                 origin.display(),
@@ -257,13 +259,13 @@ pub fn load_data_for(
     let mut base = base
         .filter(|b| b.dataset == meta.dataset)
         .unwrap_or(DataConfig {
-            dataset: meta.dataset.clone(),
+            dataset: meta.dataset,
             data_dir: None,
-            normalize: Normalize::parse(&meta.normalize)?,
+            normalize: meta.normalize,
             train_subset: None,
             test_subset: None,
         });
-    base.normalize = Normalize::parse(&meta.normalize)?;
+    base.normalize = meta.normalize;
     let cfg = data_config(args, Some(&base), meta.arch.arch)?;
     let norm = Some((meta.norm_mean.clone(), meta.norm_std.clone())).filter(|(m, _)| !m.is_empty());
     let data = loader::load(&cfg, rt.device, norm)?;

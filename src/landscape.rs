@@ -17,13 +17,13 @@ use tch::Kind;
 use crate::curve::{with_fresh_buffers, Curve};
 use crate::eval::Evaluator;
 use crate::model::{Model, Params};
-use crate::progress::Progress;
+use crate::observe::Progress;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Coords {
-    Orthonormal,
-    Seed,
+crate::choice! {
+    pub enum Coords {
+        Orthonormal = "orthonormal",
+        Seed = "seed",
+    }
 }
 
 /// Inner product of two weight sets.
@@ -198,17 +198,20 @@ pub fn axes(points: &[(f64, f64)], grid: usize, margin: f64) -> (Vec<f64>, Vec<f
 
 /// Computes (or resumes) the landscape grid and writes plane.json after
 /// every row, atomically.
-#[allow(clippy::too_many_arguments)]
 pub fn compute(
     ev: &Evaluator,
     model: &Model,
     curve: &Curve,
-    coords: Coords,
-    grid: usize,
-    margin: f64,
+    cfg: &crate::config::LandscapeConfig,
     meta_base: PlaneMeta,
     out: &Path,
+    obs: &dyn crate::observe::Observer,
 ) -> Result<PlaneFile> {
+    let crate::config::LandscapeConfig {
+        grid,
+        margin,
+        coords,
+    } = *cfg;
     if curve.num_bends() < 3 {
         bail!(
             "a curve with {} bends is a straight line: there is no plane to draw",
@@ -282,7 +285,16 @@ pub fn compute(
     // Resume: keep finished rows of an earlier run with identical settings.
     if let Ok(s) = std::fs::read_to_string(out) {
         if let Ok(old) = serde_json::from_str::<PlaneFile>(&s) {
-            if old.meta == meta && old.xs.len() == grid && old.ys.len() == grid {
+            let whole =
+                |g: &Vec<Vec<Option<f64>>>| g.len() == grid && g.iter().all(|r| r.len() == grid);
+            // Rows of another shape (a damaged file) are recomputed.
+            if old.meta == meta
+                && old.xs.len() == grid
+                && old.ys.len() == grid
+                && whole(&old.train_loss)
+                && whole(&old.test_err)
+                && whole(&old.test_nll)
+            {
                 file.train_loss = old.train_loss;
                 file.test_err = old.test_err;
                 file.test_nll = old.test_nll;
@@ -293,7 +305,7 @@ pub fn compute(
     let todo: Vec<usize> = (0..grid)
         .filter(|&j| file.train_loss[j].iter().any(Option::is_none))
         .collect();
-    let mut prog = Progress::new("landscape", (grid * grid) as u64);
+    let mut prog = Progress::new(obs, "landscape", (grid * grid) as u64);
     prog.inc(((grid - todo.len()) * grid) as u64);
     let is_w = |n: &str| model.is_weight(n);
     for j in todo {
@@ -304,7 +316,7 @@ pub fn compute(
             .iter()
             .map(|&x| with_fresh_buffers(model, plane.point((x, y))))
             .collect();
-        ev.update_bn(&pts);
+        ev.update_bn(&pts)?;
         let (train, _) = ev.evaluate(&pts, &ev.data.train, false);
         let (test, _) = ev.evaluate(&pts, &ev.data.test, false);
         for i in 0..grid {

@@ -9,8 +9,9 @@
 //! state dict are all just parameter sets handed to it.
 
 pub mod checkpoint;
-pub mod cli;
-pub mod commands;
+#[macro_use]
+pub mod choice;
+pub mod config;
 pub mod cpu;
 pub mod curve;
 pub mod data;
@@ -20,8 +21,10 @@ pub mod landscape;
 pub mod loader;
 pub mod lock;
 pub mod model;
+pub mod observe;
 pub mod optim;
-pub mod progress;
+pub mod plan;
 pub mod report;
 pub mod runtime;
+pub mod schema;
 pub mod train;

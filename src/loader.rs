@@ -15,34 +15,18 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::{self, DatasetKind, RawDataset, RawSplit};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Normalize {
-    /// pixels / 255 (what the seed checkpoints expect).
-    None,
-    /// per-channel mean/std of the training set.
-    Standard,
-}
-
-impl Normalize {
-    pub fn name(self) -> &'static str {
-        match self {
-            Normalize::None => "none",
-            Normalize::Standard => "standard",
-        }
-    }
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "none" => Ok(Normalize::None),
-            "standard" => Ok(Normalize::Standard),
-            _ => bail!("unknown normalisation '{s}' (expected none or standard)"),
-        }
+crate::choice! {
+    pub enum Normalize {
+        /// pixels / 255 (what the seed checkpoints expect).
+        None = "none",
+        /// per-channel mean/std of the training set.
+        Standard = "standard",
     }
 }
 
@@ -367,7 +351,7 @@ impl Data {
 /// Options that decide which data is loaded and how.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DataConfig {
-    pub dataset: String,
+    pub dataset: crate::data::DatasetKind,
     pub data_dir: Option<std::path::PathBuf>,
     pub normalize: Normalize,
     pub train_subset: Option<usize>,
@@ -423,7 +407,7 @@ pub fn load(
     device: Device,
     norm_override: Option<(Vec<f64>, Vec<f64>)>,
 ) -> Result<Data> {
-    let kind = DatasetKind::parse(&cfg.dataset)?;
+    let kind = cfg.dataset;
     let raw: RawDataset = data::load(kind, cfg.data_dir.as_deref(), &cache_dir())?;
     let (h, w, c) = (raw.height, raw.width, raw.channels);
     let (mean, std) = match (cfg.normalize, norm_override) {

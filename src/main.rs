@@ -1,8 +1,12 @@
+//! The `modeconn` binary: the command line over the library.
+
+mod cli;
+
 use clap::Parser;
 
 fn main() {
-    let cli = modeconn::cli::Cli::parse();
-    if let Err(e) = modeconn::commands::dispatch(cli) {
+    let cli = cli::Cli::parse();
+    if let Err(e) = cli::dispatch(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -8,11 +8,11 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimKind {
-    Sgd,
-    Adam,
+crate::choice! {
+    pub enum OptimKind {
+        Sgd = "sgd",
+        Adam = "adam",
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -57,7 +57,7 @@ impl Optimizer {
     }
 
     /// One update with learning rate `lr`, using the leaves' `.grad()`.
-    pub fn step(&mut self, leaves: &[Tensor], lr: f64) {
+    pub fn step(&mut self, leaves: &[Tensor], lr: f64) -> Result<()> {
         let _guard = tch::no_grad_guard();
         self.steps += 1;
         for (i, p) in leaves.iter().enumerate() {
@@ -75,9 +75,7 @@ impl Optimizer {
                     let d = if self.cfg.momentum != 0.0 {
                         // buf = μ·buf + g (PyTorch, dampening 0; buf starts at 0 so the first buf is g)
                         let mut buf = self.m[i].shallow_clone();
-                        let _ = buf
-                            .f_mul_scalar_(self.cfg.momentum)
-                            .and_then(|mut b| b.f_add_(&g));
+                        drop(buf.f_mul_scalar_(self.cfg.momentum)?.f_add_(&g)?);
                         if self.cfg.nesterov {
                             &g + &self.m[i] * self.cfg.momentum
                         } else {
@@ -86,35 +84,34 @@ impl Optimizer {
                     } else {
                         g
                     };
-                    let mut p = p.shallow_clone();
-                    let _ = p.f_sub_(&(d * lr));
+                    drop(p.shallow_clone().f_sub_(&(d * lr))?);
                 }
                 OptimKind::Adam => {
                     let (b1, b2, eps) = (0.9, 0.999, 1e-8);
                     let (mut m, mut v) = (self.m[i].shallow_clone(), self.v[i].shallow_clone());
-                    let _ = m
-                        .f_mul_scalar_(b1)
-                        .and_then(|mut m| m.f_add_(&(&g * (1.0 - b1))));
-                    let _ = v
-                        .f_mul_scalar_(b2)
-                        .and_then(|mut v| v.f_add_(&(g.square() * (1.0 - b2))));
+                    drop(m.f_mul_scalar_(b1)?.f_add_(&(&g * (1.0 - b1)))?);
+                    drop(v.f_mul_scalar_(b2)?.f_add_(&(g.square() * (1.0 - b2)))?);
                     let bc1 = 1.0 - b1.powi(self.steps as i32);
                     let bc2 = 1.0 - b2.powi(self.steps as i32);
                     let denom = (&self.v[i] / bc2).sqrt() + eps;
-                    let mut p = p.shallow_clone();
-                    let _ = p.f_sub_(&(&self.m[i] / denom * (lr / bc1)));
+                    drop(
+                        p.shallow_clone()
+                            .f_sub_(&(&self.m[i] / denom * (lr / bc1)))?,
+                    );
                 }
             }
         }
+        Ok(())
     }
 
-    pub fn zero_grad(&self, leaves: &[Tensor]) {
+    pub fn zero_grad(&self, leaves: &[Tensor]) -> Result<()> {
         for p in leaves {
             let mut g = p.grad();
             if g.defined() {
-                let _ = g.f_detach_().and_then(|mut g| g.f_zero_());
+                drop(g.f_detach_()?.f_zero_()?);
             }
         }
+        Ok(())
     }
 
     /// State as named tensors, for the resume checkpoint.
@@ -159,19 +156,19 @@ impl Optimizer {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Schedule {
-    /// The reference implementation's: constant for the first half, linear
-    /// decay to 1% between 50% and 90% of training, then 1%.
-    Reference,
-    /// Cosine annealing from lr to 0.
-    Cosine,
-    /// The seed experiment's shape: linear warm-up over the first 10% of
-    /// epochs (from lr/10), constant, exponential decay to 1% over the last third.
-    Seed,
-    /// Constant.
-    Constant,
+crate::choice! {
+    pub enum Schedule {
+        /// The reference implementation's: constant for the first half, linear
+        /// decay to 1% between 50% and 90% of training, then 1%.
+        Reference = "reference",
+        /// Cosine annealing from lr to 0.
+        Cosine = "cosine",
+        /// The seed experiment's shape: linear warm-up over the first 10% of
+        /// epochs (from lr/10), constant, exponential decay to 1% over the last third.
+        Seed = "seed",
+        /// Constant.
+        Constant = "constant",
+    }
 }
 
 /// Learning rate for `epoch` (0-based) of `epochs`.
@@ -272,9 +269,9 @@ mod tests {
         };
         let mut opt = Optimizer::new(cfg, &leaves);
         for _ in 0..2 {
-            opt.zero_grad(&leaves);
+            opt.zero_grad(&leaves).unwrap();
             (&leaves[0] * 1.0).sum(Kind::Float).backward();
-            opt.step(&leaves, 0.1);
+            opt.step(&leaves, 0.1).unwrap();
         }
         assert!((p.double_value(&[0]) - 0.71).abs() < 1e-6);
     }
@@ -293,7 +290,7 @@ mod tests {
         };
         let mut opt = Optimizer::new(cfg, &leaves);
         (&leaves[0] * 3.0).sum(Kind::Float).backward();
-        opt.step(&leaves, 0.01);
+        opt.step(&leaves, 0.01).unwrap();
         assert!((p.double_value(&[0]) - 1.99).abs() < 1e-5);
     }
 }

@@ -7,39 +7,39 @@ use tch::Device;
 use crate::cpu::CpuFeatures;
 use crate::model::Precision;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceChoice {
-    /// CUDA when available, else CPU.
-    Auto,
-    Cpu,
-    Cuda,
+crate::choice! {
+    pub enum DeviceChoice {
+        /// CUDA when available, else CPU.
+        Auto = "auto",
+        Cpu = "cpu",
+        Cuda = "cuda",
+    }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum MemoryFormat {
-    /// Channels-last on the CPU, where it measured faster for every input tried (CIFAR-10:
-    /// 1.4-1.6x per training step; Fashion-MNIST: 1.5x), except the strided 1x1
-    /// convolutions that oneDNN mishandles (see `model::layers`); NCHW on GPUs.
-    Auto,
-    /// NHWC strides for activations and convolution weights (faster with oneDNN on CPU).
-    ChannelsLast,
-    /// Plain NCHW-contiguous tensors, as PyTorch uses by default.
-    Contiguous,
+crate::choice! {
+    pub enum MemoryFormat {
+        /// Channels-last on the CPU, where it measured faster for every input tried (CIFAR-10:
+        /// 1.4-1.6x per training step; Fashion-MNIST: 1.5x), except the strided 1x1
+        /// convolutions that oneDNN mishandles (see `model::layers`); NCHW on GPUs.
+        Auto = "auto",
+        /// NHWC strides for activations and convolution weights (faster with oneDNN on CPU).
+        ChannelsLast = "channels-last",
+        /// Plain NCHW-contiguous tensors, as PyTorch uses by default.
+        Contiguous = "contiguous",
+    }
 }
 
-/// The requested precision; `auto` resolves per machine (see [`resolve_precision`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum PrecisionChoice {
-    /// bf16 where the hardware computes it natively (a CPU with AVX512_BF16 or AMX-BF16,
-    /// a GPU of compute capability 8.0 or newer), fp32 elsewhere.
-    Auto,
-    /// Everything in float32.
-    Fp32,
-    /// Convolutions and linear layers in bfloat16; parameters, BatchNorm and losses stay fp32.
-    Bf16,
+crate::choice! {
+    /// The requested precision; `auto` resolves per machine (see [`resolve_precision`]).
+    pub enum PrecisionChoice {
+        /// bf16 where the hardware computes it natively (a CPU with AVX512_BF16 or AMX-BF16,
+        /// a GPU of compute capability 8.0 or newer), fp32 elsewhere.
+        Auto = "auto",
+        /// Everything in float32.
+        Fp32 = "fp32",
+        /// Convolutions and linear layers in bfloat16; parameters, BatchNorm and losses stay fp32.
+        Bf16 = "bf16",
+    }
 }
 
 /// What bf16 costs where it is emulated, as measured (quoted in the warning).

@@ -445,7 +445,7 @@ fn build_fixture() -> PathBuf {
         assert_ok(&out, args);
         out
     };
-    let mut a = vec!["train-endpoints", "--exp", &e, "--models", "2"];
+    let mut a = vec!["--json", "train-endpoints", "--exp", &e, "--models", "2"];
     a.extend_from_slice(FIXTURE_TRAIN);
     let out = run(&a);
     fs::write(dir.join("train.stdout"), &out.stdout).unwrap();

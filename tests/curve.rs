@@ -338,6 +338,7 @@ fn exported_point_round_trips_through_fit_curve() {
     let exp = env.copy_of_fixture("e");
     let x_path = env.path().join("phi03.safetensors");
     let out = env.ok(&[
+        "--json",
         "export",
         "--exp",
         exp.to_str().unwrap(),

@@ -13,14 +13,28 @@ fn short_training_run_learns_and_writes_both_endpoints() {
     // `train-endpoints --models 2 --train-subset 3000 --test-subset 1000 --epochs 3 --batch-size 32`.
     let exp = fixture_exp();
     let out = std::fs::read_to_string(fixture().join("train.stdout")).unwrap();
-    // one JSON line per epoch and model on stdout
+    // With --json, stdout is JSON lines only: one per epoch and model, then the result.
     let lines: Vec<Value> = out
         .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+        })
         .collect();
-    assert_eq!(lines.len(), 6, "stdout:\n{out}");
-    assert_eq!(lines[5]["model"], "end_model");
+    let epochs: Vec<&Value> = lines.iter().filter(|v| v["event"] == "epoch").collect();
+    assert_eq!(epochs.len(), 6, "stdout:\n{out}");
+    assert_eq!(epochs[5]["model"], "end_model");
+    assert_eq!(epochs[5]["epoch"], 3);
+    assert!(
+        epochs[5]["test_acc"].as_f64().unwrap() > 0.0,
+        "{}",
+        epochs[5]
+    );
+    let last = lines.last().unwrap();
+    assert_eq!(
+        last["endpoints"].as_array().map(Vec::len),
+        Some(2),
+        "{last}"
+    );
 
     for dir in ["start_model", "end_model"] {
         let d = exp.join(dir);
@@ -103,7 +117,14 @@ fn resumed_training_is_identical_to_an_uninterrupted_run() {
     let (a, b) = (env.p("a"), env.p("b"));
     let mut args_a = vec!["train-endpoints", "--exp", &a];
     args_a.extend_from_slice(common);
-    env.ok(&args_a);
+    let out_a = env.ok(&args_a);
+    // Without --json, stdout is for people: one line per epoch, no JSON.
+    let so = stdout(&out_a);
+    assert!(
+        so.contains("start_model epoch 1: train loss") && so.contains("start_model epoch 3:"),
+        "stdout:\n{so}"
+    );
+    assert!(!so.lines().any(|l| l.starts_with('{')), "stdout:\n{so}");
 
     let mut args_b = vec!["train-endpoints", "--exp", &b];
     args_b.extend_from_slice(common);

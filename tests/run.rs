@@ -174,5 +174,5 @@ fn run_evaluates_train_metrics_only_on_images_it_trained_on() {
     );
     let plane = read_json(&exp.join("landscape/plane.json"));
     let ls = plane["meta"]["train_subset"].as_u64();
-    assert!(ls.map_or(false, |n| n <= 1000), "the landscape's train loss uses train_subset {ls:?}, but the networks were trained on 1000");
+    assert!(ls.is_some_and(|n| n <= 1000), "the landscape's train loss uses train_subset {ls:?}, but the networks were trained on 1000");
 }

@@ -4,5 +4,6 @@ mod cpu;
 mod curve;
 mod endpoints;
 mod eval;
+mod example;
 mod reliability;
 mod run;

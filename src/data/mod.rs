@@ -25,7 +25,8 @@ pub use download::{download, download_files, official_files, RemoteFile};
 pub use subset::balanced_subset;
 
 /// The datasets modeconn knows how to load.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum DatasetKind {
     Mnist,
     FashionMnist,
@@ -67,6 +68,26 @@ impl DatasetKind {
             DatasetKind::Cifar10 => "cifar10",
             DatasetKind::Cifar100 => "cifar100",
             DatasetKind::ImageFolder => "image-folder",
+        }
+    }
+}
+
+impl crate::choice::Choice for DatasetKind {
+    const ALL: &'static [Self] = &DatasetKind::ALL;
+    fn name(self) -> &'static str {
+        DatasetKind::name(&self)
+    }
+    fn help(self) -> &'static str {
+        match self {
+            DatasetKind::Mnist => "MNIST digits (IDX files)",
+            DatasetKind::FashionMnist => {
+                "Fashion-MNIST (IDX files; Debian's copy is found by itself)"
+            }
+            DatasetKind::Cifar10 => "CIFAR-10 (the binary version)",
+            DatasetKind::Cifar100 => "CIFAR-100 (the binary version)",
+            DatasetKind::ImageFolder => {
+                "a directory of train/ and test/ folders, one subfolder per class"
+            }
         }
     }
 }

@@ -6,28 +6,41 @@ use serde::{Deserialize, Serialize};
 use super::metrics::{barrier, summarize, Summary};
 use super::{Evaluator, Stats, GROUP_BUDGET};
 use crate::model::Params;
-use crate::progress::Progress;
+use crate::observe::Progress;
 
 /// One evaluated point of a path.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Row {
+    #[serde(with = "crate::schema::nan")]
     pub t: f64,
+    #[serde(with = "crate::schema::nan")]
     pub train_loss: f64,
+    #[serde(with = "crate::schema::nan")]
     pub train_nll: f64,
+    #[serde(with = "crate::schema::nan")]
     pub train_acc: f64,
+    #[serde(with = "crate::schema::nan")]
     pub train_err: f64,
+    #[serde(with = "crate::schema::nan")]
     pub test_loss: f64,
+    #[serde(with = "crate::schema::nan")]
     pub test_nll: f64,
+    #[serde(with = "crate::schema::nan")]
     pub test_acc: f64,
+    #[serde(with = "crate::schema::nan")]
     pub test_err: f64,
+    #[serde(with = "crate::schema::nan")]
     pub test_ece: f64,
     /// ‖φ(t_i) − φ(t_{i−1})‖ (0 at the first point).
+    #[serde(with = "crate::schema::nan")]
     pub dl: f64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Barriers {
+    #[serde(with = "crate::schema::nan")]
     pub train_loss: f64,
+    #[serde(with = "crate::schema::nan")]
     pub test_err: f64,
 }
 
@@ -36,6 +49,7 @@ pub struct Barriers {
 pub struct Path {
     pub rows: Vec<Row>,
     pub summary: std::collections::BTreeMap<String, Summary>,
+    #[serde(with = "crate::schema::nan")]
     pub length: f64,
     pub barrier: Barriers,
     pub barrier_t: Barriers,
@@ -111,14 +125,14 @@ pub fn sweep(
     point: &dyn Fn(f64) -> Params,
     wd: f64,
     prog: &mut Progress,
-) -> Path {
+) -> anyhow::Result<Path> {
     let group = sweep_group(ev, ts.len());
     let mut rows = Vec::with_capacity(ts.len());
     let mut prev: Option<Params> = None;
     let mut tick = |n: u64| prog.inc(n);
     for chunk in ts.chunks(group) {
         let params: Vec<Params> = chunk.iter().map(|&t| point(t)).collect();
-        ev.update_bn_ticking(&params, &mut tick);
+        ev.update_bn_ticking(&params, &mut tick)?;
         let (train, _) = ev.evaluate_ticking(&params, &ev.data.train, false, &mut tick);
         let (test, _) = ev.evaluate_ticking(&params, &ev.data.test, false, &mut tick);
         for (i, &t) in chunk.iter().enumerate() {
@@ -133,7 +147,7 @@ pub fn sweep(
             prev = Some(w.deep_clone());
         }
     }
-    finish_path(rows)
+    Ok(finish_path(rows))
 }
 
 /// How many points a sweep evaluates together (sharing each batch).
@@ -211,10 +225,12 @@ mod tests {
             tch::manual_seed(3);
             let p = model.init(tch::Device::Cpu);
             let total = sweep_work(&ev, 5);
-            let per_point = if model.has_bn { 3 * 5 } else { 2 * 5 };
+            // 37 images in batches of 8: 5 per split; the BatchNorm pass
+            // uses batches of at least 32 images: 2.
+            let per_point = if model.has_bn { 2 + 2 * 5 } else { 2 * 5 };
             assert_eq!(total, 5 * per_point, "{arch:?}");
-            let mut prog = Progress::new("test", total);
-            let path = sweep(&ev, &grid(5), &|_| p.deep_clone(), 0.0, &mut prog);
+            let mut prog = Progress::new(&crate::observe::Silent, "test", total);
+            let path = sweep(&ev, &grid(5), &|_| p.deep_clone(), 0.0, &mut prog).unwrap();
             assert_eq!(path.rows.len(), 5);
             assert_eq!(prog.position(), total, "{arch:?}");
         }

@@ -6,22 +6,22 @@ use tch::{Kind, Tensor};
 
 use super::metrics::{scores, Bin, Scores};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Sampling {
-    /// K equally spaced t in [0, 1].
-    Grid,
-    /// K uniform random t (seeded).
-    Random,
+crate::choice! {
+    pub enum Sampling {
+        /// K equally spaced t in [0, 1].
+        Grid = "grid",
+        /// K uniform random t (seeded).
+        Random = "random",
+    }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Average {
-    /// Mean of the members' softmax probabilities.
-    Probs,
-    /// Softmax of the members' mean logits (what the seed experiment does).
-    Logits,
+crate::choice! {
+    pub enum Average {
+        /// Mean of the members' softmax probabilities.
+        Probs = "probs",
+        /// Softmax of the members' mean logits (what the seed experiment does).
+        Logits = "logits",
+    }
 }
 
 /// The member t values: a grid, or seeded uniform draws (in draw order).

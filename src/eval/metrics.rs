@@ -14,12 +14,16 @@ pub const ECE_BINS: i64 = 15;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Bin {
+    #[serde(with = "crate::schema::nan")]
     pub lo: f64,
+    #[serde(with = "crate::schema::nan")]
     pub hi: f64,
     pub count: i64,
     /// Mean confidence of the examples in the bin (0 when empty).
+    #[serde(with = "crate::schema::nan")]
     pub conf: f64,
     /// Accuracy of the examples in the bin, as a fraction (0 when empty).
+    #[serde(with = "crate::schema::nan")]
     pub acc: f64,
 }
 
@@ -62,10 +66,15 @@ pub fn bin_index(conf: &Tensor) -> Tensor {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Scores {
     /// Accuracy in percent.
+    #[serde(with = "crate::schema::nan")]
     pub acc: f64,
+    #[serde(with = "crate::schema::nan")]
     pub nll: f64,
+    #[serde(with = "crate::schema::nan")]
     pub ece: f64,
+    #[serde(with = "crate::schema::nan")]
     pub brier: f64,
+    #[serde(with = "crate::schema::nan")]
     pub auroc: f64,
 }
 
@@ -177,11 +186,17 @@ pub fn auroc(scores: &[f64], positive: &[bool]) -> Option<f64> {
 /// along a path.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
+    #[serde(with = "crate::schema::nan")]
     pub start: f64,
+    #[serde(with = "crate::schema::nan")]
     pub end: f64,
+    #[serde(with = "crate::schema::nan")]
     pub min: f64,
+    #[serde(with = "crate::schema::nan")]
     pub max: f64,
+    #[serde(with = "crate::schema::nan")]
     pub mean: f64,
+    #[serde(with = "crate::schema::nan")]
     pub int: f64,
 }
 

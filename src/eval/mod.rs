@@ -14,6 +14,7 @@
 pub mod along;
 pub mod ensemble;
 pub mod metrics;
+pub mod session;
 
 use tch::{Kind, Tensor};
 
@@ -104,10 +105,29 @@ impl Evaluator<'_> {
     /// activations of a stacked pass stay the size of one plain batch (and
     /// in cache).
     fn batches(&self, split: &Split, models: usize) -> impl Iterator<Item = (i64, i64)> {
+        self.batches_of_at_least(split, models, 1)
+    }
+
+    /// Batches of at least `min` examples (the last may be shorter).
+    fn batches_of_at_least(
+        &self,
+        split: &Split,
+        models: usize,
+        min: i64,
+    ) -> impl Iterator<Item = (i64, i64)> {
         let n = split.len();
         let k = (self.rt.stack.max(1) as usize).min(models.max(1)) as i64;
-        let b = (self.rt.eval_batch / k).max(32.min(self.rt.eval_batch));
+        let b = (self.rt.eval_batch / k)
+            .max(32.min(self.rt.eval_batch))
+            .max(min);
         (0..n).step_by(b as usize).map(move |s| (s, b.min(n - s)))
+    }
+
+    /// Batches of the BatchNorm re-estimate: the evaluation batches, but
+    /// never fewer than 32 examples (batch statistics of one example are
+    /// meaningless, whatever `--eval-batch-size` says).
+    fn bn_batches(&self, models: usize) -> impl Iterator<Item = (i64, i64)> {
+        self.batches_of_at_least(&self.data.train, models, 32)
     }
 
     /// The parameter sets in stacks of at most `rt.stack` models each.
@@ -145,7 +165,7 @@ impl Evaluator<'_> {
     /// Model-batches of [`Evaluator::update_bn`] (0 without BatchNorm).
     pub fn bn_work(&self, models: usize) -> u64 {
         if self.model.has_bn {
-            self.work(&self.data.train, models)
+            (self.bn_batches(models).filter(|(_, len)| *len >= 2).count() * models) as u64
         } else {
             0
         }
@@ -153,28 +173,32 @@ impl Evaluator<'_> {
 
     /// Re-estimates BatchNorm running statistics of every parameter set with
     /// one shared pass over the training split (no-op without BatchNorm).
-    pub fn update_bn(&self, params: &[Params]) {
+    pub fn update_bn(&self, params: &[Params]) -> anyhow::Result<()> {
         self.update_bn_ticking(params, &mut |_| {})
     }
 
     /// [`Evaluator::update_bn`], calling `tick(models)` after each batch.
-    pub fn update_bn_ticking(&self, params: &[Params], tick: &mut dyn FnMut(u64)) {
+    pub fn update_bn_ticking(
+        &self,
+        params: &[Params],
+        tick: &mut dyn FnMut(u64),
+    ) -> anyhow::Result<()> {
         if !self.model.has_bn || params.is_empty() {
-            return;
+            return Ok(());
         }
         let _g = tch::no_grad_guard();
         let stacks = self.stacks(params);
         for (_, _, p) in &stacks {
             for (name, t) in p.iter() {
                 if name.ends_with("running_mean") || name.ends_with("num_batches_tracked") {
-                    let _ = t.shallow_clone().f_zero_();
+                    drop(t.shallow_clone().f_zero_()?);
                 } else if name.ends_with("running_var") {
-                    let _ = t.shallow_clone().f_fill_(1.0);
+                    drop(t.shallow_clone().f_fill_(1.0)?);
                 }
             }
         }
         let mut seen = 0i64;
-        for (s, len) in self.batches(&self.data.train, params.len()) {
+        for (s, len) in self.bn_batches(params.len()) {
             if len < 2 {
                 continue; // batch statistics need two examples
             }
@@ -186,6 +210,12 @@ impl Evaluator<'_> {
             seen += len;
             tick(params.len() as u64);
         }
+        if seen == 0 {
+            anyhow::bail!(
+                "cannot re-estimate BatchNorm statistics on {} training image(s): at least 2 are needed (raise --train-subset)",
+                self.data.train.len()
+            );
+        }
         // Write the statistics back into each model's own tensors.
         for (first, k, p) in &stacks {
             if *k == 1 {
@@ -195,11 +225,12 @@ impl Evaluator<'_> {
                 for (name, t) in one.iter() {
                     if !self.model.is_weight(name) {
                         let mut dst = params[first + i].get(name).shallow_clone();
-                        dst.copy_(t);
+                        dst.f_copy_(t)?;
                     }
                 }
             }
         }
+        Ok(())
     }
 
     /// Loss/accuracy/calibration of every parameter set on `split`; with
@@ -267,3 +298,72 @@ impl Evaluator<'_> {
 
 /// Bytes of parameter copies a sweep may hold at once.
 pub const GROUP_BUDGET: i64 = 768 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ArchConfig, ArchKind};
+
+    fn running_mean(model: &Model, p: &Params) -> Tensor {
+        let name = model
+            .spec
+            .iter()
+            .find(|s| s.name.ends_with("running_mean"))
+            .map(|s| s.name.clone())
+            .unwrap();
+        p.get(&name).copy()
+    }
+
+    #[test]
+    fn batchnorm_is_re_estimated_whatever_the_evaluation_batch() {
+        let data = crate::loader::toy_data(40, 32, 32, 3, vec![0.5; 3], vec![0.25; 3]);
+        let mut cfg = ArchConfig::new(ArchKind::Vgg16Bn, 3, 3, 32, 32);
+        cfg.widen = 25;
+        let model = Model::new(cfg).unwrap();
+        tch::manual_seed(5);
+        let p0 = model.init(tch::Device::Cpu);
+        let mut means = Vec::new();
+        for eval_batch in [1, 64] {
+            let rt = Runtime {
+                eval_batch,
+                ..Runtime::cpu()
+            };
+            let ev = Evaluator {
+                model: &model,
+                data: &data,
+                rt: &rt,
+            };
+            let p = p0.map(|_, t| t.copy());
+            ev.update_bn(std::slice::from_ref(&p)).unwrap();
+            means.push(running_mean(&model, &p));
+        }
+        // Reset statistics are zeros; estimated ones are not.
+        assert!(means[0].abs().max().double_value(&[]) > 1e-3);
+        // The running mean is the mean over all images, however they are batched.
+        let diff = (&means[0] - &means[1]).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "eval batch 1 vs 64: {diff}");
+    }
+
+    #[test]
+    fn batchnorm_on_a_single_training_image_is_an_error_not_garbage() {
+        let data = crate::loader::toy_data(1, 32, 32, 3, vec![0.5; 3], vec![0.25; 3]);
+        let mut cfg = ArchConfig::new(ArchKind::Vgg16Bn, 3, 3, 32, 32);
+        cfg.widen = 25;
+        let model = Model::new(cfg).unwrap();
+        let rt = Runtime::cpu();
+        let ev = Evaluator {
+            model: &model,
+            data: &data,
+            rt: &rt,
+        };
+        let p = model.init(tch::Device::Cpu);
+        let e = ev
+            .update_bn(std::slice::from_ref(&p))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("at least 2") && e.contains("--train-subset"),
+            "{e}"
+        );
+    }
+}

@@ -171,10 +171,11 @@ impl Fwd<'_> {
         let k = self.models;
         let (bsz, o, fin) = (x.size()[0], w.size()[0] / k, w.size()[1]);
         let xs = self.cast(x).reshape([bsz, k, fin]).transpose(0, 1); // K,B,F
-        let mut y = xs.bmm(&w.reshape([k, o, fin]).transpose(1, 2)); // K,B,O
-        if let Some(b) = b {
-            y = y + b.reshape([k, 1, o]);
-        }
+        let y = xs.bmm(&w.reshape([k, o, fin]).transpose(1, 2)); // K,B,O
+        let y = match b {
+            Some(b) => y + b.reshape([k, 1, o]),
+            None => y,
+        };
         y.transpose(0, 1).reshape([bsz, k * o])
     }
 

@@ -26,34 +26,21 @@ pub use layers::{onednn_mishandles_pointwise, BnMode, Fwd, Precision, ONEDNN_IC_
 pub use params::{channels_last, is_channels_last, Params, Role};
 pub use seed_convnet::pytorch_order as seed_convnet_pytorch_order;
 
-/// The architectures `--arch` accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum ArchKind {
-    /// The seed experiment's 3-conv, 2-linear ConvNet.
-    SeedConvnet,
-    /// The reference implementation's ConvFC (3 conv 5x5 + 3 linear).
-    Convfc,
-    /// VGG16 without BatchNorm.
-    Vgg16,
-    /// VGG16 with BatchNorm.
-    Vgg16Bn,
-    /// Pre-activation ResNet (--depth 20, 110, 164).
-    Preresnet,
-    /// Wide ResNet (--depth 28 --widen 10 by default).
-    Wrn,
-}
-
-impl ArchKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            ArchKind::SeedConvnet => "seed-convnet",
-            ArchKind::Convfc => "convfc",
-            ArchKind::Vgg16 => "vgg16",
-            ArchKind::Vgg16Bn => "vgg16-bn",
-            ArchKind::Preresnet => "preresnet",
-            ArchKind::Wrn => "wrn",
-        }
+crate::choice! {
+    /// The architectures.
+    pub enum ArchKind {
+        /// The seed experiment's 3-conv, 2-linear ConvNet.
+        SeedConvnet = "seed-convnet",
+        /// The reference implementation's ConvFC (3 conv 5x5 + 3 linear).
+        Convfc = "convfc",
+        /// VGG16 without BatchNorm.
+        Vgg16 = "vgg16",
+        /// VGG16 with BatchNorm.
+        Vgg16Bn = "vgg16-bn",
+        /// Pre-activation ResNet (--depth 20, 110, 164).
+        Preresnet = "preresnet",
+        /// Wide ResNet (--depth 28 --widen 10 by default).
+        Wrn = "wrn",
     }
 }
 
@@ -286,6 +273,28 @@ impl Model {
 
     /// Checks that `params` has every key of the spec with the right shape,
     /// and no extra key. `origin` names the file in the error.
+    /// Checks that `params` holds every weight (no buffers needed) with the
+    /// right shape, naming the first that is missing or misshapen.
+    pub fn check_weights(&self, params: &Params, origin: &str) -> Result<()> {
+        for s in self.spec.iter().filter(|s| s.role == Role::Weight) {
+            match params.try_get(&s.name) {
+                None => bail!(
+                    "{origin}: missing parameter '{}' of {}; the file is incomplete, delete it to start over",
+                    s.name,
+                    self.cfg.arch.name()
+                ),
+                Some(t) if t.size() != s.shape => bail!(
+                    "{origin}: parameter '{}' has shape {:?}, expected {:?}; delete the file to start over",
+                    s.name,
+                    t.size(),
+                    s.shape
+                ),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     pub fn check(&self, params: &Params, origin: &str) -> Result<()> {
         for s in &self.spec {
             match params.try_get(&s.name) {

@@ -6,6 +6,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::schema;
+
 /// Named numbers that may be null (`{"acc": 90.1, "nll": null}`).
 pub(crate) type Metrics = BTreeMap<String, Option<f64>>;
 
@@ -186,6 +188,12 @@ pub(crate) struct Inputs {
     pub notes: Vec<String>,
 }
 
+/// A typed file seen as the report's view of it (the same JSON, so the two
+/// cannot disagree).
+fn view<T: serde::Serialize, V: serde::de::DeserializeOwned>(file: &T) -> anyhow::Result<V> {
+    Ok(serde_json::from_value(serde_json::to_value(file)?)?)
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     let text = std::fs::read_to_string(path)?;
     Ok(serde_json::from_str(&text)?)
@@ -287,6 +295,8 @@ impl Inputs {
             });
         }
         inp.logs.retain(|l| !l.rows.is_empty());
+        // The eval files are read through their one schema (format number
+        // included), then viewed as the named metrics the figures draw.
         let cmd = format!("modeconn eval --exp {dir}");
         inp.along = load(
             exp,
@@ -294,7 +304,7 @@ impl Inputs {
             &cmd,
             "the along_curve figure and the curve-vs-line table",
             n,
-            read_json,
+            |p| view(&schema::read_versioned::<schema::AlongFile>(p, &cmd)?),
         );
         let cmd = format!("modeconn eval --exp {dir} --ensemble 30");
         inp.ensemble = load(
@@ -303,7 +313,7 @@ impl Inputs {
             &cmd,
             "the ensemble figure and table",
             n,
-            read_json,
+            |p| view(&schema::read_versioned::<schema::EnsembleFile>(p, &cmd)?),
         );
         let cmd = format!("modeconn landscape --exp {dir}");
         inp.plane = load(

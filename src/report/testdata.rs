@@ -123,12 +123,20 @@ pub fn write_along(dir: &Path, ratio: f64) {
         ("bends", json!(3)),
         ("points", json!(61)),
         ("train_subset", Value::Null),
+        ("test_subset", Value::Null),
         ("n_train", json!(60000)),
         ("n_test", json!(10000)),
+        ("full_train", json!(60000)),
+        ("full_test", json!(10000)),
+        ("wd", json!(5e-4)),
+        ("seconds", json!(12.5)),
+        ("precision", json!("fp32")),
+        ("stack_models", json!(1)),
+        ("curve_id", json!("epoch 20 / 1000 bytes")),
     ] {
         m[k] = v;
     }
-    let a = json!({"meta": m, "curve": path_eval(1.6, 10.1, 41.2), "line": path_eval(ratio, 78.0, 30.5)});
+    let a = json!({"format": crate::schema::FORMAT, "meta": m, "curve": path_eval(1.6, 10.1, 41.2), "line": path_eval(ratio, 78.0, 30.5)});
     write(dir, "eval/along.json", &a.to_string());
 }
 
@@ -138,7 +146,11 @@ pub fn write_ensemble(dir: &Path) {
         ("k", json!(30)),
         ("sampling", json!("grid")),
         ("average", json!("probs")),
+        ("seed", json!(0)),
         ("n_test", json!(10000)),
+        ("test_subset", Value::Null),
+        ("seconds", json!(3.5)),
+        ("curve_id", json!("epoch 20 / 1000 bytes")),
     ] {
         m[k] = v;
     }
@@ -163,8 +175,10 @@ pub fn write_ensemble(dir: &Path) {
             .collect()
     };
     let e = json!({
+        "format": crate::schema::FORMAT,
         "meta": m,
         "members_t": (0..30).map(|i| i as f64 / 29.0).collect::<Vec<_>>(),
+        "order": (0..30).collect::<Vec<_>>(),
         "start": metrics(90.12, 0.284, 0.024), "end": metrics(90.03, 0.291, 0.026),
         "endpoints": metrics(91.2, 0.251, 0.013), "curve": metrics(92.31, 0.221, 0.009),
         "by_size": by_size,

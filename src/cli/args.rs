@@ -1,24 +1,46 @@
-//! Command-line interface: one `Args` struct per subcommand. Doc comments
-//! become `--help`. Values are validated once, when the commands turn them
-//! into configs.
+//! The arguments: one `Args` struct per subcommand (doc comments become
+//! `--help`), and their conversion into the library's typed configs at the
+//! border. Values are validated by the configs, not here.
 
 use std::path::PathBuf;
 
+use anyhow::{anyhow, Result};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
-use crate::curve::CurveKind;
-use crate::eval::ensemble::{Average, Sampling};
-use crate::landscape::Coords;
-use crate::loader::Normalize;
-use crate::model::ArchKind;
-use crate::optim::{OptimKind, Schedule};
-use crate::runtime::{DeviceChoice, MemoryFormat, PrecisionChoice};
+use modeconn::choice::Choice;
+use modeconn::config::{ArchRequest, CurveConfig, DataRequest, TrainConfig};
+use modeconn::curve::CurveKind;
+use modeconn::data::DatasetKind;
+use modeconn::eval::ensemble::{Average, Sampling};
+use modeconn::landscape::Coords;
+use modeconn::loader::Normalize;
+use modeconn::model::{ArchKind, Precision};
+use modeconn::optim::{OptimKind, Schedule};
+use modeconn::runtime::{DeviceChoice, MemoryFormat, PrecisionChoice, Runtime};
+
+/// A parser for a [`Choice`], listing its names and help lines in `--help`.
+fn choice<T: Choice + Clone>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::ALL.iter().map(|v| match v.help() {
+        "" => PossibleValue::new(v.name()),
+        h => PossibleValue::new(v.name()).help(h),
+    }))
+    .try_map(|s| T::from_name(&s).ok_or("not one of the possible values"))
+}
+
+fn dataset(s: &str) -> Result<DatasetKind, String> {
+    DatasetKind::parse(s).map_err(|e| e.to_string())
+}
 
 #[derive(Parser, Debug)]
 #[command(name = "modeconn", version, about = "Mode connectivity of neural networks (Garipov et al. 2018): train endpoints, fit low-loss curves between them, evaluate and plot.", long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Write JSON lines only to stdout (one object per epoch, step, note and
+    /// result; see docs/FORMATS.md) instead of human-readable lines.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -44,13 +66,13 @@ pub enum Command {
 #[derive(Args, Debug, Clone, Default)]
 pub struct DataArgs {
     /// Dataset: fashion-mnist, mnist, cifar10, cifar100 or image-folder.
-    #[arg(long)]
-    pub dataset: Option<String>,
+    #[arg(long, value_parser = dataset)]
+    pub dataset: Option<DatasetKind>,
     /// Where the dataset lives (searched first; required for image-folder).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Input normalisation: none (pixels/255) or standard (per-channel mean/std).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choice::<Normalize>())]
     pub normalize: Option<Normalize>,
     /// Use a deterministic class-balanced subset of N training images.
     #[arg(long, value_name = "N")]
@@ -63,7 +85,7 @@ pub struct DataArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct ModelArgs {
     /// Architecture.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choice::<ArchKind>())]
     pub arch: Option<ArchKind>,
     /// Depth for preresnet (20, 110, 164) and wrn (28).
     #[arg(long)]
@@ -79,17 +101,17 @@ pub struct ModelArgs {
 #[derive(Args, Debug, Clone)]
 pub struct RuntimeArgs {
     /// Compute device.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = choice::<DeviceChoice>(), default_value = "auto")]
     pub device: DeviceChoice,
     /// CPU threads for libtorch (default: libtorch's choice, one per core).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Precision of convolutions and linear layers: fp32, bf16, or auto (bf16 only where the
     /// CPU or GPU computes it natively). Default: fp32; `run` takes its preset's (auto).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choice::<PrecisionChoice>())]
     pub precision: Option<PrecisionChoice>,
     /// Memory layout of activations and convolution weights on CPU.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = choice::<MemoryFormat>(), default_value = "auto")]
     pub memory_format: MemoryFormat,
     /// Batch size of evaluation passes.
     #[arg(long, default_value_t = 256)]
@@ -135,10 +157,10 @@ pub struct OptimArgs {
     #[arg(long)]
     pub nesterov: bool,
     /// Optimiser.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choice::<OptimKind>())]
     pub optimizer: Option<OptimKind>,
     /// Learning-rate schedule.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choice::<Schedule>())]
     pub schedule: Option<Schedule>,
     /// Random seed (endpoint i uses seed + i).
     #[arg(long)]
@@ -184,7 +206,7 @@ pub struct FitCurveArgs {
     #[arg(long)]
     pub end: Option<PathBuf>,
     /// Curve family.
-    #[arg(long, value_enum, default_value = "bezier")]
+    #[arg(long, value_parser = choice::<CurveKind>(), default_value = "bezier")]
     pub curve: CurveKind,
     /// Number of bends, endpoints included (3 = quadratic Bezier).
     #[arg(long, default_value_t = 3)]
@@ -217,10 +239,10 @@ pub struct EvalArgs {
     #[arg(long, value_name = "K")]
     pub ensemble: Option<usize>,
     /// How ensemble members are placed on the curve.
-    #[arg(long, value_enum, default_value = "grid")]
+    #[arg(long, value_parser = choice::<Sampling>(), default_value = "grid")]
     pub sampling: Sampling,
     /// How members are averaged.
-    #[arg(long, value_enum, default_value = "probs")]
+    #[arg(long, value_parser = choice::<Average>(), default_value = "probs")]
     pub average: Average,
     /// Seed for --sampling random.
     #[arg(long, default_value_t = 0)]
@@ -243,7 +265,7 @@ pub struct LandscapeArgs {
     #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     pub margin: f64,
     /// Plane coordinates: orthonormal (Gram–Schmidt, as the reference) or seed (θ at (0,0), w1 at (1,0), w2 at (0,1)).
-    #[arg(long, value_enum, default_value = "orthonormal")]
+    #[arg(long, value_parser = choice::<Coords>(), default_value = "orthonormal")]
     pub coords: Coords,
     #[command(flatten)]
     pub data: DataArgs,
@@ -314,7 +336,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Curve family.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choice::<CurveKind>())]
     pub curve: Option<CurveKind>,
     /// Bends of the curve.
     #[arg(long)]
@@ -343,4 +365,109 @@ pub struct RunArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub rt: RuntimeArgs,
+}
+
+// ---- The border: arguments into the library's configs. ----
+
+impl DataArgs {
+    pub fn request(&self) -> DataRequest {
+        DataRequest {
+            dataset: self.dataset,
+            data_dir: self.data_dir.clone(),
+            normalize: self.normalize,
+            train_subset: self.train_subset,
+            test_subset: self.test_subset,
+        }
+    }
+}
+
+impl ModelArgs {
+    pub fn request(&self) -> ArchRequest {
+        ArchRequest {
+            arch: self.arch,
+            depth: self.depth,
+            widen: self.widen,
+            dropout: self.dropout,
+        }
+    }
+}
+
+impl RuntimeArgs {
+    /// The runtime for these flags; `precision` when `--precision` is not given.
+    pub fn runtime(&self, precision: PrecisionChoice) -> Result<Runtime> {
+        Runtime::new(
+            self.device,
+            self.threads,
+            self.precision.unwrap_or(precision),
+            self.memory_format,
+            self.eval_batch_size,
+            self.stack_models,
+        )
+    }
+}
+
+impl OptimArgs {
+    /// The augmentation asked for, if any.
+    fn augment(&self) -> Option<bool> {
+        if self.no_augment {
+            Some(false)
+        } else {
+            self.augment.then_some(true)
+        }
+    }
+}
+
+impl TrainArgs {
+    /// The endpoint config: the defaults for the architecture and data,
+    /// overridden by the flags.
+    pub fn config(&self, arch: ArchKind, channels: i64, precision: Precision) -> TrainConfig {
+        let o = &self.optim;
+        let mut c = TrainConfig::defaults(arch, channels);
+        c.models = self.models;
+        c.precision = precision;
+        macro_rules! over {
+            ($($dst:expr => $src:expr),*) => { $( if let Some(v) = $src { $dst = v; } )* };
+        }
+        over!(c.seed => o.seed, c.epochs => o.epochs, c.batch_size => o.batch_size,
+              c.optim.kind => o.optimizer, c.optim.lr => o.lr, c.optim.momentum => o.momentum,
+              c.optim.wd => o.wd, c.schedule => o.schedule, c.augment => o.augment());
+        c.optim.nesterov = o.nesterov;
+        c
+    }
+}
+
+impl FitCurveArgs {
+    /// The curve config: the defaults, overridden by the flags.
+    pub fn config(
+        &self,
+        start: PathBuf,
+        end: PathBuf,
+        channels: i64,
+        precision: Precision,
+    ) -> Result<CurveConfig> {
+        let o = &self.optim;
+        if o.optimizer == Some(OptimKind::Adam) {
+            return Err(anyhow!("fit-curve uses SGD with momentum (as the reference implementation); --optimizer adam is for train-endpoints"));
+        }
+        let mut c = CurveConfig::defaults(start, end, channels, o.epochs.unwrap_or(10));
+        c.kind = self.curve;
+        c.bends = self.bends;
+        c.precision = precision;
+        macro_rules! over {
+            ($($dst:expr => $src:expr),*) => { $( if let Some(v) = $src { $dst = v; } )* };
+        }
+        over!(c.batch_size => o.batch_size, c.lr => o.lr, c.momentum => o.momentum, c.wd => o.wd,
+              c.schedule => o.schedule, c.seed => o.seed, c.augment => o.augment());
+        for spec in &self.init_bend {
+            let (k, p) = spec
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--init-bend expects K=PATH, got '{spec}'"))?;
+            let k: usize = k
+                .trim()
+                .parse()
+                .map_err(|_| anyhow!("--init-bend: '{k}' is not a bend index"))?;
+            c.init_bends.push((k, PathBuf::from(p)));
+        }
+        Ok(c)
+    }
 }

@@ -1,38 +1,16 @@
-//! The one training loop, shared by endpoints and curves.
-//!
-//! What differs between them is only where each batch's parameters come
-//! from: an endpoint hands the forward its own leaves; a curve draws
-//! t ~ U(0,1) and hands it φ(t) = Σ c_k(t)·bend_k (plus the L2 term on φ(t)).
-//! Data order, augmentation, dropout and t are drawn from tch's RNG, which
-//! is re-seeded from (seed, epoch) at the start of every epoch, so a resumed
-//! run reproduces an uninterrupted one exactly on CPU.
+//! The batch loop: one pass over the training split, for any source of
+//! parameters. Data order, augmentation, dropout and a curve's t are drawn
+//! from tch's RNG, which the trainer re-seeds from (seed, epoch) before each
+//! epoch, so a resumed run reproduces an uninterrupted one exactly on CPU.
 
-use std::time::Instant;
-
-use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::Result;
 use tch::{Kind, Tensor};
 
 use crate::loader::Data;
 use crate::model::{BnMode, Model, Params};
+use crate::observe::Progress;
 use crate::optim::Optimizer;
-use crate::progress::Progress;
 use crate::runtime::Runtime;
-
-/// One line of `log.jsonl`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct EpochLog {
-    pub epoch: usize,
-    pub lr: f64,
-    pub train_loss: f64,
-    pub train_acc: f64,
-    pub test_loss: Option<f64>,
-    pub test_acc: Option<f64>,
-    /// For curves: the t at which the test metrics were taken.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_t: Option<f64>,
-    pub seconds: f64,
-}
 
 /// Parameters for one batch plus an extra loss term (the curve's L2).
 pub type BatchParams<'a> = dyn FnMut() -> (Params, Option<Tensor>) + 'a;
@@ -94,9 +72,9 @@ impl Loop<'_> {
                 Some(e) => &ce + e,
                 None => ce,
             };
-            opt.zero_grad(leaves);
+            opt.zero_grad(leaves)?;
             loss.backward();
-            opt.step(leaves, lr);
+            opt.step(leaves, lr)?;
             {
                 let _g = tch::no_grad_guard();
                 loss_sum += loss.detach().to_kind(Kind::Double) * len as f64;
@@ -107,7 +85,7 @@ impl Loop<'_> {
             batch_no += 1;
             prog.inc(1);
             // A cheap periodic check, so a diverged run stops early.
-            if batch_no % 50 == 0 && !loss_sum.double_value(&[]).is_finite() {
+            if batch_no.is_multiple_of(50) && !loss_sum.double_value(&[]).is_finite() {
                 break;
             }
         }
@@ -122,53 +100,6 @@ impl Loop<'_> {
         let full = n / self.batch_size;
         let rest = n % self.batch_size;
         (full + i64::from(rest >= 2 || (rest == 1 && !self.model.has_bn))) as u64
-    }
-}
-
-/// Errors out on a non-finite loss, naming the epoch and the fix.
-pub fn check_finite(
-    loss: f64,
-    epoch: usize,
-    what: &str,
-    lr: f64,
-    kept: &std::path::Path,
-) -> Result<()> {
-    if !loss.is_finite() {
-        bail!(
-            "{what}: the training loss became {loss} in epoch {epoch} (lr {lr:.4}). Try a lower --lr (e.g. {:.4}). The last good checkpoint is kept in {}.",
-            lr / 3.0,
-            kept.display()
-        );
-    }
-    Ok(())
-}
-
-/// Appends an epoch line to `log.jsonl`, dropping any lines at or beyond
-/// this epoch left by an interrupted run; written atomically.
-pub fn append_log(path: &std::path::Path, entry: &EpochLog) -> Result<()> {
-    let mut lines: Vec<String> = match std::fs::read_to_string(path) {
-        Ok(s) => s
-            .lines()
-            .filter(|l| {
-                serde_json::from_str::<EpochLog>(l)
-                    .map(|e| e.epoch < entry.epoch)
-                    .unwrap_or(false)
-            })
-            .map(str::to_string)
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    lines.push(serde_json::to_string(entry)?);
-    crate::checkpoint::write_atomic(path, (lines.join("\n") + "\n").as_bytes())
-}
-
-pub struct Timer(Instant);
-impl Timer {
-    pub fn start() -> Timer {
-        Timer(Instant::now())
-    }
-    pub fn secs(&self) -> f64 {
-        self.0.elapsed().as_secs_f64()
     }
 }
 
@@ -216,7 +147,7 @@ mod tests {
         };
         let mut losses = Vec::new();
         for _ in 0..12 {
-            let mut prog = Progress::new("test", lp.batches_per_epoch());
+            let mut prog = Progress::new(&crate::observe::Silent, "test", lp.batches_per_epoch());
             let mut batch = || (p.shallow_clone(), None);
             let (loss, _) = lp
                 .epoch(&leaves, &mut opt, lr, &mut batch, &mut prog)

@@ -1,0 +1,187 @@
+//! `eval`, `landscape` and `export`, and the tables they print.
+
+use std::fmt::Write as _;
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use super::args::{EvalArgs, ExportArgs, LandscapeArgs};
+use super::output::Terminal;
+use modeconn::checkpoint;
+use modeconn::config::{EnsembleConfig, LandscapeConfig, SweepConfig};
+use modeconn::eval::along::METRICS;
+use modeconn::eval::session::{self, Session};
+use modeconn::lock::ExperimentLock;
+use modeconn::runtime::PrecisionChoice;
+use modeconn::schema::{AlongFile, EnsembleFile};
+
+pub fn eval(a: &EvalArgs, out: &Terminal) -> Result<()> {
+    let sweep = SweepConfig { points: a.points };
+    let ens = a.ensemble.map(|k| EnsembleConfig {
+        k,
+        sampling: a.sampling,
+        average: a.average,
+        seed: a.seed,
+    });
+    sweep.validate()?;
+    if let Some(e) = &ens {
+        e.validate()?;
+    }
+    let _lock = ExperimentLock::acquire_existing(&a.exp)?;
+    let rt = super::runtime(&a.rt, PrecisionChoice::Fp32, out)?;
+    let s = Session::open(&a.exp, &a.data.request(), rt)?;
+    match ens {
+        Some(cfg) => {
+            let r = session::ensemble(&s, &a.exp, &cfg, out)?;
+            out.result(&ensemble_table(&r), &json!({"ensemble": r}));
+        }
+        None => {
+            let r = session::sweep(&s, &a.exp, &sweep, out)?;
+            out.result(&along_table(&r), &json!({"along": r}));
+        }
+    }
+    Ok(())
+}
+
+/// Side-by-side table of curve and line.
+fn along_table(f: &AlongFile) -> String {
+    let (c, l, m) = (&f.curve, &f.line, &f.meta);
+    let mut o = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        o,
+        "\n{} on {}: curve ({} bends) vs straight line, {} points",
+        m.arch,
+        m.dataset,
+        m.bends,
+        c.rows.len()
+    );
+    if m.train_subset.is_some() || m.test_subset.is_some() {
+        let _ = writeln!(
+            o,
+            "(on subsets: {} train, {} test images)",
+            m.n_train, m.n_test
+        );
+    }
+    let _ = writeln!(
+        o,
+        "{:<11} | {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}",
+        "metric", "curve min", "max", "mean", "int", "line min", "max", "mean", "int"
+    );
+    let _ = writeln!(o, "{}", "-".repeat(95));
+    for k in METRICS {
+        let (Some(a), Some(b)) = (c.summary.get(k), l.summary.get(k)) else {
+            continue;
+        };
+        let _ = writeln!(
+            o,
+            "{k:<11} | {:>9.4} {:>9.4} {:>9.4} {:>9.4} | {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
+            a.min, a.max, a.mean, a.int, b.min, b.max, b.mean, b.int
+        );
+    }
+    let _ = writeln!(o, "{}", "-".repeat(95));
+    if let (Some(cm), Some(lm)) = (c.rows.get(c.rows.len() / 2), l.rows.get(l.rows.len() / 2)) {
+        let _ = writeln!(
+            o,
+            "test error at t={:.2}: curve {:.2}%  line {:.2}%",
+            cm.t, cm.test_err, lm.test_err
+        );
+    }
+    let _ = writeln!(
+        o,
+        "barrier, train loss: curve {:.4} (t={:.2})  line {:.4} (t={:.2})",
+        c.barrier.train_loss, c.barrier_t.train_loss, l.barrier.train_loss, l.barrier_t.train_loss
+    );
+    let _ = writeln!(
+        o,
+        "barrier, test error: curve {:.2} pts (t={:.2})  line {:.2} pts (t={:.2})",
+        c.barrier.test_err, c.barrier_t.test_err, l.barrier.test_err, l.barrier_t.test_err
+    );
+    let _ = writeln!(o, "length: curve {:.3}  line {:.3}", c.length, l.length);
+    o
+}
+
+fn ensemble_table(f: &EnsembleFile) -> String {
+    let r = &f.report;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "\n{:<22} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "test set", "acc %", "NLL", "ECE", "Brier", "AUROC"
+    );
+    let _ = writeln!(o, "{}", "-".repeat(66));
+    let curve = format!("curve ensemble of {}", r.by_size.len());
+    let rows = [
+        ("start (w1)", &r.start),
+        ("end (w2)", &r.end),
+        ("w1 + w2 ensemble", &r.endpoints),
+        (curve.as_str(), &r.curve),
+    ];
+    for (name, s) in rows {
+        let _ = writeln!(
+            o,
+            "{name:<22} {:>8.2} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
+            s.acc, s.nll, s.ece, s.brier, s.auroc
+        );
+    }
+    o
+}
+
+pub fn landscape(a: &LandscapeArgs, out: &Terminal) -> Result<()> {
+    let cfg = LandscapeConfig {
+        grid: a.grid,
+        margin: a.margin,
+        coords: a.coords,
+    };
+    cfg.validate()?;
+    let _lock = ExperimentLock::acquire_existing(&a.exp)?;
+    let rt = super::runtime(&a.rt, PrecisionChoice::Fp32, out)?;
+    let s = Session::open(&a.exp, &a.data.request(), rt)?;
+    let f = session::landscape(&s, &a.exp, &cfg, out)?;
+    let best = f
+        .test_err
+        .iter()
+        .flatten()
+        .flatten()
+        .cloned()
+        .fold(f64::INFINITY, f64::min);
+    let plane = a.exp.join("landscape/plane.json");
+    out.result(
+        &format!(
+            "{}: {}x{} grid in {:.1}s, lowest test error {best:.2}%\n",
+            plane.display(),
+            a.grid,
+            a.grid,
+            f.seconds
+        ),
+        &json!({"plane": plane, "grid": a.grid, "seconds": f.seconds, "min_test_err": best}),
+    );
+    Ok(())
+}
+
+pub fn export(a: &ExportArgs, out: &Terminal) -> Result<()> {
+    if !(0.0..=1.0).contains(&a.t) {
+        bail!("--t must be in [0, 1], got {}", a.t);
+    }
+    let rt = super::runtime(&a.rt, PrecisionChoice::Fp32, out)?;
+    let s = Session::open(&a.exp, &a.data.request(), rt)?;
+    let p = s.point(a.t)?;
+    let mut meta = s.lc.meta.clone();
+    meta.curve = None;
+    meta.note = format!("point t={} of the curve in {}", a.t, s.lc.path.display());
+    checkpoint::save_model(&a.out, &p, &meta)?;
+    let (test, _) = s
+        .evaluator()
+        .evaluate(std::slice::from_ref(&p), &s.data.test, false);
+    out.result(
+        &format!(
+            "{}: t={} test accuracy {:.2}%, NLL {:.4}\n",
+            a.out.display(),
+            a.t,
+            test[0].acc,
+            test[0].nll
+        ),
+        &json!({"out": a.out, "t": a.t, "test_acc": test[0].acc, "test_nll": test[0].nll}),
+    );
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! The command line: arguments, one thin function per subcommand (convert
+//! the arguments, take the experiment's lock, call the library, render the
+//! result), and the terminal observer. Nothing outside this folder and
+//! main.rs knows about it.
+
+mod args;
+mod eval;
+mod output;
+mod run;
+mod train;
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+pub use args::Cli;
+use args::{Command, DownloadArgs, PlotArgs};
+use modeconn::data::{self, DatasetKind};
+use output::Terminal;
+
+pub fn dispatch(cli: Cli) -> Result<()> {
+    let out = Terminal::new(cli.json);
+    match cli.command {
+        Command::Run(a) => run::run(&a, &out),
+        Command::TrainEndpoints(a) => train::endpoints(&a, &out),
+        Command::FitCurve(a) => train::curve(&a, &out),
+        Command::Eval(a) => eval::eval(&a, &out),
+        Command::Landscape(a) => eval::landscape(&a, &out),
+        Command::Export(a) => eval::export(&a, &out),
+        Command::Plot(a) => plot(&a, &out),
+        Command::Download(a) => download(&a, &out),
+    }
+}
+
+/// The runtime for `a`, its warnings shown once.
+fn runtime(
+    a: &args::RuntimeArgs,
+    precision: modeconn::runtime::PrecisionChoice,
+    out: &Terminal,
+) -> Result<modeconn::runtime::Runtime> {
+    let rt = a.runtime(precision)?;
+    for w in &rt.warnings {
+        out.warn(w);
+    }
+    Ok(rt)
+}
+
+fn plot(a: &PlotArgs, out: &Terminal) -> Result<()> {
+    let _lock = modeconn::lock::ExperimentLock::acquire_existing(&a.exp)?;
+    let s = modeconn::report::plot_all(&a.exp)?;
+    for m in &s.missing {
+        out.warn(&format!("note: {m}"));
+    }
+    let human: String = s
+        .written
+        .iter()
+        .map(|p| format!("{}\n", p.display()))
+        .collect();
+    out.result(&human, &json!({"written": s.written, "missing": s.missing}));
+    Ok(())
+}
+
+fn download(a: &DownloadArgs, out: &Terminal) -> Result<()> {
+    let kind = DatasetKind::parse(&a.dataset)?;
+    if kind == DatasetKind::ImageFolder {
+        bail!("image-folder datasets are local directories; there is nothing to download");
+    }
+    let dest = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("data").join(kind.name()));
+    data::download(kind, &dest)?;
+    out.result(
+        &format!("{}\n", dest.display()),
+        &json!({"dataset": kind, "data_dir": dest}),
+    );
+    Ok(())
+}

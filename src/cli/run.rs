@@ -1,0 +1,114 @@
+//! `run`: a preset with the flags applied, then the whole pipeline.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::args::RunArgs;
+use super::output::Terminal;
+use modeconn::lock::ExperimentLock;
+use modeconn::observe::fmt_secs;
+use modeconn::plan::{self, Preset, RunRequest, RunSummary};
+
+pub fn run(a: &RunArgs, out: &Terminal) -> Result<()> {
+    let p = with_flags(Preset::named(&a.preset)?, a);
+    let exp = a
+        .exp
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("experiments/{}", p.name)));
+    plan::validate(&p, &exp)?;
+    let rt = super::runtime(&a.rt, p.precision, out)?;
+    let _lock = ExperimentLock::acquire(&exp)?;
+    let req = RunRequest {
+        train_subset: a.data.train_subset,
+        test_subset: a.data.test_subset,
+        arch: a.model.request(),
+    };
+    let s = plan::run(&exp, &p, &req, &rt, out)?;
+    for m in &s.report_notes {
+        out.warn(&format!("note: {m}"));
+    }
+    out.result(
+        &summary(&exp, &s),
+        &json!({"summary": summary_json(&exp, &s)}),
+    );
+    Ok(())
+}
+
+/// The preset with the command line's overrides.
+fn with_flags(mut p: Preset, a: &RunArgs) -> Preset {
+    if let Some(d) = a.data.dataset {
+        p.dataset = d;
+        if a.data.data_dir.is_none() {
+            p.data_dir = None;
+        }
+    }
+    if let Some(d) = &a.data.data_dir {
+        p.data_dir = Some(d.clone());
+    }
+    macro_rules! over {
+        ($($f:ident <- $a:expr),*) => { $( if let Some(v) = $a { p.$f = v; } )* };
+    }
+    over!(arch <- a.model.arch, normalize <- a.data.normalize, epochs <- a.epochs,
+          curve_epochs <- a.curve_epochs, lr <- a.lr, curve_lr <- a.curve_lr,
+          batch_size <- a.batch_size, wd <- a.wd, seed <- a.seed, curve <- a.curve,
+          bends <- a.bends, points <- a.points, ensemble <- a.ensemble, grid <- a.grid);
+    for (dst, src) in [
+        (&mut p.eval_train_subset, a.eval_train_subset),
+        (&mut p.landscape_train_subset, a.landscape_train_subset),
+        (&mut p.landscape_test_subset, a.landscape_test_subset),
+    ] {
+        if src.is_some() {
+            *dst = src;
+        }
+    }
+    p
+}
+
+fn summary(exp: &std::path::Path, s: &RunSummary) -> String {
+    let (al, en) = (&s.along, &s.ensemble.report);
+    let mid = |p: &modeconn::eval::along::Path| {
+        p.rows
+            .get(p.rows.len() / 2)
+            .map_or(f64::NAN, |r| r.test_err)
+    };
+    format!(
+        "\n== {} done in {} ==\n\
+         endpoints test acc: {:.2}% / {:.2}%\n\
+         test error at t=0.5: curve {:.2}%  line {:.2}%\n\
+         test-error barrier: curve {:.2} pts  line {:.2} pts | train-loss barrier: curve {:.4}  line {:.4}\n\
+         ensembles (acc / NLL / ECE): w1+w2 {:.2}% / {:.4} / {:.4}   curve of {} {:.2}% / {:.4} / {:.4}\n\
+         report: {}\n",
+        exp.display(),
+        fmt_secs(s.seconds),
+        en.start.acc,
+        en.end.acc,
+        mid(&al.curve),
+        mid(&al.line),
+        al.curve.barrier.test_err,
+        al.line.barrier.test_err,
+        al.curve.barrier.train_loss,
+        al.line.barrier.train_loss,
+        en.endpoints.acc,
+        en.endpoints.nll,
+        en.endpoints.ece,
+        s.ensemble.meta.k,
+        en.curve.acc,
+        en.curve.nll,
+        en.curve.ece,
+        exp.join("report.html").display()
+    )
+}
+
+fn summary_json(exp: &std::path::Path, s: &RunSummary) -> serde_json::Value {
+    let (al, en) = (&s.along, &s.ensemble.report);
+    json!({
+        "exp": exp, "seconds": s.seconds,
+        "endpoints_acc": [en.start.acc, en.end.acc],
+        "barrier_test_err": {"curve": al.curve.barrier.test_err, "line": al.line.barrier.test_err},
+        "barrier_train_loss": {"curve": al.curve.barrier.train_loss, "line": al.line.barrier.train_loss},
+        "ensemble": {"k": s.ensemble.meta.k, "endpoints": en.endpoints, "curve": en.curve},
+        "report": exp.join("report.html"),
+    })
+}

@@ -1,0 +1,92 @@
+//! `train-endpoints` and `fit-curve`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use super::args::{FitCurveArgs, TrainArgs};
+use super::output::Terminal;
+use modeconn::checkpoint;
+use modeconn::config::TrainConfig;
+use modeconn::experiment::{self as xp};
+use modeconn::loader;
+use modeconn::lock::ExperimentLock;
+use modeconn::model::{ArchKind, Model, Precision};
+use modeconn::runtime::PrecisionChoice;
+use modeconn::train::{curve, endpoints, Context};
+
+pub fn endpoints(a: &TrainArgs, out: &Terminal) -> Result<()> {
+    let arch_kind = a.model.arch.unwrap_or(ArchKind::SeedConvnet);
+    // The flags are checked before any data is read (the rules do not
+    // depend on the data or the precision).
+    a.config(arch_kind, 1, Precision::Fp32).validate()?;
+    let rt = super::runtime(&a.rt, PrecisionChoice::Fp32, out)?;
+    let dcfg = xp::data_config(&a.data.request(), None, arch_kind)?;
+    let exp = a.exp.clone().unwrap_or_else(|| {
+        PathBuf::from(format!("experiments/{}_{}", dcfg.dataset, arch_kind.name()))
+    });
+    let _lock = ExperimentLock::acquire(&exp)?;
+    let data = loader::load(&dcfg, rt.device, None)?;
+    let model = Model::new(xp::arch_config(&a.model.request(), None, &data))?;
+    let tcfg: TrainConfig = a.config(model.cfg.arch, data.channels, rt.precision);
+    let cx = Context {
+        model: &model,
+        data: &data,
+        dcfg: &dcfg,
+        rt: &rt,
+    };
+    let dirs = endpoints::train_endpoints(&exp, &cx, &tcfg, a.resume, out)?;
+    let human: String = dirs.iter().map(|d| format!("{}\n", d.display())).collect();
+    out.result(&human, &serde_json::json!({"endpoints": dirs}));
+    Ok(())
+}
+
+pub fn curve(a: &FitCurveArgs, out: &Terminal) -> Result<()> {
+    let exp = match (&a.exp, &a.start) {
+        (Some(e), _) => e.clone(),
+        (None, Some(_)) => PathBuf::from("experiments/imported"),
+        (None, None) => bail!(
+            "fit-curve needs --exp DIR (with start_model/ and end_model/) or --start A --end B"
+        ),
+    };
+    let start = a
+        .start
+        .clone()
+        .unwrap_or_else(|| checkpoint::model_file(&xp::endpoint_dir(&exp, 0, 2)));
+    let end = a
+        .end
+        .clone()
+        .unwrap_or_else(|| checkpoint::model_file(&xp::endpoint_dir(&exp, 1, 2)));
+    let (start, end) = (xp::resolve_model_path(&start), xp::resolve_model_path(&end));
+    a.config(start.clone(), end.clone(), 1, Precision::Fp32)?
+        .validate("--lr")?;
+    let rt = super::runtime(&a.rt, PrecisionChoice::Fp32, out)?;
+    let _lock = ExperimentLock::acquire(&exp)?;
+    for p in [&start, &end] {
+        if !p.exists() {
+            bail!("endpoint checkpoint {} does not exist. Train endpoints with `modeconn train-endpoints --exp {}`, or pass --start/--end", p.display(), exp.display());
+        }
+    }
+    let (model, data, dcfg) = curve::setup(
+        &exp,
+        &start,
+        &end,
+        &a.data.request(),
+        &a.model.request(),
+        &rt,
+    )?;
+    let cfg = a.config(start, end, data.channels, rt.precision)?;
+    let cx = Context {
+        model: &model,
+        data: &data,
+        dcfg: &dcfg,
+        rt: &rt,
+    };
+    curve::fit_curve(&exp, &cx, &cfg, a.resume, out)?;
+    let file = checkpoint::curve_file(&xp::curve_dir(&exp));
+    out.result(
+        &format!("{}\n", file.display()),
+        &serde_json::json!({"curve": file, "bends": cfg.bends, "epochs": cfg.epochs}),
+    );
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! The whole experiment in one call, from a preset: endpoints → curve →
+//! sweep along t → ensemble → landscape → report. Each step resumes from
+//! what it finished and is skipped when its outputs are complete for the
+//! same settings, so an interrupted run continues with the same call.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{
+    default_augment, ArchRequest, CurveConfig, DataRequest, EnsembleConfig, LandscapeConfig,
+    SweepConfig, TrainConfig,
+};
+use crate::curve::CurveKind;
+use crate::data::DatasetKind;
+use crate::eval::ensemble::{Average, Sampling};
+use crate::eval::session::{self, Session};
+use crate::experiment::{self as xp};
+use crate::landscape::Coords;
+use crate::loader::{self, DataConfig, Normalize};
+use crate::model::{ArchKind, Model, Precision};
+use crate::observe::{note, Event, Observer};
+use crate::optim::{OptimConfig, OptimKind, Schedule};
+use crate::runtime::{PrecisionChoice, Runtime};
+use crate::schema::{self, AlongFile, EnsembleFile};
+use crate::train::{curve::fit_curve, endpoints::train_endpoints, Context};
+
+/// A named set of defaults for every step.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Preset {
+    pub name: String,
+    pub dataset: DatasetKind,
+    pub data_dir: Option<PathBuf>,
+    pub arch: ArchKind,
+    pub depth: Option<i64>,
+    pub normalize: Normalize,
+    pub epochs: usize,
+    pub lr: f64,
+    pub wd: f64,
+    pub batch_size: i64,
+    pub schedule: Schedule,
+    pub curve_epochs: usize,
+    pub curve_lr: f64,
+    pub curve: CurveKind,
+    pub bends: usize,
+    pub points: usize,
+    pub ensemble: usize,
+    pub grid: usize,
+    /// Training images used by the sweep (None: all).
+    pub eval_train_subset: Option<usize>,
+    /// Training images used by the landscape (None: all).
+    pub landscape_train_subset: Option<usize>,
+    /// Test images used by the landscape (None: all).
+    pub landscape_test_subset: Option<usize>,
+    pub seed: u64,
+    /// Precision unless `--precision` says otherwise: `auto` (bf16 where it
+    /// is native) for every preset, which all want speed.
+    pub precision: PrecisionChoice,
+}
+
+impl Preset {
+    /// The preset called `name` (presets are data: see the table below).
+    pub fn named(name: &str) -> Result<Preset> {
+        preset(name)
+    }
+}
+
+fn preset(name: &str) -> Result<Preset> {
+    let quick = Preset {
+        name: "quick".into(),
+        dataset: DatasetKind::FashionMnist,
+        data_dir: None,
+        arch: ArchKind::SeedConvnet,
+        depth: None,
+        normalize: Normalize::None,
+        epochs: 8,
+        lr: 0.1,
+        wd: 5e-4,
+        batch_size: 128,
+        schedule: Schedule::Reference,
+        curve_epochs: 6,
+        curve_lr: 0.05,
+        curve: CurveKind::Bezier,
+        bends: 3,
+        points: 41,
+        ensemble: 20,
+        grid: 21,
+        eval_train_subset: Some(5_000),
+        landscape_train_subset: Some(3_000),
+        landscape_test_subset: Some(2_000),
+        seed: 1,
+        precision: PrecisionChoice::Auto,
+    };
+    Ok(match name {
+        "quick" => quick,
+        "seed-cifar10" => Preset {
+            name: name.into(),
+            dataset: DatasetKind::ImageFolder,
+            data_dir: Some(PathBuf::from("../shared/datasets/cifar10-jpg")),
+            epochs: 40,
+            lr: 0.05,
+            curve_epochs: 30,
+            curve_lr: 0.03,
+            points: 61,
+            ensemble: 30,
+            eval_train_subset: Some(10_000),
+            landscape_train_subset: Some(5_000),
+            landscape_test_subset: Some(5_000),
+            ..quick
+        },
+        "paper-vgg16" => Preset {
+            name: name.into(),
+            dataset: DatasetKind::Cifar10,
+            arch: ArchKind::Vgg16,
+            normalize: Normalize::Standard,
+            epochs: 200,
+            lr: 0.05,
+            schedule: Schedule::Reference,
+            curve_epochs: 600,
+            curve_lr: 0.015,
+            points: 61,
+            ensemble: 30,
+            eval_train_subset: None,
+            landscape_train_subset: Some(10_000),
+            landscape_test_subset: None,
+            ..quick
+        },
+        "paper-preresnet" => Preset {
+            name: name.into(),
+            dataset: DatasetKind::Cifar10,
+            arch: ArchKind::Preresnet,
+            depth: Some(164),
+            normalize: Normalize::Standard,
+            epochs: 150,
+            lr: 0.1,
+            wd: 3e-4,
+            schedule: Schedule::Reference,
+            curve_epochs: 200,
+            curve_lr: 0.03,
+            points: 61,
+            ensemble: 30,
+            eval_train_subset: None,
+            landscape_train_subset: Some(10_000),
+            landscape_test_subset: None,
+            ..quick
+        },
+        other => bail!(
+            "unknown preset '{other}'; choose quick, seed-cifar10, paper-vgg16 or paper-preresnet"
+        ),
+    })
+}
+
+/// What `run` may take from the command line besides the preset's fields.
+#[derive(Clone, Debug, Default)]
+pub struct RunRequest {
+    /// Training images of the endpoints and the curve (a class-balanced subset).
+    pub train_subset: Option<usize>,
+    /// Test images of every step.
+    pub test_subset: Option<usize>,
+    /// Architecture details beyond the preset's (`arch` itself is the preset's field).
+    pub arch: ArchRequest,
+}
+
+/// What a whole run produced.
+pub struct RunSummary {
+    pub along: AlongFile,
+    pub ensemble: EnsembleFile,
+    pub seconds: f64,
+    /// Inputs the report could not use (each names the command that makes it).
+    pub report_notes: Vec<String>,
+}
+
+/// Runs every step of `p` in `exp`: endpoints, curve, sweep, ensemble,
+/// landscape, report. Each step resumes what it finished and skips outputs
+/// that are complete for the same settings; every setting is validated
+/// before the first step starts. The caller holds the experiment's lock.
+pub fn run(
+    exp: &Path,
+    p: &Preset,
+    req: &RunRequest,
+    rt: &Runtime,
+    obs: &dyn Observer,
+) -> Result<RunSummary> {
+    validate(p, exp)?;
+    xp::write_section(exp, "preset", p)?;
+    let started = std::time::Instant::now();
+    let step = |index: usize, name: &str| {
+        obs.event(&Event::Step {
+            index,
+            of: 6,
+            name: name.to_string(),
+            exp: exp.display().to_string(),
+        })
+    };
+
+    step(1, "train endpoints");
+    let dcfg = DataConfig {
+        dataset: p.dataset,
+        data_dir: p.data_dir.clone(),
+        normalize: p.normalize,
+        train_subset: req.train_subset,
+        test_subset: req.test_subset,
+    };
+    let data = loader::load(&dcfg, rt.device, None)?;
+    let arch_req = ArchRequest {
+        arch: Some(p.arch),
+        depth: req.arch.depth.or(p.depth),
+        ..req.arch.clone()
+    };
+    let model = Model::new(xp::arch_config(&arch_req, None, &data))?;
+    let cx = Context {
+        model: &model,
+        data: &data,
+        dcfg: &dcfg,
+        rt,
+    };
+    let augment = default_augment(data.channels);
+    let tcfg = train_config(p, augment, rt.precision);
+    ensure_same(exp, "train", &tcfg, "start_model/ and end_model/")?;
+    ensure_same(exp, "data", &dcfg, "every step's outputs")?;
+    train_endpoints(exp, &cx, &tcfg, true, obs)?;
+
+    step(2, "fit curve");
+    let ccfg = curve_config(p, exp, augment, rt.precision);
+    ensure_same(exp, "curve", &ccfg, "curve_model/")?;
+    fit_curve(exp, &cx, &ccfg, true, obs)?;
+    drop(data);
+
+    // 3-5. Evaluation subsets never reach beyond the images the networks
+    // were trained on (class-balanced subsets with one seed are nested).
+    let cap = |sub: Option<usize>, outer: Option<usize>| match (sub, outer) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let eval_data = DataRequest {
+        train_subset: cap(p.eval_train_subset, dcfg.train_subset),
+        ..DataRequest::default()
+    };
+    let s = Session::open(exp, &eval_data, rt.clone())?;
+    let id = s.curve_id();
+    step(3, "sweep along the curve and the line");
+    let along_path = exp.join("eval/along.json");
+    let along = match schema::read_versioned::<AlongFile>(&along_path, "modeconn run")
+        .ok()
+        .filter(|a| {
+            a.meta.points == p.points
+                && a.meta.curve_id == id
+                && a.meta.train_subset == s.dcfg.train_subset
+        }) {
+        Some(a) => {
+            note(obs, "eval/along.json is up to date, skipped");
+            a
+        }
+        None => session::sweep(&s, exp, &SweepConfig { points: p.points }, obs)?,
+    };
+    step(4, "curve ensemble");
+    let ens_path = exp.join("eval/ensemble.json");
+    let ecfg = EnsembleConfig {
+        k: p.ensemble,
+        sampling: Sampling::Grid,
+        average: Average::Probs,
+        seed: 0,
+    };
+    let ensemble = match schema::read_versioned::<EnsembleFile>(&ens_path, "modeconn run")
+        .ok()
+        .filter(|e| e.meta.k == p.ensemble && e.meta.curve_id == id)
+    {
+        Some(e) => {
+            note(obs, "eval/ensemble.json is up to date, skipped");
+            e
+        }
+        None => session::ensemble(&s, exp, &ecfg, obs)?,
+    };
+    drop(s);
+    step(5, "landscape");
+    let ls_data = DataRequest {
+        train_subset: cap(p.landscape_train_subset, dcfg.train_subset),
+        test_subset: cap(p.landscape_test_subset, dcfg.test_subset),
+        ..DataRequest::default()
+    };
+    let ls = Session::open(exp, &ls_data, rt.clone())?;
+    session::landscape(&ls, exp, &landscape_config(p), obs)?;
+    drop(ls);
+
+    step(6, "plots and report");
+    let report = crate::report::plot_all(exp)?;
+    Ok(RunSummary {
+        along,
+        ensemble,
+        seconds: started.elapsed().as_secs_f64(),
+        report_notes: report.missing,
+    })
+}
+
+fn landscape_config(p: &Preset) -> LandscapeConfig {
+    LandscapeConfig {
+        grid: p.grid,
+        margin: 0.2,
+        coords: Coords::Orthonormal,
+    }
+}
+
+/// The endpoint step's settings.
+fn train_config(p: &Preset, augment: bool, precision: Precision) -> TrainConfig {
+    TrainConfig {
+        models: 2,
+        seed: p.seed,
+        epochs: p.epochs,
+        batch_size: p.batch_size,
+        optim: OptimConfig {
+            kind: OptimKind::Sgd,
+            lr: p.lr,
+            momentum: 0.9,
+            nesterov: false,
+            wd: p.wd,
+        },
+        schedule: p.schedule,
+        augment,
+        precision,
+    }
+}
+
+/// The curve step's settings: a curve between the two endpoints of `exp`.
+fn curve_config(p: &Preset, exp: &Path, augment: bool, precision: Precision) -> CurveConfig {
+    CurveConfig {
+        kind: p.curve,
+        bends: p.bends,
+        epochs: p.curve_epochs,
+        batch_size: p.batch_size,
+        lr: p.curve_lr,
+        momentum: 0.9,
+        wd: p.wd,
+        schedule: p.schedule,
+        seed: p.seed,
+        augment,
+        start: crate::checkpoint::model_file(&xp::endpoint_dir(exp, 0, 2)),
+        end: crate::checkpoint::model_file(&xp::endpoint_dir(exp, 1, 2)),
+        init_bends: vec![],
+        precision,
+    }
+}
+
+/// Every step's settings, checked before the first step starts, through the
+/// validation the single-step commands use (augmentation and precision are
+/// not known before the data and the runtime, and no rule looks at them).
+pub fn validate(p: &Preset, exp: &Path) -> Result<()> {
+    let checked = train_config(p, false, Precision::Fp32)
+        .validate()
+        .and_then(|_| curve_config(p, exp, false, Precision::Fp32).validate("--curve-lr"))
+        .and_then(|_| {
+            if p.epochs < 1 {
+                bail!("--epochs must be at least 1, got {}", p.epochs);
+            }
+            if p.curve_epochs < 1 {
+                bail!("--curve-epochs must be at least 1, got {}", p.curve_epochs);
+            }
+            SweepConfig { points: p.points }.validate()?;
+            EnsembleConfig {
+                k: p.ensemble,
+                sampling: Sampling::Grid,
+                average: Average::Probs,
+                seed: 0,
+            }
+            .validate()?;
+            landscape_config(p).validate()
+        });
+    checked.map_err(|e| anyhow::anyhow!("{e}; nothing was run"))
+}
+
+fn ensure_same<T: Serialize>(exp: &Path, key: &str, now: &T, outputs: &str) -> Result<()> {
+    xp::ensure_same(
+        exp,
+        key,
+        now,
+        outputs,
+        "Use a new --exp, or delete those outputs to recompute them.",
+    )
+}

@@ -1,0 +1,333 @@
+//! Curves: φθ(t) between two fixed endpoints, trained by minimising
+//! E_{t~U(0,1)}[CE(φ(t)) + (wd/2)·‖φ(t)‖²] (one t per batch), or assembled
+//! from existing state dicts with 0 epochs (an import).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use tch::{Kind, Tensor};
+
+use super::{Context, EpochPlan, Job, Loop, SavedState, Trainer};
+use crate::checkpoint::{self, CurveMeta, Meta};
+use crate::config::{ArchRequest, CurveConfig, DataRequest};
+use crate::curve::Curve;
+use crate::eval::{Evaluator, Stats};
+use crate::experiment::{self as xp};
+use crate::loader::{self, Data, DataConfig};
+use crate::model::{BnMode, Model, Params};
+use crate::observe::{Event, Observer, Progress};
+use crate::optim::{OptimConfig, OptimKind, Optimizer};
+use crate::runtime::Runtime;
+
+/// Works out the architecture and the data of a curve between `start` and
+/// `end` from their metadata, the experiment's config.json and the request.
+pub fn setup(
+    exp: &Path,
+    start: &Path,
+    end: &Path,
+    data_req: &DataRequest,
+    arch_req: &ArchRequest,
+    rt: &Runtime,
+) -> Result<(Model, Data, DataConfig)> {
+    let ms = xp::read_meta(start)?;
+    let me = xp::read_meta(end)?;
+    if let (Some(a), Some(b)) = (&ms, &me) {
+        if a.arch != b.arch {
+            bail!(
+                "the endpoints differ in architecture: {} is {} ({:?}), {} is {} ({:?})",
+                start.display(),
+                a.arch.arch.name(),
+                a.arch,
+                end.display(),
+                b.arch.arch.name(),
+                b.arch
+            );
+        }
+        if a.dataset != b.dataset || a.classes != b.classes {
+            bail!(
+                "the endpoints were trained on different data: {} on {}, {} on {}",
+                start.display(),
+                a.dataset,
+                end.display(),
+                b.dataset
+            );
+        }
+    }
+    let meta = ms.or(me);
+    let base_data: Option<DataConfig> = xp::section(exp, "data")?.or_else(|| {
+        meta.as_ref().map(|m| DataConfig {
+            dataset: m.dataset,
+            data_dir: None,
+            normalize: m.normalize,
+            train_subset: None,
+            test_subset: None,
+        })
+    });
+    let arch_kind = arch_req
+        .arch
+        .or(meta.as_ref().map(|m| m.arch.arch))
+        .unwrap_or(crate::model::ArchKind::SeedConvnet);
+    let dcfg = xp::data_config(data_req, base_data.as_ref(), arch_kind)?;
+    if let Some(m) = &meta {
+        if m.dataset != dcfg.dataset {
+            bail!(
+                "the endpoints were trained on '{}' but --dataset is '{}'",
+                m.dataset,
+                dcfg.dataset
+            );
+        }
+    }
+    let norm = meta
+        .as_ref()
+        .map(|m| (m.norm_mean.clone(), m.norm_std.clone()))
+        .filter(|(m, _)| !m.is_empty());
+    let data = loader::load(&dcfg, rt.device, norm)?;
+    let arch = xp::arch_config(arch_req, meta.as_ref().map(|m| &m.arch), &data);
+    if let Some(m) = &meta {
+        if m.arch.arch != arch.arch {
+            bail!(
+                "--arch {} does not match the endpoints' architecture {} ({})",
+                arch.arch.name(),
+                m.arch.arch.name(),
+                start.display()
+            );
+        }
+    }
+    Ok((Model::new(arch)?, data, dcfg))
+}
+
+/// Loads the endpoints and builds the initial curve, cross-checking every
+/// key and shape of the two files (errors name the key and both files).
+pub fn initial_curve(model: &Model, cfg: &CurveConfig, rt: &Runtime) -> Result<Curve> {
+    let s = xp::load_params(&cfg.start, model, rt)?;
+    let e = xp::load_params(&cfg.end, model, rt)?;
+    for (n, t) in s.iter() {
+        let u = e.get(n);
+        if t.size() != u.size() {
+            bail!(
+                "key '{n}' has shape {:?} in {} but {:?} in {}",
+                t.size(),
+                cfg.start.display(),
+                u.size(),
+                cfg.end.display()
+            );
+        }
+    }
+    let w1 = crate::curve::weights_only(model, &s);
+    let w2 = crate::curve::weights_only(model, &e);
+    let mut curve = Curve::linear_init(cfg.kind, cfg.bends, &w1, &w2)?;
+    for (k, path) in &cfg.init_bends {
+        let p = xp::load_params(path, model, rt)
+            .with_context(|| format!("--init-bend {k}={}", path.display()))?;
+        curve.bends[*k] = crate::curve::weights_only(model, &p).deep_clone();
+    }
+    Ok(curve)
+}
+
+/// Fits the curve into `<exp>/curve_model/` (or, with 0 epochs, assembles
+/// and saves it), resuming a saved fit when `resume`.
+pub fn fit_curve(
+    exp: &Path,
+    cx: &Context,
+    cfg: &CurveConfig,
+    resume: bool,
+    obs: &dyn Observer,
+) -> Result<()> {
+    cfg.validate("--lr")?;
+    let Context {
+        model,
+        data,
+        dcfg,
+        rt,
+    } = *cx;
+    let dir = xp::curve_dir(exp);
+    // Everything, a saved state included, is read and checked before the
+    // first write, so a refused command leaves the experiment as it was.
+    let mut curve = initial_curve(model, cfg, rt)?;
+    let mut start_epoch = 0;
+    let mut saved_optim = None;
+    if let Some(st) = SavedState::read(&dir)? {
+        if !resume {
+            bail!(
+                "{} already holds a curve fit (epoch {}). Pass --resume to continue it, or delete {} to start over.",
+                dir.display(),
+                st.meta.epoch,
+                dir.display()
+            );
+        }
+        if st.meta.curve != Some(curve_meta(cfg)) || st.meta.arch != model.cfg {
+            bail!(
+                "{} holds a different curve ({:?}, {:?}); delete it to fit a new one",
+                st.path.display(),
+                st.meta.curve,
+                st.meta.arch.arch
+            );
+        }
+        xp::ensure_resumable(exp, "curve", cfg, dcfg, &model.cfg, "a curve fit")?;
+        restore_bends(&mut curve, st.tensors, cfg.bends, &st.path, model, rt)?;
+        start_epoch = st.meta.epoch;
+        saved_optim = Some(st.optim);
+    }
+    xp::write_section(exp, "data", dcfg)?;
+    xp::write_section(exp, "arch", &model.cfg)?;
+    xp::write_section(exp, "curve", cfg)?;
+    xp::record_runtime(exp, rt, model, obs)?;
+    let job = CurveJob::new(dir, curve, cx, cfg);
+    if cfg.epochs == 0 || start_epoch >= cfg.epochs {
+        let file = checkpoint::curve_file(&job.dir);
+        checkpoint::save_curve(&file, &job.curve, &job.meta(cfg.epochs.max(start_epoch)))?;
+        if cfg.epochs == 0 {
+            obs.event(&Event::Note {
+                text: format!(
+                    "imported a curve of {} bends into {}",
+                    cfg.bends,
+                    file.display()
+                ),
+            });
+        }
+        return Ok(());
+    }
+    let trainer = Trainer {
+        lp: Loop {
+            model,
+            data,
+            rt,
+            batch_size: cfg.batch_size,
+            augment: cfg.augment,
+            bn: BnMode::Train(None),
+        },
+    };
+    let plan = EpochPlan {
+        epochs: cfg.epochs,
+        // The regulariser is on φ(t) (the batch's extra loss), not on the bends.
+        optim: OptimConfig {
+            kind: OptimKind::Sgd,
+            lr: cfg.lr,
+            momentum: cfg.momentum,
+            nesterov: false,
+            wd: 0.0,
+        },
+        schedule: cfg.schedule,
+    };
+    let total = cfg.epochs as u64 * trainer.lp.batches_per_epoch();
+    let mut prog = Progress::new(obs, "curve", total);
+    trainer.run(&job, &plan, start_epoch, saved_optim, &mut prog)?;
+    prog.finish();
+    Ok(())
+}
+
+fn curve_meta(cfg: &CurveConfig) -> CurveMeta {
+    CurveMeta {
+        kind: cfg.kind,
+        bends: cfg.bends,
+    }
+}
+
+/// Puts a saved state's inner bends into `curve` (the endpoints come from
+/// their own files).
+fn restore_bends(
+    curve: &mut Curve,
+    tensors: Vec<(String, Tensor)>,
+    bends: usize,
+    path: &Path,
+    model: &Model,
+    rt: &Runtime,
+) -> Result<()> {
+    let weights: Vec<String> = model.weight_names().map(str::to_string).collect();
+    for (k, b) in checkpoint::split_bends(tensors, bends, path)?
+        .into_iter()
+        .enumerate()
+    {
+        if k == 0 || k + 1 == bends {
+            continue;
+        }
+        let p = checkpoint::in_order(b, &weights);
+        model.check_weights(&p, &format!("{} (bend {k})", path.display()))?;
+        curve.bends[k] = model.prepare(&p, rt.device, rt.channels_last);
+    }
+    Ok(())
+}
+
+/// A curve's parameters for one training batch: φ(t) at a t ~ U(0,1) drawn
+/// from tch's RNG, with the L2 term (wd/2)·‖φ(t)‖².
+pub fn batch_at_random_t(curve: &Curve, wd: f64) -> (Params, Option<Tensor>) {
+    let t = Tensor::rand([1], (Kind::Double, tch::Device::Cpu)).double_value(&[0]);
+    let w = curve.weights_at(t);
+    let reg = (wd > 0.0).then(|| w.sq_norm(|_| true) * (0.5 * wd));
+    (w, reg)
+}
+
+/// A curve being fitted: its inner bends are the leaves.
+struct CurveJob<'a> {
+    dir: PathBuf,
+    curve: Curve,
+    cx: Context<'a>,
+    cfg: &'a CurveConfig,
+    names: Vec<String>,
+    leaves: Vec<Tensor>,
+}
+
+impl<'a> CurveJob<'a> {
+    fn new(dir: PathBuf, mut curve: Curve, cx: &Context<'a>, cfg: &'a CurveConfig) -> CurveJob<'a> {
+        let leaves = curve.trainable();
+        let names = curve.trainable_names();
+        CurveJob {
+            dir,
+            curve,
+            cx: *cx,
+            cfg,
+            names,
+            leaves,
+        }
+    }
+
+    fn meta(&self, epoch: usize) -> Meta {
+        let mut m = xp::meta_for(&self.cx.model.cfg, self.cx.data, self.cx.dcfg, epoch);
+        m.curve = Some(curve_meta(self.cfg));
+        m.note = format!(
+            "curve between {} and {}; wd {}",
+            self.cfg.start.display(),
+            self.cfg.end.display(),
+            self.cfg.wd
+        );
+        m
+    }
+}
+
+impl Job for CurveJob<'_> {
+    fn label(&self) -> &str {
+        "curve"
+    }
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+    fn seed(&self) -> u64 {
+        self.cfg.seed + 7_000
+    }
+    fn leaves(&self) -> (&[String], &[Tensor]) {
+        (&self.names, &self.leaves)
+    }
+    fn batch(&self) -> (Params, Option<Tensor>) {
+        batch_at_random_t(&self.curve, self.cfg.wd)
+    }
+    /// Test metrics at t = 0.5, with BatchNorm statistics re-estimated first.
+    fn test(&self, ev: &Evaluator) -> Result<(Stats, Option<f64>)> {
+        let mid = self.curve.point(self.cx.model, 0.5);
+        ev.update_bn(std::slice::from_ref(&mid))?;
+        let (mut test, _) = ev.evaluate(std::slice::from_ref(&mid), &self.cx.data.test, false);
+        Ok((test.swap_remove(0), Some(0.5)))
+    }
+    /// The curve file, then the resume state (all bends and the optimiser).
+    fn save(&self, epochs_done: usize, opt: &Optimizer) -> Result<()> {
+        let meta = self.meta(epochs_done);
+        let mut all = Vec::new();
+        for (k, b) in self.curve.bends.iter().enumerate() {
+            for (n, t) in b.to_state_dict() {
+                all.push((format!("bend{k}.{n}"), t));
+            }
+        }
+        all.extend(opt.state(&self.names));
+        checkpoint::save_curve(&checkpoint::curve_file(&self.dir), &self.curve, &meta)?;
+        checkpoint::write_tensors(&checkpoint::state_file(&self.dir), &all, Some(&meta))
+    }
+}

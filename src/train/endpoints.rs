@@ -1,0 +1,223 @@
+//! Endpoints: independent networks from seeds s, s+1, ... (the curve's ends).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use tch::Tensor;
+
+use super::{Context, EpochPlan, Job, Loop, SavedState, Trainer};
+use crate::checkpoint::{self, Meta};
+use crate::config::TrainConfig;
+use crate::eval::{Evaluator, Stats};
+use crate::experiment::{self as xp};
+use crate::loader::{Data, DataConfig};
+use crate::model::{BnMode, Model, Params};
+use crate::observe::{Observer, Progress};
+use crate::optim::Optimizer;
+
+/// Trains every endpoint of an experiment (resuming each from its saved
+/// state when `resume`); returns their directories.
+pub fn train_endpoints(
+    exp: &Path,
+    cx: &Context,
+    tcfg: &TrainConfig,
+    resume: bool,
+    obs: &dyn Observer,
+) -> Result<Vec<PathBuf>> {
+    let Context {
+        model,
+        data,
+        dcfg,
+        rt,
+    } = *cx;
+    tcfg.validate()?;
+    check_existing(exp, model, dcfg, tcfg, resume)?;
+    xp::write_section(exp, "data", dcfg)?;
+    xp::write_section(exp, "arch", &model.cfg)?;
+    xp::record_runtime(exp, rt, model, obs)?;
+    xp::write_section(exp, "train", tcfg)?;
+    let trainer = Trainer {
+        lp: Loop {
+            model,
+            data,
+            rt,
+            batch_size: tcfg.batch_size,
+            augment: tcfg.augment,
+            bn: BnMode::Train(Some(0.1)),
+        },
+    };
+    let plan = EpochPlan {
+        epochs: tcfg.epochs,
+        optim: tcfg.optim.clone(),
+        schedule: tcfg.schedule,
+    };
+    let total = tcfg.models as u64 * tcfg.epochs as u64 * trainer.lp.batches_per_epoch();
+    let mut prog = Progress::new(obs, "endpoints", total);
+    let mut dirs = Vec::new();
+    for i in 0..tcfg.models {
+        let dir = xp::endpoint_dir(exp, i, tcfg.models);
+        let mut job = EndpointJob::new(dir.clone(), tcfg.seed + i as u64, cx)?;
+        let start = job.start_epoch;
+        let saved_optim = job.saved_optim.take();
+        trainer.run(&job, &plan, start, saved_optim, &mut prog)?;
+        dirs.push(dir);
+    }
+    prog.finish();
+    Ok(dirs)
+}
+
+/// Refuses, before anything is written, an existing run without `resume`
+/// and a resume with other settings (so a refused command changes nothing).
+fn check_existing(
+    exp: &Path,
+    model: &Model,
+    dcfg: &DataConfig,
+    tcfg: &TrainConfig,
+    resume: bool,
+) -> Result<()> {
+    let mut resuming = false;
+    for i in 0..tcfg.models {
+        let dir = xp::endpoint_dir(exp, i, tcfg.models);
+        let state = checkpoint::state_file(&dir);
+        if !state.exists() {
+            continue;
+        }
+        if !resume {
+            let held = checkpoint::read_meta(&state)
+                .ok()
+                .flatten()
+                .map(|m| format!(" of {} (epoch {})", m.arch.arch.name(), m.epoch))
+                .unwrap_or_default();
+            bail!(
+                "{} already holds a run{held}. Pass --resume to continue it, or delete {} to start over.",
+                dir.display(),
+                dir.display()
+            );
+        }
+        resuming = true;
+    }
+    if resuming {
+        xp::ensure_resumable(exp, "train", tcfg, dcfg, &model.cfg, "endpoints")?;
+    }
+    Ok(())
+}
+
+/// A network's parameters made trainable: the weights become leaves that
+/// require gradients (returned with their names, in spec order); buffers
+/// stay shared, for BatchNorm to update in place.
+pub fn trainable(model: &Model, params: &Params) -> (Params, Vec<String>, Vec<Tensor>) {
+    let params = params.map(|n, t| {
+        if model.is_weight(n) {
+            t.detach().set_requires_grad(true)
+        } else {
+            t.shallow_clone()
+        }
+    });
+    let names: Vec<String> = model.weight_names().map(str::to_string).collect();
+    let leaves = names
+        .iter()
+        .map(|n| params.get(n).shallow_clone())
+        .collect();
+    (params, names, leaves)
+}
+
+/// One endpoint being trained: its own weights are the leaves.
+struct EndpointJob<'a> {
+    dir: PathBuf,
+    label: String,
+    seed: u64,
+    model: &'a Model,
+    data: &'a Data,
+    dcfg: &'a DataConfig,
+    params: Params,
+    names: Vec<String>,
+    leaves: Vec<Tensor>,
+    start_epoch: usize,
+    saved_optim: Option<Vec<(String, Tensor)>>,
+}
+
+impl<'a> EndpointJob<'a> {
+    /// A fresh network from `seed`, or the one saved in `dir`.
+    fn new(dir: PathBuf, seed: u64, cx: &Context<'a>) -> Result<EndpointJob<'a>> {
+        let Context {
+            model,
+            data,
+            dcfg,
+            rt,
+        } = *cx;
+        let label = dir
+            .file_name()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        tch::manual_seed(seed as i64);
+        let mut params = model.prepare(&model.init(rt.device), rt.device, rt.channels_last);
+        let mut start_epoch = 0;
+        let mut saved_optim = None;
+        if let Some(st) = SavedState::read(&dir)? {
+            if st.meta.arch != model.cfg {
+                bail!(
+                    "{} was trained with a different architecture ({:?}); delete it or use another --exp",
+                    st.path.display(),
+                    st.meta.arch
+                );
+            }
+            let order: Vec<String> = model.spec.iter().map(|s| s.name.clone()).collect();
+            let p = checkpoint::in_order(st.tensors, &order);
+            model.check(&p, &st.path.display().to_string())?;
+            params = model.prepare(&p, rt.device, rt.channels_last);
+            start_epoch = st.meta.epoch;
+            saved_optim = Some(st.optim);
+        }
+        let (params, names, leaves) = trainable(model, &params);
+        Ok(EndpointJob {
+            dir,
+            label,
+            seed,
+            model,
+            data,
+            dcfg,
+            params,
+            names,
+            leaves,
+            start_epoch,
+            saved_optim,
+        })
+    }
+
+    fn meta(&self, epoch: usize) -> Meta {
+        let mut m = xp::meta_for(&self.model.cfg, self.data, self.dcfg, epoch);
+        m.note = format!("endpoint trained by modeconn, seed {}", self.seed);
+        m
+    }
+}
+
+impl Job for EndpointJob<'_> {
+    fn label(&self) -> &str {
+        &self.label
+    }
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+    fn leaves(&self) -> (&[String], &[Tensor]) {
+        (&self.names, &self.leaves)
+    }
+    fn batch(&self) -> (Params, Option<Tensor>) {
+        (self.params.shallow_clone(), None)
+    }
+    fn test(&self, ev: &Evaluator) -> Result<(Stats, Option<f64>)> {
+        let (mut test, _) = ev.evaluate(std::slice::from_ref(&self.params), &self.data.test, false);
+        Ok((test.swap_remove(0), None))
+    }
+    /// The clean PyTorch state dict, then the resume state (weights, buffers,
+    /// optimiser), each atomically.
+    fn save(&self, epochs_done: usize, opt: &Optimizer) -> Result<()> {
+        let meta = self.meta(epochs_done);
+        checkpoint::save_model(&checkpoint::model_file(&self.dir), &self.params, &meta)?;
+        let mut all = self.params.to_state_dict();
+        all.extend(opt.state(&self.names));
+        checkpoint::write_tensors(&checkpoint::state_file(&self.dir), &all, Some(&meta))
+    }
+}

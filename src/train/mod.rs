@@ -1,0 +1,193 @@
+//! Training: one trainer for every kind of training.
+//!
+//! [`Trainer::run`] owns the epoch loop: seeding each epoch from (seed,
+//! epoch), the learning-rate schedule, the NaN guard, the test pass, the log,
+//! the commit order of the files and the epoch event. What differs between
+//! an endpoint ([`endpoints`]) and a curve ([`curve`]) is a [`Job`]: its
+//! trainable tensors, the parameters of each batch (an endpoint's own; a
+//! curve's φ(t) at a random t, plus its L2 term), the test pass and what it
+//! saves. Resuming reads the state a job saved with [`SavedState::read`].
+
+pub mod batch;
+pub mod curve;
+pub mod endpoints;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Result};
+use tch::Tensor;
+
+pub use batch::{epoch_seed, Loop};
+
+use crate::checkpoint::{self, Meta};
+use crate::eval::{Evaluator, Stats};
+use crate::loader::{Data, DataConfig};
+use crate::model::Model;
+use crate::observe::{Event, Progress};
+use crate::optim::{lr_at, OptimConfig, Optimizer, Schedule};
+use crate::runtime::Runtime;
+use crate::schema::{append_log, EpochLog};
+
+/// What one kind of training plugs into the [`Trainer`].
+pub trait Job {
+    /// The name in logs and events: start_model, end_model, model_<i>, curve.
+    fn label(&self) -> &str;
+    /// The folder that receives log.jsonl, the model and the resume state.
+    fn dir(&self) -> &Path;
+    /// The seed each epoch's RNG is derived from.
+    fn seed(&self) -> u64;
+    /// The trainable tensors and their names (the optimiser's state keys).
+    fn leaves(&self) -> (&[String], &[Tensor]);
+    /// The parameters for one batch and an extra loss term.
+    fn batch(&self) -> (crate::model::Params, Option<Tensor>);
+    /// Test metrics after an epoch, and the t they were taken at (curves).
+    fn test(&self, ev: &Evaluator) -> Result<(Stats, Option<f64>)>;
+    /// Writes the model file, then the resume state: the state is the commit
+    /// point, and `--resume` redoes (bit for bit) an epoch whose state was
+    /// not written.
+    fn save(&self, epochs_done: usize, opt: &Optimizer) -> Result<()>;
+}
+
+/// The model and the data a step works on, on a runtime.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub model: &'a Model,
+    pub data: &'a Data,
+    pub dcfg: &'a DataConfig,
+    pub rt: &'a Runtime,
+}
+
+/// How long and how fast a job trains.
+#[derive(Clone, Debug)]
+pub struct EpochPlan {
+    pub epochs: usize,
+    pub optim: OptimConfig,
+    pub schedule: Schedule,
+}
+
+/// A resume state as saved by a job: its tensors (optimiser state apart)
+/// and its metadata.
+pub struct SavedState {
+    pub path: PathBuf,
+    pub tensors: Vec<(String, Tensor)>,
+    pub optim: Vec<(String, Tensor)>,
+    pub meta: Meta,
+}
+
+impl SavedState {
+    /// Reads `dir`'s state file, if there is one.
+    pub fn read(dir: &Path) -> Result<Option<SavedState>> {
+        let path = checkpoint::state_file(dir);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let (tensors, meta) = checkpoint::read_tensors(&path)?;
+        let meta = meta.ok_or_else(|| {
+            anyhow!(
+                "{} lacks metadata; delete {} to start over",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        let (optim, tensors) = tensors
+            .into_iter()
+            .partition(|(n, _)| n.starts_with("optim."));
+        Ok(Some(SavedState {
+            path,
+            tensors,
+            optim,
+            meta,
+        }))
+    }
+}
+
+/// The epoch engine.
+pub struct Trainer<'a> {
+    pub lp: Loop<'a>,
+}
+
+impl Trainer<'_> {
+    /// Trains `job` from `start_epoch` (0, or the epoch a saved state holds)
+    /// to `plan.epochs`, restoring the optimiser from `saved_optim`.
+    pub fn run(
+        &self,
+        job: &dyn Job,
+        plan: &EpochPlan,
+        start_epoch: usize,
+        saved_optim: Option<Vec<(String, Tensor)>>,
+        prog: &mut Progress,
+    ) -> Result<()> {
+        let per_epoch = self.lp.batches_per_epoch();
+        if start_epoch >= plan.epochs {
+            prog.inc(plan.epochs as u64 * per_epoch);
+            crate::observe::note(
+                prog.observer(),
+                format!(
+                    "{}: complete ({} epochs), skipped",
+                    job.label(),
+                    plan.epochs
+                ),
+            );
+            return Ok(());
+        }
+        prog.inc(start_epoch as u64 * per_epoch);
+        let (names, leaves) = job.leaves();
+        let mut opt = Optimizer::new(plan.optim.clone(), leaves);
+        if let Some(st) = saved_optim {
+            let dev = self.lp.rt.device;
+            let map: HashMap<String, Tensor> = st.into_iter().collect();
+            opt.load_state(names, |k| map.get(k).map(|t| t.to_device(dev)))?;
+        }
+        let ev = Evaluator {
+            model: self.lp.model,
+            data: self.lp.data,
+            rt: self.lp.rt,
+        };
+        for epoch in start_epoch..plan.epochs {
+            let started = Instant::now();
+            tch::manual_seed(epoch_seed(job.seed(), epoch));
+            let lr = lr_at(plan.schedule, plan.optim.lr, epoch, plan.epochs);
+            prog.set_message(format!(
+                "{} epoch {}/{}",
+                job.label(),
+                epoch + 1,
+                plan.epochs
+            ));
+            let mut batch = || job.batch();
+            let (loss, acc) = self.lp.epoch(leaves, &mut opt, lr, &mut batch, prog)?;
+            check_finite(loss, epoch + 1, job.label(), lr, job.dir())?;
+            let (test, test_t) = job.test(&ev)?;
+            let entry = EpochLog {
+                epoch: epoch + 1,
+                lr,
+                train_loss: loss,
+                train_acc: acc,
+                test_loss: Some(test.nll),
+                test_acc: Some(test.acc),
+                test_t,
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            append_log(&job.dir().join("log.jsonl"), &entry)?;
+            job.save(epoch + 1, &opt)?;
+            prog.event(Event::Epoch {
+                model: job.label().to_string(),
+                log: entry,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Errors out on a non-finite loss, naming the epoch and the fix.
+pub fn check_finite(loss: f64, epoch: usize, what: &str, lr: f64, kept: &Path) -> Result<()> {
+    if !loss.is_finite() {
+        bail!(
+            "{what}: the training loss became {loss} in epoch {epoch} (lr {lr:.4}). Try a lower --lr (e.g. {:.4}). The last good checkpoint is kept in {}.",
+            lr / 3.0,
+            kept.display()
+        );
+    }
+    Ok(())
+}
