@@ -231,6 +231,24 @@ fn main() {
         &data.train.labels.narrow(0, 0, 1024),
     );
 
+    training_sections(quick, &model, &p0, &data, &x_train, &x_test);
+    stacking_section(quick, &model, &p0, &data, &x_test);
+
+    workloads(quick, &dir);
+    layouts(quick, &dir);
+    println!("\npeak RSS {:.0} MB", rss_mb());
+}
+
+/// Sections 1 and 2: the data pipeline, then layout and precision, in
+/// interleaved rounds against the preloaded baseline.
+fn training_sections(
+    quick: bool,
+    model: &Model,
+    p0: &Params,
+    data: &Data,
+    x_train: &Tensor,
+    x_test: &Tensor,
+) {
     // Every training figure is measured in `rounds` interleaved rounds
     // (baseline, then each variant), and reported as the median img/s and
     // the median of the per-round ratios to that round's baseline, so that
@@ -248,19 +266,19 @@ fn main() {
     let mut curve = vec![Vec::new(); variants.len()];
     for round in 0..rounds {
         eprint!("\rround {}/{rounds} ", round + 1);
-        base.push(train_preloaded(&model, &p0, &x_train, &data.train.labels));
+        base.push(train_preloaded(model, p0, x_train, &data.train.labels));
         pipe.push(train_modeconn(
-            &model,
-            &p0,
-            &data,
+            model,
+            p0,
+            data,
             &rt(Precision::Fp32, false),
             true,
             false,
         ));
         for (i, (_, prec, cl)) in variants.iter().enumerate() {
             let r = rt(*prec, *cl);
-            plain[i].push(train_modeconn(&model, &p0, &data, &r, true, false));
-            curve[i].push(train_modeconn(&model, &p0, &data, &r, true, true));
+            plain[i].push(train_modeconn(model, p0, data, &r, true, false));
+            curve[i].push(train_modeconn(model, p0, data, &r, true, true));
         }
     }
     eprintln!();
@@ -277,9 +295,9 @@ fn main() {
     );
 
     println!("\n2. layout and precision: training through the loader (batch 128, augmentation on) and evaluation (batch 256)");
-    let eval_base = eval_preloaded(&p0, &x_test);
+    let eval_base = eval_preloaded(p0, x_test);
     for (i, (name, prec, cl)) in variants.iter().enumerate() {
-        let ev = eval_ips(&model, std::slice::from_ref(&p0), &data, &rt(*prec, *cl));
+        let ev = eval_ips(model, std::slice::from_ref(p0), data, &rt(*prec, *cl));
         println!(
             "   {name:<20} endpoint {:>6.0} img/s ({:.2}x)  curve {:>6.0} img/s ({:.2}x)  eval {ev:>6.0} img/s ({:.2}x)",
             median(plain[i].clone()),
@@ -289,7 +307,11 @@ fn main() {
             ev / eval_base
         );
     }
+}
 
+/// Section 3: K models evaluated on the same images, one by one against
+/// stacked into grouped convolutions.
+fn stacking_section(quick: bool, model: &Model, p0: &Params, data: &Data, x_test: &Tensor) {
     println!("\n3. multi-model evaluation (the sweep / landscape pattern): K models on the same test images");
     let k = if quick { 8 } else { 16 };
     let ps: Vec<Params> = (0..k)
@@ -297,7 +319,7 @@ fn main() {
         .collect();
     let start = Instant::now();
     for p in &ps {
-        let _ = eval_preloaded(p, &x_test);
+        let _ = eval_preloaded(p, x_test);
     }
     let separate = (k as i64 * data.test.len()) as f64 / start.elapsed().as_secs_f64();
     println!("   {k} models, one by one, fp32 NCHW (baseline)        {separate:>8.0} model-img/s");
@@ -307,15 +329,11 @@ fn main() {
                 stack,
                 ..rt(prec, true)
             };
-            let ips = eval_ips(&model, &ps, &data, &r);
+            let ips = eval_ips(model, &ps, data, &r);
             println!("   {k} models, {name} channels-last, stacks of {stack:>2}      {ips:>8.0} model-img/s ({:.2}x)", ips / separate);
         }
     }
     let _ = channels_last(&x_test.narrow(0, 0, 1));
-
-    workloads(quick, &dir);
-    layouts(quick, &dir);
-    println!("\npeak RSS {:.0} MB", rss_mb());
 }
 
 /// Section 5: `--memory-format auto` against the two explicit layouts, per
@@ -414,6 +432,90 @@ fn seed_curve(model: &Model) -> Option<Curve> {
 /// modeconn's own code in fp32 and bf16, against the baseline evaluating
 /// points of the same curve one at a time (fp32 NCHW, batch 256, over
 /// preloaded tensors), measured before and after.
+/// The seed experiment's trained curve when its checkpoint is at hand, else
+/// three independent initialisations (a bend well off the line).
+fn bench_curve(model: &Model) -> (Curve, &'static str) {
+    if let Some(c) = seed_curve(model) {
+        return (c, "the seed experiment's trained curve");
+    }
+    let w = |s: i64| {
+        tch::manual_seed(s);
+        modeconn::curve::weights_only(model, &model.init(Device::Cpu))
+    };
+    let bends = vec![w(1), w(2), w(3)];
+    (
+        Curve {
+            kind: CurveKind::Bezier,
+            bends,
+        },
+        "a synthetic curve (seed checkpoint not found)",
+    )
+}
+
+/// The library's landscape grid of `side`×`side` on `c` (written to a
+/// temporary file); returns the lowest test error found.
+fn landscape_lowest(ev: &Evaluator, c: &Curve, side: usize, name: &str) -> Option<f64> {
+    let out = std::env::temp_dir().join(format!("modeconn-bench-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&out);
+    let meta = PlaneMeta {
+        dataset: "image-folder".into(),
+        arch: "seed-convnet".into(),
+        coords: Coords::Orthonormal,
+        grid: side,
+        margin: 0.2,
+        plane_bend: 0,
+        caption: String::new(),
+        train_subset: Some(ev.data.train.len() as usize),
+        test_subset: Some(ev.data.test.len() as usize),
+        curve_id: format!("bench-{name}"),
+        wd: 5e-4,
+    };
+    let cfg = modeconn::config::LandscapeConfig {
+        grid: side,
+        margin: 0.2,
+        coords: Coords::Orthonormal,
+    };
+    let plane = landscape::compute(ev, ev.model, c, &cfg, meta, &out, &Silent);
+    let _ = std::fs::remove_file(&out);
+    let plane = plane.ok()?;
+    Some(
+        plane
+            .test_err
+            .iter()
+            .flatten()
+            .flatten()
+            .fold(f64::INFINITY, |a, &b| a.min(b)),
+    )
+}
+
+/// The library's 61-point sweep along `c`; returns the test-error barrier.
+fn sweep_barrier(ev: &Evaluator, c: &Curve) -> f64 {
+    let ts = along::grid(61);
+    let mut prog = Progress::new(&Silent, "sweep", along::sweep_work(ev, ts.len()));
+    let path = along::sweep(ev, &ts, &|t| c.point(ev.model, t), 5e-4, &mut prog).unwrap();
+    path.barrier.test_err
+}
+
+/// One row of section 4: precision, sweep ratio and speed, grid ratio and
+/// speed, the sweep's barrier, the grid's lowest test error.
+type WorkloadRow = (&'static str, f64, f64, f64, f64, f64, f64);
+
+fn print_workloads(bases: &[f64], rows: Vec<WorkloadRow>, side: usize) {
+    let b: Vec<String> = bases.iter().map(|b| format!("{b:.0}")).collect();
+    println!(
+        "   baseline: φ(t) one model at a time, fp32 NCHW, batch 256: {} model-img/s (measured between the runs below)",
+        b.join(", ")
+    );
+    for (name, sweep_x, sweep, grid_x, grid, barrier, lowest) in rows {
+        println!(
+            "   {name} channels-last   61-point sweep {sweep:>7.0} model-img/s ({sweep_x:.2}x)   {side}x{side} grid {grid:>7.0} model-img/s ({grid_x:.2}x)"
+        );
+        println!(
+            "        (sweep: test-error barrier {barrier:.2} points; grid: lowest test error {lowest:.2}%)"
+        );
+    }
+}
+
 fn workloads(quick: bool, dir: &std::path::Path) {
     let (n_train, n_test, side) = if quick {
         (2_000, Some(2_000), 7)
@@ -424,24 +526,7 @@ fn workloads(quick: bool, dir: &std::path::Path) {
         return;
     };
     let model = Model::new(ArchConfig::new(ArchKind::SeedConvnet, 3, 10, 32, 32)).unwrap();
-    let (curve, which) = match seed_curve(&model) {
-        Some(c) => (c, "the seed experiment's trained curve"),
-        None => {
-            // Three independent initialisations: a bend well off the line.
-            let w = |s: i64| {
-                tch::manual_seed(s);
-                modeconn::curve::weights_only(&model, &model.init(Device::Cpu))
-            };
-            let bends = vec![w(1), w(2), w(3)];
-            (
-                Curve {
-                    kind: CurveKind::Bezier,
-                    bends,
-                },
-                "a synthetic curve (seed checkpoint not found)",
-            )
-        }
-    };
+    let (curve, which) = bench_curve(&model);
     let images = (data.train.len() + data.test.len()) as f64;
     println!(
         "\n4. the issue's workloads on {which}: {} train + {} test images",
@@ -480,77 +565,28 @@ fn workloads(quick: bool, dir: &std::path::Path) {
                 .map(|b| model.prepare(b, Device::Cpu, r.channels_last))
                 .collect(),
         };
-        let ts = along::grid(61);
-        let mut prog = Progress::new(&Silent, "sweep", along::sweep_work(&ev, ts.len()));
         let start = Instant::now();
-        let path = along::sweep(&ev, &ts, &|t| c.point(&model, t), 5e-4, &mut prog).unwrap();
-        let sweep = ts.len() as f64 * images / start.elapsed().as_secs_f64();
+        let barrier = sweep_barrier(&ev, &c);
+        let sweep = 61.0 * images / start.elapsed().as_secs_f64();
         bases.push(baseline());
         let sweep_base = 0.5 * (bases[bases.len() - 2] + bases[bases.len() - 1]);
-        let out = std::env::temp_dir().join(format!("modeconn-bench-{}.json", std::process::id()));
-        let _ = std::fs::remove_file(&out);
-        let meta = PlaneMeta {
-            dataset: "image-folder".into(),
-            arch: "seed-convnet".into(),
-            coords: Coords::Orthonormal,
-            grid: side,
-            margin: 0.2,
-            plane_bend: 0,
-            caption: String::new(),
-            train_subset: Some(n_train),
-            test_subset: n_test,
-            curve_id: format!("bench-{name}"),
-            wd: 5e-4,
-        };
         let start = Instant::now();
-        let plane = landscape::compute(
-            &ev,
-            &model,
-            &c,
-            &modeconn::config::LandscapeConfig {
-                grid: side,
-                margin: 0.2,
-                coords: Coords::Orthonormal,
-            },
-            meta,
-            &out,
-            &Silent,
-        );
-        let grid = (side * side) as f64 * images / start.elapsed().as_secs_f64();
-        let _ = std::fs::remove_file(&out);
-        bases.push(baseline());
-        let grid_base = 0.5 * (bases[bases.len() - 2] + bases[bases.len() - 1]);
-        let Ok(plane) = plane else {
+        let Some(lowest) = landscape_lowest(&ev, &c, side, name) else {
             eprintln!("landscape grid failed");
             return;
         };
-        let lowest = plane
-            .test_err
-            .iter()
-            .flatten()
-            .flatten()
-            .fold(f64::INFINITY, |a, &b| a.min(b));
+        let grid = (side * side) as f64 * images / start.elapsed().as_secs_f64();
+        bases.push(baseline());
+        let grid_base = 0.5 * (bases[bases.len() - 2] + bases[bases.len() - 1]);
         rows.push((
             name,
             sweep / sweep_base,
             sweep,
             grid / grid_base,
             grid,
-            path.barrier.test_err,
+            barrier,
             lowest,
         ));
     }
-    let b: Vec<String> = bases.iter().map(|b| format!("{b:.0}")).collect();
-    println!(
-        "   baseline: φ(t) one model at a time, fp32 NCHW, batch 256: {} model-img/s (measured between the runs below)",
-        b.join(", ")
-    );
-    for (name, sweep_x, sweep, grid_x, grid, barrier, lowest) in rows {
-        println!(
-            "   {name} channels-last   61-point sweep {sweep:>7.0} model-img/s ({sweep_x:.2}x)   {side}x{side} grid {grid:>7.0} model-img/s ({grid_x:.2}x)"
-        );
-        println!(
-            "        (sweep: test-error barrier {barrier:.2} points; grid: lowest test error {lowest:.2}%)"
-        );
-    }
+    print_workloads(&bases, rows, side);
 }

@@ -51,9 +51,18 @@ pub struct CurveMeta {
     pub bends: usize,
 }
 
+/// What marks modeconn's temporary files: `.<name>.modeconn-tmp.<pid>.<n>`.
+const TMP_TAG: &str = ".modeconn-tmp.";
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same
-/// directory, flushed and synced, then renamed over the target.
+/// directory with a name no other write uses, created exclusively (an
+/// existing file or a planted link there is an error, never followed),
+/// flushed and synced, then renamed over the target (a link at the target
+/// is replaced, not followed). The temporary file is removed on any error;
+/// one left by a killed process is removed by [`sweep_temp_files`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -64,20 +73,112 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
     let tmp = dir.join(format!(
-        ".{}.tmp{}",
+        ".{}{TMP_TAG}{}.{}",
         name.to_string_lossy(),
-        std::process::id()
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let mut f =
-        fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.sync_all().ok();
-    drop(f);
-    fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    let written = write_new(&tmp, bytes).and_then(|_| {
+        fs::rename(&tmp, path)
+            .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
+    });
+    if written.is_err() {
+        // Best effort: the error that matters is the one returned.
+        fs::remove_file(&tmp).ok();
+    }
+    written
 }
+
+/// Creates `path` (which must not exist, and is never followed if it is a
+/// link) and writes `bytes` to disk.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Removes the temporary files of processes that no longer run (killed, or
+/// stopped by a full disk, in the middle of a write) from `dir` and its
+/// subfolders, two levels deep. Returns what it removed.
+pub fn sweep_temp_files(dir: &Path) -> Vec<PathBuf> {
+    fn stale(name: &str) -> bool {
+        let Some((_, rest)) = name.split_once(TMP_TAG) else {
+            return false;
+        };
+        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<i32>().ok()) else {
+            return false;
+        };
+        // kill(pid, 0) fails with ESRCH when no such process exists.
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        !alive
+    }
+    let mut removed = Vec::new();
+    let mut dirs = vec![(dir.to_path_buf(), 0)];
+    while let Some((d, depth)) = dirs.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            let name = e.file_name().to_string_lossy().into_owned();
+            if ft.is_dir() && depth < 2 {
+                dirs.push((e.path(), depth + 1));
+            } else if ft.is_file() && stale(&name) && fs::remove_file(e.path()).is_ok() {
+                removed.push(e.path());
+            }
+        }
+    }
+    removed
+}
+
+/// The bytes of a regular file of at most `max` bytes. Anything else a
+/// hostile directory may hold in its place (a FIFO that would block, a
+/// device, a directory, a file far larger than such a file can be) is an
+/// error naming it.
+pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{} is not a regular file; remove it (modeconn rewrites it when the step that makes it runs)",
+            path.display()
+        );
+    }
+    if meta.len() > max {
+        bail!(
+            "{} is {} bytes, far more than such a file holds (at most {max}); remove it",
+            path.display(),
+            meta.len()
+        );
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut buf))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(buf)
+}
+
+/// [`read_regular`] as UTF-8 text.
+pub fn read_text(path: &Path, max: u64) -> Result<String> {
+    String::from_utf8(read_regular(path, max)?)
+        .map_err(|_| anyhow!("{} is not UTF-8 text; remove it", path.display()))
+}
+
+/// The size limit for the JSON files of an experiment (config, logs, eval
+/// results, planes): far above any real one.
+pub const JSON_MAX: u64 = 256 << 20;
+
+/// The size limit for a checkpoint: far above any network modeconn builds.
+pub const CHECKPOINT_MAX: u64 = 16 << 30;
 
 /// A contiguous CPU tensor viewed for safetensors serialisation.
 struct TensorBytes {
@@ -137,7 +238,26 @@ pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)], meta: Option<&Me
     }
     let buf = safetensors::tensor::serialize(views, &Some(header))
         .map_err(|e| anyhow!("cannot serialise {}: {e:?}", path.display()))?;
-    write_atomic(path, &buf)
+    write_atomic(path, &canonical_header(buf)?)
+}
+
+/// The same safetensors bytes with the JSON header's keys in sorted order
+/// (the serialiser takes a HashMap, whose order changes from run to run), so
+/// identical checkpoints are identical files. Offsets are relative to the
+/// data, which is unchanged; the header stays padded to 8 bytes.
+fn canonical_header(buf: Vec<u8>) -> Result<Vec<u8>> {
+    let n = u64::from_le_bytes(buf[..8].try_into()?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&buf[8..8 + n])?;
+    // serde_json's maps are sorted by key.
+    let mut text = serde_json::to_vec(&header)?;
+    while text.len() % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + buf.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&buf[8 + n..]);
+    Ok(out)
 }
 
 /// Named tensors, in file order.
@@ -149,6 +269,9 @@ pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Option<Meta>)> {
     if !path.exists() {
         bail!("checkpoint {} does not exist", path.display());
     }
+    if !path.is_file() {
+        bail!("checkpoint {} is not a regular file", path.display());
+    }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ext {
         "pt" | "pth" | "bin" => {
@@ -158,7 +281,7 @@ pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Option<Meta>)> {
             Ok((ts, None))
         }
         _ => {
-            let buf = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let buf = read_regular(path, CHECKPOINT_MAX)?;
             let st = SafeTensors::deserialize(&buf).map_err(|e| {
                 anyhow!("{} is not a valid safetensors file ({e:?}); it may be truncated or of another format", path.display())
             })?;
@@ -195,15 +318,21 @@ pub fn read_meta(path: &Path) -> Result<Option<Meta>> {
     ) {
         return Ok(None);
     }
+    if !path.is_file() {
+        bail!("checkpoint {} is not a regular file", path.display());
+    }
     let mut f = fs::File::open(path)
         .with_context(|| format!("checkpoint {} cannot be opened", path.display()))?;
+    let file_len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let mut len = [0u8; 8];
     f.read_exact(&mut len)
         .with_context(|| format!("{} is too short to be a safetensors file", path.display()))?;
     let n = u64::from_le_bytes(len);
-    if n > 100 << 20 {
+    // A header can be no longer than the file (nor than 100 MiB): nothing
+    // is allocated for a length the file cannot back.
+    if n > (100 << 20) || n > file_len.saturating_sub(8) {
         bail!(
-            "{} is not a valid safetensors file (header length {n})",
+            "{} is not a valid safetensors file (its header claims {n} bytes; the file has {file_len})",
             path.display()
         );
     }

@@ -207,24 +207,44 @@ pub fn compute(
     out: &Path,
     obs: &dyn crate::observe::Observer,
 ) -> Result<PlaneFile> {
-    let crate::config::LandscapeConfig {
-        grid,
-        margin,
-        coords,
-    } = *cfg;
-    if curve.num_bends() < 3 {
-        bail!(
-            "a curve with {} bends is a straight line: there is no plane to draw",
-            curve.num_bends()
-        );
+    let (plane, mut file) = layout(curve, cfg, meta_base)?;
+    resume_rows(&mut file, out);
+    let grid = cfg.grid;
+    let todo: Vec<usize> = (0..grid)
+        .filter(|&j| file.train_loss[j].iter().any(Option::is_none))
+        .collect();
+    let mut prog = Progress::new(obs, "landscape", (grid * grid) as u64);
+    prog.inc(((grid - todo.len()) * grid) as u64);
+    for j in todo {
+        let timer = std::time::Instant::now();
+        fill_row(ev, model, &plane, &mut file, j)?;
+        file.seconds += timer.elapsed().as_secs_f64();
+        crate::checkpoint::write_atomic(out, serde_json::to_string_pretty(&file)?.as_bytes())?;
+        prog.inc(grid as u64);
+        prog.set_message(format!("row {}/{grid}", j + 1));
     }
-    if grid < 2 {
+    prog.finish();
+    Ok(file)
+}
+
+/// The plane through w1, the inner bend farthest from the line and w2, and
+/// an empty plane.json for it: axes around the projected bends and curve,
+/// labels, caption.
+fn layout(
+    curve: &Curve,
+    cfg: &crate::config::LandscapeConfig,
+    meta_base: PlaneMeta,
+) -> Result<(Plane, PlaneFile)> {
+    let n = curve.num_bends();
+    if n < 3 {
+        bail!("a curve with {n} bends is a straight line: there is no plane to draw");
+    }
+    if cfg.grid < 2 {
         bail!("--grid must be at least 2");
     }
-    let n = curve.num_bends();
     let bend = curve.farthest_inner_bend();
     let (w1, w2, theta) = (&curve.bends[0], &curve.bends[n - 1], &curve.bends[bend]);
-    let plane = Plane::new(w1, theta, w2, coords, bend)?;
+    let plane = Plane::new(w1, theta, w2, cfg.coords, bend)?;
     let c = |p: &Params| {
         let (a, b) = plane.to_coords(plane.project_xy(p));
         [a, b]
@@ -235,103 +255,99 @@ pub fn compute(
         .iter()
         .map(|&t| c(&curve.weights_at(t)))
         .collect();
-    let mut all: Vec<(f64, f64)> = endpoints
+    let all: Vec<(f64, f64)> = endpoints
         .iter()
         .chain(&bends)
+        .chain(&curve_pts)
         .map(|p| (p[0], p[1]))
         .collect();
-    all.extend(curve_pts.iter().map(|p| (p[0], p[1])));
-    let (xs, ys) = axes(&all, grid, margin);
+    let (xs, ys) = axes(&all, cfg.grid, cfg.margin);
     let caption = if n == 3 {
         "plane through w1, θ (the middle bend) and w2".to_string()
     } else {
         format!("plane through w1, bend {bend} (the inner bend farthest from the line) and w2; other bends are projected")
     };
-    let (x_label, y_label) = match coords {
-        Coords::Orthonormal => (
-            "u: along w2 − w1".to_string(),
-            "v: towards θ, orthogonal to u".to_string(),
-        ),
-        Coords::Seed => (
-            "weight of w1 − θ".to_string(),
-            "weight of w2 − θ".to_string(),
-        ),
+    let (x_label, y_label) = match cfg.coords {
+        Coords::Orthonormal => ("u: along w2 − w1", "v: towards θ, orthogonal to u"),
+        Coords::Seed => ("weight of w1 − θ", "weight of w2 − θ"),
     };
-    let meta = PlaneMeta {
-        coords,
-        grid,
-        margin,
-        plane_bend: bend,
-        caption,
-        ..meta_base
-    };
-    let empty = || vec![vec![None; grid]; grid];
-    let mut file = PlaneFile {
-        meta: meta.clone(),
-        x_label,
-        y_label,
+    let empty = || vec![vec![None; cfg.grid]; cfg.grid];
+    let file = PlaneFile {
+        meta: PlaneMeta {
+            coords: cfg.coords,
+            grid: cfg.grid,
+            margin: cfg.margin,
+            plane_bend: bend,
+            caption,
+            ..meta_base
+        },
+        x_label: x_label.to_string(),
+        y_label: y_label.to_string(),
         xs,
         ys,
         train_loss: empty(),
         test_err: empty(),
         test_nll: empty(),
+        line: endpoints.clone(),
         endpoints,
         bends,
         curve: curve_pts,
-        line: vec![],
         seconds: 0.0,
     };
-    file.line = file.endpoints.clone();
-    // Resume: keep finished rows of an earlier run with identical settings.
-    if let Ok(s) = std::fs::read_to_string(out) {
-        if let Ok(old) = serde_json::from_str::<PlaneFile>(&s) {
-            let whole =
-                |g: &Vec<Vec<Option<f64>>>| g.len() == grid && g.iter().all(|r| r.len() == grid);
-            // Rows of another shape (a damaged file) are recomputed.
-            if old.meta == meta
-                && old.xs.len() == grid
-                && old.ys.len() == grid
-                && whole(&old.train_loss)
-                && whole(&old.test_err)
-                && whole(&old.test_nll)
-            {
-                file.train_loss = old.train_loss;
-                file.test_err = old.test_err;
-                file.test_nll = old.test_nll;
-                file.seconds = old.seconds;
-            }
-        }
+    Ok((plane, file))
+}
+
+/// Keeps the finished rows of an earlier run with identical settings; a
+/// file of another shape (a damaged one) is ignored and recomputed.
+fn resume_rows(file: &mut PlaneFile, out: &Path) {
+    let Ok(s) = crate::checkpoint::read_text(out, crate::checkpoint::JSON_MAX) else {
+        return;
+    };
+    let Ok(old) = serde_json::from_str::<PlaneFile>(&s) else {
+        return;
+    };
+    let grid = file.meta.grid;
+    let whole = |g: &Vec<Vec<Option<f64>>>| g.len() == grid && g.iter().all(|r| r.len() == grid);
+    if old.meta == file.meta
+        && old.xs.len() == grid
+        && old.ys.len() == grid
+        && whole(&old.train_loss)
+        && whole(&old.test_err)
+        && whole(&old.test_nll)
+    {
+        file.train_loss = old.train_loss;
+        file.test_err = old.test_err;
+        file.test_nll = old.test_nll;
+        file.seconds = old.seconds;
     }
-    let todo: Vec<usize> = (0..grid)
-        .filter(|&j| file.train_loss[j].iter().any(Option::is_none))
+}
+
+/// Evaluates grid row `j` (every x at y = ys[j]) with BatchNorm statistics
+/// re-estimated per point; the train loss includes the curve's L2 term.
+fn fill_row(
+    ev: &Evaluator,
+    model: &Model,
+    plane: &Plane,
+    file: &mut PlaneFile,
+    j: usize,
+) -> Result<()> {
+    let y = file.ys[j];
+    let pts: Vec<Params> = file
+        .xs
+        .iter()
+        .map(|&x| with_fresh_buffers(model, plane.point((x, y))))
         .collect();
-    let mut prog = Progress::new(obs, "landscape", (grid * grid) as u64);
-    prog.inc(((grid - todo.len()) * grid) as u64);
+    ev.update_bn(&pts)?;
+    let (train, _) = ev.evaluate(&pts, &ev.data.train, false);
+    let (test, _) = ev.evaluate(&pts, &ev.data.test, false);
     let is_w = |n: &str| model.is_weight(n);
-    for j in todo {
-        let timer = std::time::Instant::now();
-        let y = file.ys[j];
-        let pts: Vec<Params> = file
-            .xs
-            .iter()
-            .map(|&x| with_fresh_buffers(model, plane.point((x, y))))
-            .collect();
-        ev.update_bn(&pts)?;
-        let (train, _) = ev.evaluate(&pts, &ev.data.train, false);
-        let (test, _) = ev.evaluate(&pts, &ev.data.test, false);
-        for i in 0..grid {
-            let reg = 0.5 * meta.wd * crate::optim::scalar(&pts[i].sq_norm(is_w));
-            file.train_loss[j][i] = Some(train[i].nll + reg);
-            file.test_err[j][i] = Some(100.0 - test[i].acc);
-            file.test_nll[j][i] = Some(test[i].nll);
-        }
-        file.seconds += timer.elapsed().as_secs_f64();
-        crate::checkpoint::write_atomic(out, serde_json::to_string_pretty(&file)?.as_bytes())?;
-        prog.inc(grid as u64);
-        prog.set_message(format!("row {}/{grid}", j + 1));
+    for (i, p) in pts.iter().enumerate() {
+        let reg = 0.5 * file.meta.wd * crate::optim::scalar(&p.sq_norm(is_w));
+        file.train_loss[j][i] = Some(train[i].nll + reg);
+        file.test_err[j][i] = Some(100.0 - test[i].acc);
+        file.test_nll[j][i] = Some(test[i].nll);
     }
-    prog.finish();
-    Ok(file)
+    Ok(())
 }
 
 #[cfg(test)]

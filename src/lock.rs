@@ -90,7 +90,8 @@ impl ExperimentLock {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
+                // What the holder wrote, at most 4 KiB of it; unreadable is shown as unknown.
+                (&mut file).take(4096).read_to_string(&mut holder).ok();
                 let holder = holder.trim();
                 bail!(
                     "another modeconn process is working on {}: {}. Wait for it to finish (or stop it), then run again; two processes on one experiment would mix their outputs.",
@@ -113,6 +114,9 @@ impl ExperimentLock {
             .and_then(|_| file.write_all(text.as_bytes()))
             .and_then(|_| file.flush())
             .with_context(|| format!("cannot write {}", path.display()))?;
+        // With the lock held, no other modeconn writes here: temporary files
+        // of dead processes are leftovers of a kill or a full disk.
+        crate::checkpoint::sweep_temp_files(exp);
         Ok(ExperimentLock {
             _file: file,
             path,

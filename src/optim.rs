@@ -4,7 +4,7 @@
 //! rules exactly, and keep their state as named tensors so that `--resume`
 //! restores it bit for bit. Schedules are pure functions of (epoch, epochs).
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -139,19 +139,36 @@ impl Optimizer {
         get: impl Fn(&str) -> Option<Tensor>,
     ) -> Result<()> {
         let _guard = tch::no_grad_guard();
-        for (i, n) in names.iter().enumerate() {
-            match get(&format!("optim.m.{n}")) {
-                Some(t) => self.m[i].copy_(&t),
-                None => bail!("optimiser state for {n} is missing"),
+        // Every buffer is checked (present, right shape, finite) before use.
+        let load = |slot: &mut Tensor, key: String| -> Result<()> {
+            let t = get(&key).ok_or_else(|| anyhow!("optimiser state {key} is missing"))?;
+            if t.size() != slot.size() {
+                bail!(
+                    "optimiser state {key} has shape {:?}, expected {:?}",
+                    t.size(),
+                    slot.size()
+                );
             }
+            if !bool::try_from(t.isfinite().all())? {
+                bail!("optimiser state {key} holds values that are not finite");
+            }
+            slot.f_copy_(&t)?;
+            Ok(())
+        };
+        for (i, n) in names.iter().enumerate() {
+            load(&mut self.m[i], format!("optim.m.{n}"))?;
             if !self.v.is_empty() {
-                match get(&format!("optim.v.{n}")) {
-                    Some(t) => self.v[i].copy_(&t),
-                    None => bail!("Adam second moment for {n} is missing"),
-                }
+                load(&mut self.v[i], format!("optim.v.{n}"))?;
             }
         }
-        self.steps = get("optim.steps").map(|t| t.int64_value(&[0])).unwrap_or(0);
+        self.steps = match get("optim.steps") {
+            Some(t) if t.numel() == 1 => t.reshape([-1]).f_int64_value(&[0])?.max(0),
+            Some(t) => bail!(
+                "optimiser state optim.steps has shape {:?}, expected [1]",
+                t.size()
+            ),
+            None => 0,
+        };
         Ok(())
     }
 }

@@ -67,7 +67,20 @@ impl Preset {
 }
 
 fn preset(name: &str) -> Result<Preset> {
-    let quick = Preset {
+    Ok(match name {
+        "quick" => quick(),
+        "seed-cifar10" => seed_cifar10(),
+        "paper-vgg16" => paper_vgg16(),
+        "paper-preresnet" => paper_preresnet(),
+        other => bail!(
+            "unknown preset '{other}'; choose quick, seed-cifar10, paper-vgg16 or paper-preresnet"
+        ),
+    })
+}
+
+/// `seed-convnet` on Fashion-MNIST in a few minutes on a laptop CPU.
+fn quick() -> Preset {
+    Preset {
         name: "quick".into(),
         dataset: DatasetKind::FashionMnist,
         data_dir: None,
@@ -91,64 +104,70 @@ fn preset(name: &str) -> Result<Preset> {
         landscape_test_subset: Some(2_000),
         seed: 1,
         precision: PrecisionChoice::Auto,
-    };
-    Ok(match name {
-        "quick" => quick,
-        "seed-cifar10" => Preset {
-            name: name.into(),
-            dataset: DatasetKind::ImageFolder,
-            data_dir: Some(PathBuf::from("../shared/datasets/cifar10-jpg")),
-            epochs: 40,
-            lr: 0.05,
-            curve_epochs: 30,
-            curve_lr: 0.03,
-            points: 61,
-            ensemble: 30,
-            eval_train_subset: Some(10_000),
-            landscape_train_subset: Some(5_000),
-            landscape_test_subset: Some(5_000),
-            ..quick
-        },
-        "paper-vgg16" => Preset {
-            name: name.into(),
-            dataset: DatasetKind::Cifar10,
-            arch: ArchKind::Vgg16,
-            normalize: Normalize::Standard,
-            epochs: 200,
-            lr: 0.05,
-            schedule: Schedule::Reference,
-            curve_epochs: 600,
-            curve_lr: 0.015,
-            points: 61,
-            ensemble: 30,
-            eval_train_subset: None,
-            landscape_train_subset: Some(10_000),
-            landscape_test_subset: None,
-            ..quick
-        },
-        "paper-preresnet" => Preset {
-            name: name.into(),
-            dataset: DatasetKind::Cifar10,
-            arch: ArchKind::Preresnet,
-            depth: Some(164),
-            normalize: Normalize::Standard,
-            epochs: 150,
-            lr: 0.1,
-            wd: 3e-4,
-            schedule: Schedule::Reference,
-            curve_epochs: 200,
-            curve_lr: 0.03,
-            points: 61,
-            ensemble: 30,
-            eval_train_subset: None,
-            landscape_train_subset: Some(10_000),
-            landscape_test_subset: None,
-            ..quick
-        },
-        other => bail!(
-            "unknown preset '{other}'; choose quick, seed-cifar10, paper-vgg16 or paper-preresnet"
-        ),
-    })
+    }
+}
+
+/// The seed experiment: `seed-convnet` on the CIFAR-10 JPEG copy.
+fn seed_cifar10() -> Preset {
+    Preset {
+        name: "seed-cifar10".into(),
+        dataset: DatasetKind::ImageFolder,
+        data_dir: Some(PathBuf::from("../shared/datasets/cifar10-jpg")),
+        epochs: 40,
+        lr: 0.05,
+        curve_epochs: 30,
+        curve_lr: 0.03,
+        points: 61,
+        ensemble: 30,
+        eval_train_subset: Some(10_000),
+        landscape_train_subset: Some(5_000),
+        landscape_test_subset: Some(5_000),
+        ..quick()
+    }
+}
+
+/// The reference implementation's CIFAR-10 VGG16 (GPU only).
+fn paper_vgg16() -> Preset {
+    Preset {
+        name: "paper-vgg16".into(),
+        dataset: DatasetKind::Cifar10,
+        arch: ArchKind::Vgg16,
+        normalize: Normalize::Standard,
+        epochs: 200,
+        lr: 0.05,
+        schedule: Schedule::Reference,
+        curve_epochs: 600,
+        curve_lr: 0.015,
+        points: 61,
+        ensemble: 30,
+        eval_train_subset: None,
+        landscape_train_subset: Some(10_000),
+        landscape_test_subset: None,
+        ..quick()
+    }
+}
+
+/// PreResNet-164 on CIFAR-10, as in the paper (GPU only).
+fn paper_preresnet() -> Preset {
+    Preset {
+        name: "paper-preresnet".into(),
+        dataset: DatasetKind::Cifar10,
+        arch: ArchKind::Preresnet,
+        depth: Some(164),
+        normalize: Normalize::Standard,
+        epochs: 150,
+        lr: 0.1,
+        wd: 3e-4,
+        schedule: Schedule::Reference,
+        curve_epochs: 200,
+        curve_lr: 0.03,
+        points: 61,
+        ensemble: 30,
+        eval_train_subset: None,
+        landscape_train_subset: Some(10_000),
+        landscape_test_subset: None,
+        ..quick()
+    }
 }
 
 /// What `run` may take from the command line besides the preset's fields.
@@ -182,7 +201,7 @@ pub fn run(
     rt: &Runtime,
     obs: &dyn Observer,
 ) -> Result<RunSummary> {
-    validate(p, exp)?;
+    validate(p, exp, req)?;
     xp::write_section(exp, "preset", p)?;
     let started = std::time::Instant::now();
     let step = |index: usize, name: &str| {
@@ -193,15 +212,55 @@ pub fn run(
             exp: exp.display().to_string(),
         })
     };
-
-    step(1, "train endpoints");
-    let dcfg = DataConfig {
-        dataset: p.dataset,
-        data_dir: p.data_dir.clone(),
-        normalize: p.normalize,
-        train_subset: req.train_subset,
-        test_subset: req.test_subset,
+    let dcfg = train_steps(exp, p, req, rt, obs, &step)?;
+    // 3-5. Evaluation subsets never reach beyond the images the networks
+    // were trained on (class-balanced subsets with one seed are nested).
+    let cap = |sub: Option<usize>, outer: Option<usize>| match (sub, outer) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     };
+    let eval_data = DataRequest {
+        train_subset: cap(p.eval_train_subset, dcfg.train_subset),
+        ..DataRequest::default()
+    };
+    let s = Session::open(exp, &eval_data, rt.clone())?;
+    step(3, "sweep along the curve and the line");
+    let along = sweep_step(exp, p, &s, obs)?;
+    step(4, "curve ensemble");
+    let ensemble = ensemble_step(exp, p, &s, obs)?;
+    drop(s);
+    step(5, "landscape");
+    let ls_data = DataRequest {
+        train_subset: cap(p.landscape_train_subset, dcfg.train_subset),
+        test_subset: cap(p.landscape_test_subset, dcfg.test_subset),
+        ..DataRequest::default()
+    };
+    let ls = Session::open(exp, &ls_data, rt.clone())?;
+    session::landscape(&ls, exp, &landscape_config(p), obs)?;
+    drop(ls);
+    step(6, "plots and report");
+    let report = crate::report::plot_all(exp)?;
+    Ok(RunSummary {
+        along,
+        ensemble,
+        seconds: started.elapsed().as_secs_f64(),
+        report_notes: report.missing,
+    })
+}
+
+/// Steps 1 and 2: the endpoints, then the curve, each resumed and refused
+/// when the experiment holds them with other settings. Returns the data
+/// settings they were trained with.
+fn train_steps(
+    exp: &Path,
+    p: &Preset,
+    req: &RunRequest,
+    rt: &Runtime,
+    obs: &dyn Observer,
+    step: &dyn Fn(usize, &str),
+) -> Result<DataConfig> {
+    step(1, "train endpoints");
+    let dcfg = data_config(p, req);
     let data = loader::load(&dcfg, rt.device, None)?;
     let arch_req = ArchRequest {
         arch: Some(p.arch),
@@ -225,72 +284,61 @@ pub fn run(
     let ccfg = curve_config(p, exp, augment, rt.precision);
     ensure_same(exp, "curve", &ccfg, "curve_model/")?;
     fit_curve(exp, &cx, &ccfg, true, obs)?;
-    drop(data);
+    Ok(dcfg)
+}
 
-    // 3-5. Evaluation subsets never reach beyond the images the networks
-    // were trained on (class-balanced subsets with one seed are nested).
-    let cap = |sub: Option<usize>, outer: Option<usize>| match (sub, outer) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let eval_data = DataRequest {
-        train_subset: cap(p.eval_train_subset, dcfg.train_subset),
-        ..DataRequest::default()
-    };
-    let s = Session::open(exp, &eval_data, rt.clone())?;
-    let id = s.curve_id();
-    step(3, "sweep along the curve and the line");
-    let along_path = exp.join("eval/along.json");
-    let along = match schema::read_versioned::<AlongFile>(&along_path, "modeconn run")
+/// Step 3, skipped when eval/along.json is complete for this curve.
+fn sweep_step(exp: &Path, p: &Preset, s: &Session, obs: &dyn Observer) -> Result<AlongFile> {
+    let path = exp.join("eval/along.json");
+    let done = schema::read_versioned::<AlongFile>(&path, "modeconn run")
         .ok()
         .filter(|a| {
             a.meta.points == p.points
-                && a.meta.curve_id == id
+                && a.meta.curve_id == s.curve_id()
                 && a.meta.train_subset == s.dcfg.train_subset
-        }) {
+        });
+    match done {
         Some(a) => {
             note(obs, "eval/along.json is up to date, skipped");
-            a
+            Ok(a)
         }
-        None => session::sweep(&s, exp, &SweepConfig { points: p.points }, obs)?,
-    };
-    step(4, "curve ensemble");
-    let ens_path = exp.join("eval/ensemble.json");
-    let ecfg = EnsembleConfig {
+        None => session::sweep(s, exp, &SweepConfig { points: p.points }, obs),
+    }
+}
+
+/// Step 4, skipped when eval/ensemble.json is complete for this curve.
+fn ensemble_step(exp: &Path, p: &Preset, s: &Session, obs: &dyn Observer) -> Result<EnsembleFile> {
+    let path = exp.join("eval/ensemble.json");
+    let done = schema::read_versioned::<EnsembleFile>(&path, "modeconn run")
+        .ok()
+        .filter(|e| e.meta.k == p.ensemble && e.meta.curve_id == s.curve_id());
+    match done {
+        Some(e) => {
+            note(obs, "eval/ensemble.json is up to date, skipped");
+            Ok(e)
+        }
+        None => session::ensemble(s, exp, &ensemble_config(p), obs),
+    }
+}
+
+fn ensemble_config(p: &Preset) -> EnsembleConfig {
+    EnsembleConfig {
         k: p.ensemble,
         sampling: Sampling::Grid,
         average: Average::Probs,
         seed: 0,
-    };
-    let ensemble = match schema::read_versioned::<EnsembleFile>(&ens_path, "modeconn run")
-        .ok()
-        .filter(|e| e.meta.k == p.ensemble && e.meta.curve_id == id)
-    {
-        Some(e) => {
-            note(obs, "eval/ensemble.json is up to date, skipped");
-            e
-        }
-        None => session::ensemble(&s, exp, &ecfg, obs)?,
-    };
-    drop(s);
-    step(5, "landscape");
-    let ls_data = DataRequest {
-        train_subset: cap(p.landscape_train_subset, dcfg.train_subset),
-        test_subset: cap(p.landscape_test_subset, dcfg.test_subset),
-        ..DataRequest::default()
-    };
-    let ls = Session::open(exp, &ls_data, rt.clone())?;
-    session::landscape(&ls, exp, &landscape_config(p), obs)?;
-    drop(ls);
+    }
+}
 
-    step(6, "plots and report");
-    let report = crate::report::plot_all(exp)?;
-    Ok(RunSummary {
-        along,
-        ensemble,
-        seconds: started.elapsed().as_secs_f64(),
-        report_notes: report.missing,
-    })
+/// The data every training step uses.
+fn data_config(p: &Preset, req: &RunRequest) -> DataConfig {
+    DataConfig {
+        dataset: p.dataset,
+        data_dir: p.data_dir.clone(),
+        normalize: p.normalize,
+        train_subset: req.train_subset,
+        test_subset: req.test_subset,
+    }
 }
 
 fn landscape_config(p: &Preset) -> LandscapeConfig {
@@ -344,9 +392,10 @@ fn curve_config(p: &Preset, exp: &Path, augment: bool, precision: Precision) -> 
 /// Every step's settings, checked before the first step starts, through the
 /// validation the single-step commands use (augmentation and precision are
 /// not known before the data and the runtime, and no rule looks at them).
-pub fn validate(p: &Preset, exp: &Path) -> Result<()> {
-    let checked = train_config(p, false, Precision::Fp32)
+pub fn validate(p: &Preset, exp: &Path, req: &RunRequest) -> Result<()> {
+    let checked = data_config(p, req)
         .validate()
+        .and_then(|_| train_config(p, false, Precision::Fp32).validate())
         .and_then(|_| curve_config(p, exp, false, Precision::Fp32).validate("--curve-lr"))
         .and_then(|_| {
             if p.epochs < 1 {
@@ -356,13 +405,7 @@ pub fn validate(p: &Preset, exp: &Path) -> Result<()> {
                 bail!("--curve-epochs must be at least 1, got {}", p.curve_epochs);
             }
             SweepConfig { points: p.points }.validate()?;
-            EnsembleConfig {
-                k: p.ensemble,
-                sampling: Sampling::Grid,
-                average: Average::Probs,
-                seed: 0,
-            }
-            .validate()?;
+            ensemble_config(p).validate()?;
             landscape_config(p).validate()
         });
     checked.map_err(|e| anyhow::anyhow!("{e}; nothing was run"))

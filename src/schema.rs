@@ -11,6 +11,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::checkpoint::{read_text, JSON_MAX};
 use crate::eval::along::Path as AlongPath;
 use crate::eval::ensemble::{Average, EnsembleReport, Sampling};
 
@@ -34,8 +35,7 @@ pub struct EpochLog {
 
 /// Reads a `log.jsonl`; a line that does not parse is an error naming it.
 pub fn read_log(path: &Path) -> Result<Vec<EpochLog>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = read_text(path, JSON_MAX)?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -50,7 +50,7 @@ pub fn read_log(path: &Path) -> Result<Vec<EpochLog>> {
 /// Appends an epoch line to `log.jsonl`, dropping any lines at or beyond
 /// this epoch left by an interrupted run; written atomically.
 pub fn append_log(path: &Path, entry: &EpochLog) -> Result<()> {
-    let mut lines: Vec<String> = match std::fs::read_to_string(path) {
+    let mut lines: Vec<String> = match read_text(path, JSON_MAX) {
         Ok(s) => s
             .lines()
             .filter(|l| {
@@ -138,8 +138,7 @@ impl Versioned for EnsembleFile {
 
 /// Reads a versioned JSON file; `remake` is the command that writes it anew.
 pub fn read_versioned<T: DeserializeOwned + Versioned>(path: &Path, remake: &str) -> Result<T> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = read_text(path, JSON_MAX)?;
     #[derive(Deserialize)]
     struct Head {
         format: Option<u32>,

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::common::*;
@@ -37,41 +38,7 @@ fn short_training_run_learns_and_writes_both_endpoints() {
     );
 
     for dir in ["start_model", "end_model"] {
-        let d = exp.join(dir);
-        for file in ["model.safetensors", "state.safetensors", "log.jsonl"] {
-            assert!(d.join(file).is_file(), "{dir}/{file} is missing");
-        }
-        let log = read_jsonl(&d.join("log.jsonl"));
-        assert_eq!(
-            log.len(),
-            3,
-            "{dir}/log.jsonl should have one line per epoch"
-        );
-        assert_eq!(log_epochs(&d.join("log.jsonl")), vec![1, 2, 3]);
-        for key in [
-            "lr",
-            "train_loss",
-            "train_acc",
-            "test_loss",
-            "test_acc",
-            "seconds",
-        ] {
-            assert!(
-                log[2][key].is_number(),
-                "{dir}/log.jsonl lacks {key}: {}",
-                log[2]
-            );
-        }
-        let acc = f(&log[2]["test_acc"]);
-        assert!(
-            acc > 60.0,
-            "{dir}: final test accuracy {acc}% is not far above chance (10%)"
-        );
-        assert!(
-            f(&log[2]["test_loss"]) < f(&log[0]["test_loss"]),
-            "{dir}: test loss did not fall"
-        );
-        assert_eq!(meta_epoch(&d.join("model.safetensors")), 3);
+        check_endpoint_dir(&exp, dir);
     }
     let cfg = read_json(&exp.join("config.json"));
     for section in ["data", "arch", "train"] {
@@ -97,6 +64,55 @@ fn short_training_run_learns_and_writes_both_endpoints() {
     );
 }
 
+/// An endpoint trained for 3 epochs: its files, a complete log that shows
+/// learning, and the epoch in its metadata.
+fn check_endpoint_dir(exp: &Path, dir: &str) {
+    let d = exp.join(dir);
+    for file in ["model.safetensors", "state.safetensors", "log.jsonl"] {
+        assert!(d.join(file).is_file(), "{dir}/{file} is missing");
+    }
+    let log = read_jsonl(&d.join("log.jsonl"));
+    assert_eq!(
+        log.len(),
+        3,
+        "{dir}/log.jsonl should have one line per epoch"
+    );
+    assert_eq!(log_epochs(&d.join("log.jsonl")), vec![1, 2, 3]);
+    for key in [
+        "lr",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "seconds",
+    ] {
+        assert!(
+            log[2][key].is_number(),
+            "{dir}/log.jsonl lacks {key}: {}",
+            log[2]
+        );
+    }
+    let acc = f(&log[2]["test_acc"]);
+    assert!(
+        acc > 60.0,
+        "{dir}: final test accuracy {acc}% is not far above chance (10%)"
+    );
+    assert!(
+        f(&log[2]["test_loss"]) < f(&log[0]["test_loss"]),
+        "{dir}: test loss did not fall"
+    );
+    assert_eq!(meta_epoch(&d.join("model.safetensors")), 3);
+}
+
+/// Without --json, stdout is for people: one line per epoch, no JSON.
+fn check_human_stdout(so: &str) {
+    assert!(
+        so.contains("start_model epoch 1: train loss") && so.contains("start_model epoch 3:"),
+        "stdout:\n{so}"
+    );
+    assert!(!so.lines().any(|l| l.starts_with('{')), "stdout:\n{so}");
+}
+
 #[test]
 fn resumed_training_is_identical_to_an_uninterrupted_run() {
     let env = TestEnv::new();
@@ -117,14 +133,7 @@ fn resumed_training_is_identical_to_an_uninterrupted_run() {
     let (a, b) = (env.p("a"), env.p("b"));
     let mut args_a = vec!["train-endpoints", "--exp", &a];
     args_a.extend_from_slice(common);
-    let out_a = env.ok(&args_a);
-    // Without --json, stdout is for people: one line per epoch, no JSON.
-    let so = stdout(&out_a);
-    assert!(
-        so.contains("start_model epoch 1: train loss") && so.contains("start_model epoch 3:"),
-        "stdout:\n{so}"
-    );
-    assert!(!so.lines().any(|l| l.starts_with('{')), "stdout:\n{so}");
+    check_human_stdout(&stdout(&env.ok(&args_a)));
 
     let mut args_b = vec!["train-endpoints", "--exp", &b];
     args_b.extend_from_slice(common);

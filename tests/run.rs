@@ -1,6 +1,7 @@
 //! `modeconn run`: the whole pipeline, interrupted, resumed and rerun.
 
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -30,9 +31,13 @@ fn run_survives_an_interruption_and_then_skips_finished_work() {
         "500",
     ];
     let exp = env.path().join("e");
+    interrupt_once_the_curve_step_has_begun(&env, &args, &exp);
+    let curve_log = the_same_command_finishes_the_job(&env, &args, &exp);
+    a_third_run_finds_everything_done(&env, &args, &exp, &curve_log);
+}
 
-    // 1. Interrupt it once the curve step has begun.
-    let mut child = env.spawn(&args, "run1");
+fn interrupt_once_the_curve_step_has_begun(env: &TestEnv, args: &[&str], exp: &Path) {
+    let mut child = env.spawn(args, "run1");
     let curve_dir = exp.join("curve_model");
     let reached = wait_for(Duration::from_secs(400), || curve_dir.exists());
     child.kill().ok();
@@ -44,9 +49,11 @@ fn run_survives_an_interruption_and_then_skips_finished_work() {
         "the run finished before it could be interrupted"
     );
     assert!(!exp.join("report.html").exists());
+}
 
-    // 2. The same command finishes the job.
-    let out = env.ok(&args);
+/// Returns the curve's logged epochs.
+fn the_same_command_finishes_the_job(env: &TestEnv, args: &[&str], exp: &Path) -> Vec<u64> {
+    let out = env.ok(args);
     assert!(stdout(&out).contains("report:"), "{}", stdout(&out));
     assert!(exp.join("report.html").is_file());
     for d in ["start_model", "end_model"] {
@@ -90,8 +97,12 @@ fn run_survives_an_interruption_and_then_skips_finished_work() {
             "figures/{name}.png missing"
         );
     }
+    curve_log
+}
 
-    // 3. A third identical run finds everything done.
+/// Nothing is rewritten (same mtimes, same curve, same logs), and the
+/// skipped steps say so.
+fn a_third_run_finds_everything_done(env: &TestEnv, args: &[&str], exp: &Path, curve_log: &[u64]) {
     let watched = [
         "start_model/model.safetensors",
         "end_model/model.safetensors",
@@ -102,9 +113,7 @@ fn run_survives_an_interruption_and_then_skips_finished_work() {
     ];
     let before: Vec<_> = watched.iter().map(|p| mtime(&exp.join(p))).collect();
     let curve_before = tensors(&exp.join("curve_model/curve.safetensors"));
-    let t = Instant::now();
-    let out = env.ok(&args);
-    let secs = t.elapsed().as_secs_f64();
+    let out = env.ok(args);
     let err = stderr(&out);
     assert!(
         err.contains("up to date") && err.contains("skipped"),
@@ -130,12 +139,8 @@ fn run_survives_an_interruption_and_then_skips_finished_work() {
     }
     assert_eq!(
         log_epochs(&exp.join("curve_model/log.jsonl")),
-        curve_log,
+        curve_log.to_vec(),
         "the rerun changed curve_model/log.jsonl"
-    );
-    assert!(
-        secs < 60.0,
-        "the rerun took {secs:.1}s although nothing was left to do"
     );
 }
 

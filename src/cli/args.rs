@@ -1,23 +1,21 @@
 //! The arguments: one `Args` struct per subcommand (doc comments become
-//! `--help`), and their conversion into the library's typed configs at the
-//! border. Values are validated by the configs, not here.
+//! `--help`). They turn into the library's typed configs in `convert.rs`;
+//! values are validated by the configs, not here.
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Result};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
 use modeconn::choice::Choice;
-use modeconn::config::{ArchRequest, CurveConfig, DataRequest, TrainConfig};
 use modeconn::curve::CurveKind;
 use modeconn::data::DatasetKind;
 use modeconn::eval::ensemble::{Average, Sampling};
 use modeconn::landscape::Coords;
 use modeconn::loader::Normalize;
-use modeconn::model::{ArchKind, Precision};
+use modeconn::model::ArchKind;
 use modeconn::optim::{OptimKind, Schedule};
-use modeconn::runtime::{DeviceChoice, MemoryFormat, PrecisionChoice, Runtime};
+use modeconn::runtime::{DeviceChoice, MemoryFormat, PrecisionChoice};
 
 /// A parser for a [`Choice`], listing its names and help lines in `--help`.
 fn choice<T: Choice + Clone>() -> impl TypedValueParser<Value = T> {
@@ -365,109 +363,4 @@ pub struct RunArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub rt: RuntimeArgs,
-}
-
-// ---- The border: arguments into the library's configs. ----
-
-impl DataArgs {
-    pub fn request(&self) -> DataRequest {
-        DataRequest {
-            dataset: self.dataset,
-            data_dir: self.data_dir.clone(),
-            normalize: self.normalize,
-            train_subset: self.train_subset,
-            test_subset: self.test_subset,
-        }
-    }
-}
-
-impl ModelArgs {
-    pub fn request(&self) -> ArchRequest {
-        ArchRequest {
-            arch: self.arch,
-            depth: self.depth,
-            widen: self.widen,
-            dropout: self.dropout,
-        }
-    }
-}
-
-impl RuntimeArgs {
-    /// The runtime for these flags; `precision` when `--precision` is not given.
-    pub fn runtime(&self, precision: PrecisionChoice) -> Result<Runtime> {
-        Runtime::new(
-            self.device,
-            self.threads,
-            self.precision.unwrap_or(precision),
-            self.memory_format,
-            self.eval_batch_size,
-            self.stack_models,
-        )
-    }
-}
-
-impl OptimArgs {
-    /// The augmentation asked for, if any.
-    fn augment(&self) -> Option<bool> {
-        if self.no_augment {
-            Some(false)
-        } else {
-            self.augment.then_some(true)
-        }
-    }
-}
-
-impl TrainArgs {
-    /// The endpoint config: the defaults for the architecture and data,
-    /// overridden by the flags.
-    pub fn config(&self, arch: ArchKind, channels: i64, precision: Precision) -> TrainConfig {
-        let o = &self.optim;
-        let mut c = TrainConfig::defaults(arch, channels);
-        c.models = self.models;
-        c.precision = precision;
-        macro_rules! over {
-            ($($dst:expr => $src:expr),*) => { $( if let Some(v) = $src { $dst = v; } )* };
-        }
-        over!(c.seed => o.seed, c.epochs => o.epochs, c.batch_size => o.batch_size,
-              c.optim.kind => o.optimizer, c.optim.lr => o.lr, c.optim.momentum => o.momentum,
-              c.optim.wd => o.wd, c.schedule => o.schedule, c.augment => o.augment());
-        c.optim.nesterov = o.nesterov;
-        c
-    }
-}
-
-impl FitCurveArgs {
-    /// The curve config: the defaults, overridden by the flags.
-    pub fn config(
-        &self,
-        start: PathBuf,
-        end: PathBuf,
-        channels: i64,
-        precision: Precision,
-    ) -> Result<CurveConfig> {
-        let o = &self.optim;
-        if o.optimizer == Some(OptimKind::Adam) {
-            return Err(anyhow!("fit-curve uses SGD with momentum (as the reference implementation); --optimizer adam is for train-endpoints"));
-        }
-        let mut c = CurveConfig::defaults(start, end, channels, o.epochs.unwrap_or(10));
-        c.kind = self.curve;
-        c.bends = self.bends;
-        c.precision = precision;
-        macro_rules! over {
-            ($($dst:expr => $src:expr),*) => { $( if let Some(v) = $src { $dst = v; } )* };
-        }
-        over!(c.batch_size => o.batch_size, c.lr => o.lr, c.momentum => o.momentum, c.wd => o.wd,
-              c.schedule => o.schedule, c.seed => o.seed, c.augment => o.augment());
-        for spec in &self.init_bend {
-            let (k, p) = spec
-                .split_once('=')
-                .ok_or_else(|| anyhow!("--init-bend expects K=PATH, got '{spec}'"))?;
-            let k: usize = k
-                .trim()
-                .parse()
-                .map_err(|_| anyhow!("--init-bend: '{k}' is not a bend index"))?;
-            c.init_bends.push((k, PathBuf::from(p)));
-        }
-        Ok(c)
-    }
 }

@@ -163,6 +163,13 @@ pub fn export(a: &ExportArgs, out: &Terminal) -> Result<()> {
     if !(0.0..=1.0).contains(&a.t) {
         bail!("--t must be in [0, 1], got {}", a.t);
     }
+    if let Some(place) = modeconn::experiment::owned_by_experiment(&a.exp, &a.out) {
+        bail!(
+            "--out {} is inside the experiment's own {place}; writing there would overwrite its files. Choose a path outside {}/{place}",
+            a.out.display(),
+            a.exp.display()
+        );
+    }
     let rt = super::runtime(&a.rt, PrecisionChoice::Fp32, out)?;
     let s = Session::open(&a.exp, &a.data.request(), rt)?;
     let p = s.point(a.t)?;

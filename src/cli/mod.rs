@@ -4,6 +4,7 @@
 //! main.rs knows about it.
 
 mod args;
+mod convert;
 mod eval;
 mod output;
 mod run;

@@ -17,14 +17,14 @@ pub fn run(a: &RunArgs, out: &Terminal) -> Result<()> {
         .exp
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("experiments/{}", p.name)));
-    plan::validate(&p, &exp)?;
-    let rt = super::runtime(&a.rt, p.precision, out)?;
-    let _lock = ExperimentLock::acquire(&exp)?;
     let req = RunRequest {
         train_subset: a.data.train_subset,
         test_subset: a.data.test_subset,
         arch: a.model.request(),
     };
+    plan::validate(&p, &exp, &req)?;
+    let rt = super::runtime(&a.rt, p.precision, out)?;
+    let _lock = ExperimentLock::acquire(&exp)?;
     let s = plan::run(&exp, &p, &req, &rt, out)?;
     for m in &s.report_notes {
         out.warn(&format!("note: {m}"));

@@ -41,6 +41,37 @@ pub fn endpoints(a: &TrainArgs, out: &Terminal) -> Result<()> {
     Ok(())
 }
 
+/// The error for a missing endpoint, with the experiment's own endpoints
+/// when it has others (`--models 3` makes start_model, model_1, model_2).
+fn missing_endpoint(p: &std::path::Path, exp: &std::path::Path) -> String {
+    let mut have: Vec<String> = std::fs::read_dir(exp)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            (n == "start_model" || n == "end_model" || n.starts_with("model_"))
+                && checkpoint::model_file(&exp.join(n)).is_file()
+        })
+        .collect();
+    have.sort();
+    match have.len() {
+        0 | 1 => format!(
+            "endpoint checkpoint {} does not exist. Train endpoints with `modeconn train-endpoints --exp {}`, or pass --start/--end",
+            p.display(),
+            exp.display()
+        ),
+        _ => format!(
+            "endpoint checkpoint {} does not exist, but {} holds the endpoints {}: choose two, e.g. --start {} --end {}",
+            p.display(),
+            exp.display(),
+            have.join(", "),
+            exp.join(&have[0]).display(),
+            exp.join(&have[1]).display()
+        ),
+    }
+}
+
 pub fn curve(a: &FitCurveArgs, out: &Terminal) -> Result<()> {
     let exp = match (&a.exp, &a.start) {
         (Some(e), _) => e.clone(),
@@ -64,7 +95,7 @@ pub fn curve(a: &FitCurveArgs, out: &Terminal) -> Result<()> {
     let _lock = ExperimentLock::acquire(&exp)?;
     for p in [&start, &end] {
         if !p.exists() {
-            bail!("endpoint checkpoint {} does not exist. Train endpoints with `modeconn train-endpoints --exp {}`, or pass --start/--end", p.display(), exp.display());
+            bail!(missing_endpoint(p, &exp));
         }
     }
     let (model, data, dcfg) = curve::setup(

@@ -21,7 +21,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Result};
 
-pub use download::{download, download_files, official_files, RemoteFile};
+pub use download::{download, download_files, md5_hex, official_files, RemoteFile};
 pub use subset::balanced_subset;
 
 /// The datasets modeconn knows how to load.
@@ -161,7 +161,17 @@ impl RawDataset {
 /// `image-folder`, where it is the root); `cache_dir` is where decoded caches
 /// may be written (never inside the dataset dir, which may be read-only).
 pub fn load(kind: DatasetKind, data_dir: Option<&Path>, cache_dir: &Path) -> Result<RawDataset> {
-    match kind {
+    // A --data-dir that does not exist is a mistake, not a reason to use
+    // some other copy found elsewhere.
+    if let Some(d) = data_dir.filter(|d| !d.exists()) {
+        bail!(
+            "--data-dir {} does not exist; pass the directory that holds {} (or leave --data-dir out to search data/{} and the system copies)",
+            d.display(),
+            kind.name(),
+            kind.name()
+        );
+    }
+    let raw = match kind {
         DatasetKind::Mnist | DatasetKind::FashionMnist => {
             idx::load(kind, &default_search_dirs(kind, data_dir), data_dir)
         }
@@ -175,7 +185,17 @@ pub fn load(kind: DatasetKind, data_dir: Option<&Path>, cache_dir: &Path) -> Res
                  train/<class>/*.jpg|png and test/<class>/*.jpg|png"
             ),
         },
+    }?;
+    for (split, s) in [("training", &raw.train), ("test", &raw.test)] {
+        if s.n == 0 {
+            bail!(
+                "the {split} split of {} ({}) holds no images; a dataset needs at least one of each",
+                kind.name(),
+                data_dir.map_or_else(|| "found by search".to_string(), |d| d.display().to_string())
+            );
+        }
     }
+    Ok(raw)
 }
 
 /// Directories searched for a dataset, in order: `data_dir` and

@@ -144,33 +144,26 @@ pub fn fit_curve(
     // Everything, a saved state included, is read and checked before the
     // first write, so a refused command leaves the experiment as it was.
     let mut curve = initial_curve(model, cfg, rt)?;
-    let mut start_epoch = 0;
-    let mut saved_optim = None;
-    if let Some(st) = SavedState::read(&dir)? {
-        if !resume {
-            bail!(
-                "{} already holds a curve fit (epoch {}). Pass --resume to continue it, or delete {} to start over.",
-                dir.display(),
-                st.meta.epoch,
-                dir.display()
-            );
+    let ends = EndpointFiles::of(cfg)?;
+    let (start_epoch, saved_optim) = match SavedState::read(&dir)? {
+        Some(st) => {
+            check_resumable(exp, &dir, &st, cx, cfg, resume)?;
+            xp::ensure_same(
+                exp,
+                "curve_endpoints",
+                &ends,
+                "a curve fitted between other endpoint files",
+                "The endpoints changed after the curve was started (retrained?): delete curve_model/ to fit a new curve, or use a new --exp.",
+            )?;
+            restore_bends(&mut curve, st.tensors, cfg.bends, &st.path, model, rt)?;
+            (st.meta.epoch, Some(st.optim))
         }
-        if st.meta.curve != Some(curve_meta(cfg)) || st.meta.arch != model.cfg {
-            bail!(
-                "{} holds a different curve ({:?}, {:?}); delete it to fit a new one",
-                st.path.display(),
-                st.meta.curve,
-                st.meta.arch.arch
-            );
-        }
-        xp::ensure_resumable(exp, "curve", cfg, dcfg, &model.cfg, "a curve fit")?;
-        restore_bends(&mut curve, st.tensors, cfg.bends, &st.path, model, rt)?;
-        start_epoch = st.meta.epoch;
-        saved_optim = Some(st.optim);
-    }
+        None => (0, None),
+    };
     xp::write_section(exp, "data", dcfg)?;
     xp::write_section(exp, "arch", &model.cfg)?;
     xp::write_section(exp, "curve", cfg)?;
+    xp::write_section(exp, "curve_endpoints", &ends)?;
     xp::record_runtime(exp, rt, model, obs)?;
     let job = CurveJob::new(dir, curve, cx, cfg);
     if cfg.epochs == 0 || start_epoch >= cfg.epochs {
@@ -216,6 +209,58 @@ pub fn fit_curve(
     Ok(())
 }
 
+/// Fingerprints of the endpoint files a curve is fitted between, so a fit
+/// is never resumed against retrained endpoints.
+#[derive(serde::Serialize)]
+struct EndpointFiles {
+    start_md5: String,
+    end_md5: String,
+}
+
+impl EndpointFiles {
+    fn of(cfg: &CurveConfig) -> Result<EndpointFiles> {
+        let md5 = |p: &Path| -> Result<String> {
+            let f =
+                std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?;
+            crate::data::md5_hex(std::io::BufReader::new(f))
+                .with_context(|| format!("cannot read {}", p.display()))
+        };
+        Ok(EndpointFiles {
+            start_md5: md5(&cfg.start)?,
+            end_md5: md5(&cfg.end)?,
+        })
+    }
+}
+
+/// Refuses a saved fit unless `--resume` was given for the same curve,
+/// architecture, data and settings.
+fn check_resumable(
+    exp: &Path,
+    dir: &Path,
+    st: &SavedState,
+    cx: &Context,
+    cfg: &CurveConfig,
+    resume: bool,
+) -> Result<()> {
+    if !resume {
+        bail!(
+            "{} already holds a curve fit (epoch {}). Pass --resume to continue it, or delete {} to start over.",
+            dir.display(),
+            st.meta.epoch,
+            dir.display()
+        );
+    }
+    if st.meta.curve != Some(curve_meta(cfg)) || st.meta.arch != cx.model.cfg {
+        bail!(
+            "{} holds a different curve ({:?}, {:?}); delete it to fit a new one",
+            st.path.display(),
+            st.meta.curve,
+            st.meta.arch.arch
+        );
+    }
+    xp::ensure_resumable(exp, "curve", cfg, cx.dcfg, &cx.model.cfg, "a curve fit")
+}
+
 fn curve_meta(cfg: &CurveConfig) -> CurveMeta {
     CurveMeta {
         kind: cfg.kind,
@@ -242,7 +287,9 @@ fn restore_bends(
             continue;
         }
         let p = checkpoint::in_order(b, &weights);
-        model.check_weights(&p, &format!("{} (bend {k})", path.display()))?;
+        let origin = format!("{} (bend {k})", path.display());
+        model.check_weights(&p, &origin)?;
+        model.check_finite(&p, &origin)?;
         curve.bends[k] = model.prepare(&p, rt.device, rt.channels_last);
     }
     Ok(())

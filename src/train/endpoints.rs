@@ -98,8 +98,39 @@ fn check_existing(
     }
     if resuming {
         xp::ensure_resumable(exp, "train", tcfg, dcfg, &model.cfg, "endpoints")?;
+        // Every saved state is read and checked now, before config.json is
+        // touched: a damaged one is refused with the experiment unchanged.
+        for i in 0..tcfg.models {
+            let dir = xp::endpoint_dir(exp, i, tcfg.models);
+            if let Some(st) = SavedState::read(&dir)? {
+                saved_params(&st, model)?;
+            }
+        }
     }
     Ok(())
+}
+
+/// The network a saved state holds, checked against `model` (architecture,
+/// every key and shape, finite values).
+fn saved_params(st: &SavedState, model: &Model) -> Result<Params> {
+    if st.meta.arch != model.cfg {
+        bail!(
+            "{} was trained with a different architecture ({:?}); delete it or use another --exp",
+            st.path.display(),
+            st.meta.arch
+        );
+    }
+    let order: Vec<String> = model.spec.iter().map(|s| s.name.clone()).collect();
+    let p = checkpoint::in_order(
+        st.tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect(),
+        &order,
+    );
+    model.check(&p, &st.path.display().to_string())?;
+    model.check_finite(&p, &st.path.display().to_string())?;
+    Ok(p)
 }
 
 /// A network's parameters made trainable: the weights become leaves that
@@ -154,16 +185,7 @@ impl<'a> EndpointJob<'a> {
         let mut start_epoch = 0;
         let mut saved_optim = None;
         if let Some(st) = SavedState::read(&dir)? {
-            if st.meta.arch != model.cfg {
-                bail!(
-                    "{} was trained with a different architecture ({:?}); delete it or use another --exp",
-                    st.path.display(),
-                    st.meta.arch
-                );
-            }
-            let order: Vec<String> = model.spec.iter().map(|s| s.name.clone()).collect();
-            let p = checkpoint::in_order(st.tensors, &order);
-            model.check(&p, &st.path.display().to_string())?;
+            let p = saved_params(&st, model)?;
             params = model.prepare(&p, rt.device, rt.channels_last);
             start_epoch = st.meta.epoch;
             saved_optim = Some(st.optim);

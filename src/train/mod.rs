@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use tch::Tensor;
 
 pub use batch::{epoch_seed, Loop};
@@ -120,6 +120,19 @@ impl Trainer<'_> {
         prog: &mut Progress,
     ) -> Result<()> {
         let per_epoch = self.lp.batches_per_epoch();
+        if per_epoch == 0 {
+            let n = self.lp.data.train.len();
+            bail!(
+                "{}: nothing to train on: {n} training image(s) make no batch of --batch-size {}{}. Use more images (--train-subset) or a batch size that fits.",
+                job.label(),
+                self.lp.batch_size,
+                if self.lp.model.has_bn {
+                    " (BatchNorm needs at least 2 images per batch)"
+                } else {
+                    ""
+                }
+            );
+        }
         if start_epoch >= plan.epochs {
             prog.inc(plan.epochs as u64 * per_epoch);
             crate::observe::note(
@@ -138,7 +151,14 @@ impl Trainer<'_> {
         if let Some(st) = saved_optim {
             let dev = self.lp.rt.device;
             let map: HashMap<String, Tensor> = st.into_iter().collect();
-            opt.load_state(names, |k| map.get(k).map(|t| t.to_device(dev)))?;
+            opt.load_state(names, |k| map.get(k).map(|t| t.to_device(dev)))
+                .with_context(|| {
+                    format!(
+                        "{}: the resume state is damaged; delete {} to start over",
+                        checkpoint::state_file(job.dir()).display(),
+                        job.dir().display()
+                    )
+                })?;
         }
         let ev = Evaluator {
             model: self.lp.model,

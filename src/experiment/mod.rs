@@ -1,5 +1,5 @@
-//! The experiment directory: its layout, `config.json`, and loading the
-//! endpoints and curves stored in it (or anywhere else) as parameter sets.
+//! The experiment directory: its layout and `config.json`. Loading the
+//! endpoints, curves and data stored in it (or anywhere else) is in [`load`].
 
 use std::path::{Path, PathBuf};
 
@@ -9,12 +9,13 @@ use serde_json::{Map, Value};
 
 use crate::checkpoint::{self, Meta};
 use crate::config::{default_normalize, ArchRequest, DataRequest};
-use crate::curve::Curve;
 use crate::data::DatasetKind;
-use crate::loader::{self, Data, DataConfig};
-use crate::model::{ArchConfig, ArchKind, Model, Params};
+use crate::loader::{Data, DataConfig};
+use crate::model::{ArchConfig, ArchKind, Model};
 use crate::observe::{Event, Observer};
-use crate::runtime::Runtime;
+
+mod load;
+pub use load::*;
 
 pub fn config_path(exp: &Path) -> PathBuf {
     exp.join("config.json")
@@ -23,13 +24,15 @@ pub fn config_path(exp: &Path) -> PathBuf {
 /// Reads config.json as a JSON object (empty when absent).
 pub fn read_config(exp: &Path) -> Result<Map<String, Value>> {
     let p = config_path(exp);
-    match std::fs::read_to_string(&p) {
-        Ok(s) => match serde_json::from_str::<Value>(&s) {
-            Ok(Value::Object(m)) => Ok(m),
-            _ => bail!("{} is not a JSON object; fix or delete it", p.display()),
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Map::new()),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
+    match std::fs::symlink_metadata(&p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", p.display())),
+        Ok(_) => {}
+    }
+    let s = checkpoint::read_text(&p, checkpoint::JSON_MAX)?;
+    match serde_json::from_str::<Value>(&s) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => bail!("{} is not a JSON object; fix or delete it", p.display()),
     }
 }
 
@@ -140,6 +143,39 @@ pub fn endpoint_dir(exp: &Path, i: usize, n: usize) -> PathBuf {
     }
 }
 
+/// When `path` lies where the experiment keeps its own files (a model
+/// folder, the curve, eval/, landscape/, figures/, config.json, the lock,
+/// the report), the name of that place; writing there would destroy work.
+pub fn owned_by_experiment(exp: &Path, path: &Path) -> Option<String> {
+    let abs = |p: &Path| -> Option<PathBuf> {
+        // Resolve links in the deepest existing ancestor, keep the rest.
+        let p = std::path::absolute(p).ok()?;
+        let mut base = p.as_path();
+        let mut rest = Vec::new();
+        while !base.exists() {
+            rest.push(base.file_name()?.to_os_string());
+            base = base.parent()?;
+        }
+        let mut r = std::fs::canonicalize(base).ok()?;
+        r.extend(rest.iter().rev());
+        Some(r)
+    };
+    let rel = abs(path)?.strip_prefix(abs(exp)?).ok()?.to_path_buf();
+    let first = rel
+        .components()
+        .next()?
+        .as_os_str()
+        .to_string_lossy()
+        .into_owned();
+    let owned = matches!(
+        first.as_str(),
+        "start_model" | "end_model" | "curve_model" | "eval" | "landscape" | "figures"
+    ) || first.starts_with("model_")
+        || (rel.components().count() == 1
+            && matches!(first.as_str(), "config.json" | ".lock" | "report.html"));
+    owned.then_some(first)
+}
+
 pub fn curve_dir(exp: &Path) -> PathBuf {
     exp.join("curve_model")
 }
@@ -156,7 +192,7 @@ pub fn data_config(
         .or_else(|| base.map(|b| b.dataset))
         .unwrap_or(DatasetKind::FashionMnist);
     let same = base.map(|b| b.dataset == dataset).unwrap_or(false);
-    Ok(DataConfig {
+    let cfg = DataConfig {
         data_dir: args.data_dir.clone().or_else(|| {
             if same {
                 base.and_then(|b| b.data_dir.clone())
@@ -183,7 +219,9 @@ pub fn data_config(
             }
         }),
         dataset,
-    })
+    };
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 /// Architecture from flags (falling back on `base`) and the data's shape.
@@ -228,194 +266,5 @@ pub fn meta_for(arch: &ArchConfig, data: &Data, cfg: &DataConfig, epoch: usize) 
         epoch,
         curve: None,
         note: String::new(),
-    }
-}
-
-/// Loads the data a checkpoint was made with, honouring flags; refuses a
-/// dataset or class list that differs from the checkpoint's.
-pub fn load_data_for(
-    meta: &Meta,
-    exp: Option<&Path>,
-    args: &DataRequest,
-    rt: &Runtime,
-    origin: &Path,
-) -> Result<(Data, DataConfig)> {
-    if let Some(d) = args.dataset {
-        if d != meta.dataset {
-            bail!(
-                "{} was made on dataset '{}', but --dataset is '{}'; evaluate it on '{}' or fit a new curve on '{}'",
-                origin.display(),
-                meta.dataset,
-                d,
-                meta.dataset,
-                d
-            );
-        }
-    }
-    let base = match exp {
-        Some(e) => section::<DataConfig>(e, "data")?,
-        None => None,
-    };
-    let mut base = base
-        .filter(|b| b.dataset == meta.dataset)
-        .unwrap_or(DataConfig {
-            dataset: meta.dataset,
-            data_dir: None,
-            normalize: meta.normalize,
-            train_subset: None,
-            test_subset: None,
-        });
-    base.normalize = meta.normalize;
-    let cfg = data_config(args, Some(&base), meta.arch.arch)?;
-    let norm = Some((meta.norm_mean.clone(), meta.norm_std.clone())).filter(|(m, _)| !m.is_empty());
-    let data = loader::load(&cfg, rt.device, norm)?;
-    if data.classes != meta.classes {
-        bail!(
-            "{} was made for classes {:?}, but the dataset at hand has {:?}",
-            origin.display(),
-            meta.classes,
-            data.classes
-        );
-    }
-    Ok((data, cfg))
-}
-
-/// Reads one network's parameters from a checkpoint and checks them against
-/// `model` (by name and shape). Returns them in spec order, on the device.
-pub fn load_params(path: &Path, model: &Model, rt: &Runtime) -> Result<Params> {
-    let (tensors, _) = checkpoint::read_tensors(path)?;
-    let order: Vec<String> = model.spec.iter().map(|s| s.name.clone()).collect();
-    let p = checkpoint::in_order(tensors, &order);
-    // PyTorch state dicts of BN-free models have no buffers; older PyTorch ones may lack num_batches_tracked.
-    let p = fill_missing_counters(p, model);
-    model.check(&p, &path.display().to_string())?;
-    Ok(model.prepare(&p, rt.device, rt.channels_last))
-}
-
-fn fill_missing_counters(mut p: Params, model: &Model) -> Params {
-    for s in &model.spec {
-        if s.name.ends_with("num_batches_tracked") && p.try_get(&s.name).is_none() {
-            p.set(
-                &s.name,
-                tch::Tensor::zeros([], (tch::Kind::Int64, tch::Device::Cpu)),
-            );
-        }
-    }
-    p
-}
-
-/// Reads only the metadata of a modeconn checkpoint (its header, not its tensors).
-pub fn read_meta(path: &Path) -> Result<Option<Meta>> {
-    if !path.exists() {
-        bail!("checkpoint {} does not exist", path.display());
-    }
-    checkpoint::read_meta(path)
-}
-
-/// A checkpoint path: a file as is, or the model file inside a directory.
-pub fn resolve_model_path(p: &Path) -> PathBuf {
-    if p.is_dir() {
-        checkpoint::model_file(p)
-    } else {
-        p.to_path_buf()
-    }
-}
-
-/// A curve loaded from `<exp>/curve_model/curve.safetensors`.
-pub struct LoadedCurve {
-    pub curve: Curve,
-    pub meta: Meta,
-    pub model: Model,
-    pub path: PathBuf,
-}
-
-pub fn load_curve(exp: &Path, rt: &Runtime) -> Result<LoadedCurve> {
-    let path = checkpoint::curve_file(&curve_dir(exp));
-    if !path.exists() {
-        bail!(
-            "{} has no curve ({} is missing). Create it with `modeconn fit-curve --exp {}` (or import one with `modeconn fit-curve --exp {} --start A --end B --init-bend 1=THETA --epochs 0`)",
-            exp.display(),
-            path.display(),
-            exp.display(),
-            exp.display()
-        );
-    }
-    let (tensors, meta) = checkpoint::read_tensors(&path)?;
-    let meta = meta.ok_or_else(|| {
-        anyhow!(
-            "{} has no modeconn metadata; was it written by modeconn fit-curve?",
-            path.display()
-        )
-    })?;
-    let cm = meta.curve.clone().ok_or_else(|| {
-        anyhow!(
-            "{} is not a curve checkpoint (no curve metadata)",
-            path.display()
-        )
-    })?;
-    let model = Model::new(meta.arch.clone())?;
-    let weights: Vec<String> = model.weight_names().map(str::to_string).collect();
-    let mut bends = Vec::new();
-    for (k, b) in checkpoint::split_bends(tensors, cm.bends, &path)?
-        .into_iter()
-        .enumerate()
-    {
-        let p = checkpoint::in_order(b, &weights);
-        for n in &weights {
-            if p.try_get(n).is_none() {
-                bail!(
-                    "{}: bend {k} lacks parameter '{n}' of {}",
-                    path.display(),
-                    meta.arch.arch.name()
-                );
-            }
-        }
-        let p = Params::new(
-            weights
-                .iter()
-                .map(|n| (n.clone(), p.get(n).shallow_clone()))
-                .collect(),
-        );
-        for s in model
-            .spec
-            .iter()
-            .filter(|s| s.role == crate::model::Role::Weight)
-        {
-            if p.get(&s.name).size() != s.shape {
-                bail!(
-                    "{}: bend {k} parameter '{}' has shape {:?}, expected {:?}",
-                    path.display(),
-                    s.name,
-                    p.get(&s.name).size(),
-                    s.shape
-                );
-            }
-        }
-        bends.push(model.prepare(&p, rt.device, rt.channels_last));
-    }
-    Ok(LoadedCurve {
-        curve: Curve {
-            kind: cm.kind,
-            bends,
-        },
-        meta,
-        model,
-        path,
-    })
-}
-
-/// Loads endpoint i's full parameters (with BN statistics) when its
-/// checkpoint exists in the experiment, for evaluation as itself.
-pub fn load_endpoint_if_present(
-    exp: &Path,
-    i: usize,
-    model: &Model,
-    rt: &Runtime,
-) -> Result<Option<Params>> {
-    let p = checkpoint::model_file(&endpoint_dir(exp, i, 2));
-    if p.exists() {
-        Ok(Some(load_params(&p, model, rt)?))
-    } else {
-        Ok(None)
     }
 }

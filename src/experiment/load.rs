@@ -1,0 +1,191 @@
+//! Loading what an experiment (or any checkpoint) holds: parameter sets
+//! checked against a model, curves, metadata and the data a checkpoint was
+//! made with.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Result};
+
+use super::{curve_dir, data_config, endpoint_dir, section};
+use crate::checkpoint::{self, Meta};
+use crate::config::DataRequest;
+use crate::curve::Curve;
+use crate::loader::{self, Data, DataConfig};
+use crate::model::{Model, Params};
+use crate::runtime::Runtime;
+
+/// Loads the data a checkpoint was made with, honouring flags; refuses a
+/// dataset or class list that differs from the checkpoint's.
+pub fn load_data_for(
+    meta: &Meta,
+    exp: Option<&Path>,
+    args: &DataRequest,
+    rt: &Runtime,
+    origin: &Path,
+) -> Result<(Data, DataConfig)> {
+    if let Some(d) = args.dataset {
+        if d != meta.dataset {
+            bail!(
+                "{} was made on dataset '{}', but --dataset is '{}'; evaluate it on '{}' or fit a new curve on '{}'",
+                origin.display(),
+                meta.dataset,
+                d,
+                meta.dataset,
+                d
+            );
+        }
+    }
+    let base = match exp {
+        Some(e) => section::<DataConfig>(e, "data")?,
+        None => None,
+    };
+    let mut base = base
+        .filter(|b| b.dataset == meta.dataset)
+        .unwrap_or(DataConfig {
+            dataset: meta.dataset,
+            data_dir: None,
+            normalize: meta.normalize,
+            train_subset: None,
+            test_subset: None,
+        });
+    base.normalize = meta.normalize;
+    let cfg = data_config(args, Some(&base), meta.arch.arch)?;
+    let norm = Some((meta.norm_mean.clone(), meta.norm_std.clone())).filter(|(m, _)| !m.is_empty());
+    let data = loader::load(&cfg, rt.device, norm)?;
+    if data.classes != meta.classes {
+        bail!(
+            "{} was made for classes {:?}, but the dataset at hand has {:?}",
+            origin.display(),
+            meta.classes,
+            data.classes
+        );
+    }
+    Ok((data, cfg))
+}
+
+/// Reads one network's parameters from a checkpoint and checks them against
+/// `model` (by name and shape). Returns them in spec order, on the device.
+pub fn load_params(path: &Path, model: &Model, rt: &Runtime) -> Result<Params> {
+    let (tensors, _) = checkpoint::read_tensors(path)?;
+    let order: Vec<String> = model.spec.iter().map(|s| s.name.clone()).collect();
+    let p = checkpoint::in_order(tensors, &order);
+    // PyTorch state dicts of BN-free models have no buffers; older PyTorch ones may lack num_batches_tracked.
+    let p = fill_missing_counters(p, model);
+    model.check(&p, &path.display().to_string())?;
+    model.check_finite(&p, &path.display().to_string())?;
+    Ok(model.prepare(&p, rt.device, rt.channels_last))
+}
+
+fn fill_missing_counters(mut p: Params, model: &Model) -> Params {
+    for s in &model.spec {
+        if s.name.ends_with("num_batches_tracked") && p.try_get(&s.name).is_none() {
+            p.set(
+                &s.name,
+                tch::Tensor::zeros([], (tch::Kind::Int64, tch::Device::Cpu)),
+            );
+        }
+    }
+    p
+}
+
+/// Reads only the metadata of a modeconn checkpoint (its header, not its tensors).
+pub fn read_meta(path: &Path) -> Result<Option<Meta>> {
+    if !path.exists() {
+        bail!("checkpoint {} does not exist", path.display());
+    }
+    checkpoint::read_meta(path)
+}
+
+/// A checkpoint path: a file as is, or the model file inside a directory.
+pub fn resolve_model_path(p: &Path) -> PathBuf {
+    if p.is_dir() {
+        checkpoint::model_file(p)
+    } else {
+        p.to_path_buf()
+    }
+}
+
+/// A curve loaded from `<exp>/curve_model/curve.safetensors`.
+pub struct LoadedCurve {
+    pub curve: Curve,
+    pub meta: Meta,
+    pub model: Model,
+    pub path: PathBuf,
+}
+
+pub fn load_curve(exp: &Path, rt: &Runtime) -> Result<LoadedCurve> {
+    let path = checkpoint::curve_file(&curve_dir(exp));
+    if !path.exists() {
+        bail!(
+            "{} has no curve ({} is missing). Create it with `modeconn fit-curve --exp {}` (or import one with `modeconn fit-curve --exp {} --start A --end B --init-bend 1=THETA --epochs 0`)",
+            exp.display(),
+            path.display(),
+            exp.display(),
+            exp.display()
+        );
+    }
+    let (tensors, meta) = checkpoint::read_tensors(&path)?;
+    let meta = meta.ok_or_else(|| {
+        anyhow!(
+            "{} has no modeconn metadata; was it written by modeconn fit-curve?",
+            path.display()
+        )
+    })?;
+    let cm = meta.curve.clone().ok_or_else(|| {
+        anyhow!(
+            "{} is not a curve checkpoint (no curve metadata)",
+            path.display()
+        )
+    })?;
+    if cm.bends < 3 {
+        bail!(
+            "{}: its metadata says {} bends; a curve has at least 3 (two endpoints and a free bend). The file is damaged: fit the curve again with `modeconn fit-curve`",
+            path.display(),
+            cm.bends
+        );
+    }
+    let model = Model::new(meta.arch.clone())?;
+    let weights: Vec<String> = model.weight_names().map(str::to_string).collect();
+    let mut bends = Vec::new();
+    for (k, b) in checkpoint::split_bends(tensors, cm.bends, &path)?
+        .into_iter()
+        .enumerate()
+    {
+        let p = checkpoint::in_order(b, &weights);
+        let origin = format!("{} (bend {k})", path.display());
+        model.check_weights(&p, &origin)?;
+        model.check_finite(&p, &origin)?;
+        let p = Params::new(
+            weights
+                .iter()
+                .map(|n| (n.clone(), p.get(n).shallow_clone()))
+                .collect(),
+        );
+        bends.push(model.prepare(&p, rt.device, rt.channels_last));
+    }
+    Ok(LoadedCurve {
+        curve: Curve {
+            kind: cm.kind,
+            bends,
+        },
+        meta,
+        model,
+        path,
+    })
+}
+
+/// Loads endpoint i's full parameters (with BN statistics) when its
+/// checkpoint exists in the experiment, for evaluation as itself.
+pub fn load_endpoint_if_present(
+    exp: &Path,
+    i: usize,
+    model: &Model,
+    rt: &Runtime,
+) -> Result<Option<Params>> {
+    let p = checkpoint::model_file(&endpoint_dir(exp, i, 2));
+    if p.exists() {
+        Ok(Some(load_params(&p, model, rt)?))
+    } else {
+        Ok(None)
+    }
+}
