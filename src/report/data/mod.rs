@@ -1,12 +1,15 @@
 //! Loading the experiment files the report reads (formats in `docs/FORMATS.md`), tolerating
 //! missing files (each becomes a note naming the command that makes it) and nulls in the data.
+//!
+//! - this file: what the report reads ([`Inputs`] and the views of each file) and the title
+//!   found in it;
+//! - [`load`]: reading each input from an experiment directory.
+
+mod load;
 
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
-
-use crate::schema;
 
 /// Named numbers that may be null (`{"acc": 90.1, "nll": null}`).
 pub(crate) type Metrics = BTreeMap<String, Option<f64>>;
@@ -188,149 +191,7 @@ pub(crate) struct Inputs {
     pub notes: Vec<String>,
 }
 
-/// A typed file seen as the report's view of it (the same JSON, so the two
-/// cannot disagree).
-fn view<T: serde::Serialize, V: serde::de::DeserializeOwned>(file: &T) -> anyhow::Result<V> {
-    Ok(serde_json::from_value(serde_json::to_value(file)?)?)
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path)?;
-    Ok(serde_json::from_str(&text)?)
-}
-
-fn read_log(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, Value>>> {
-    let text = std::fs::read_to_string(path)?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| anyhow::anyhow!("line {}: {e}", i + 1)))
-        .collect()
-}
-
 impl Inputs {
-    pub fn load(exp: &Path) -> Inputs {
-        let mut inp = Inputs::default();
-        let dir = exp.display();
-        // Loads `rel` if it exists; a missing or broken file becomes a note naming `cmd`.
-        fn load<T>(
-            exp: &Path,
-            rel: &str,
-            cmd: &str,
-            what: &str,
-            notes: &mut Vec<String>,
-            read: impl Fn(&Path) -> anyhow::Result<T>,
-        ) -> Option<T> {
-            let path = exp.join(rel);
-            if !path.exists() {
-                notes.push(format!("{rel} not found: run `{cmd}` to make {what}"));
-                return None;
-            }
-            match read(&path) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    notes.push(format!(
-                        "{rel} could not be read ({e:#}): rerun `{cmd}` to make {what}"
-                    ));
-                    None
-                }
-            }
-        }
-        let n = &mut inp.notes;
-        if exp.join("config.json").exists() {
-            inp.config = load(
-                exp,
-                "config.json",
-                "modeconn train-endpoints",
-                "the configuration",
-                n,
-                read_json,
-            );
-        }
-        let mut model_dirs: Vec<(usize, String)> = std::fs::read_dir(exp)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let idx = name.strip_prefix("model_")?.parse::<usize>().ok()?;
-                Some((idx, name))
-            })
-            .collect();
-        model_dirs.sort();
-        let endpoint_dirs: Vec<(String, String)> = if model_dirs.is_empty() {
-            vec![
-                ("start_model".into(), "start".into()),
-                ("end_model".into(), "end".into()),
-            ]
-        } else {
-            model_dirs
-                .into_iter()
-                .map(|(i, d)| (d, format!("model {i}")))
-                .collect()
-        };
-        for (d, label) in &endpoint_dirs {
-            let rel = format!("{d}/log.jsonl");
-            let what = "the endpoint training curves";
-            if let Some(rows) = load(exp, &rel, "modeconn train-endpoints", what, n, read_log) {
-                inp.logs.push(RunLog {
-                    dir: d.clone(),
-                    label: label.clone(),
-                    rows,
-                });
-            }
-        }
-        if let Some(rows) = load(
-            exp,
-            "curve_model/log.jsonl",
-            "modeconn fit-curve",
-            "the curve training curves",
-            n,
-            read_log,
-        ) {
-            inp.logs.push(RunLog {
-                dir: "curve_model".into(),
-                label: "curve".into(),
-                rows,
-            });
-        }
-        inp.logs.retain(|l| !l.rows.is_empty());
-        // The eval files are read through their one schema (format number
-        // included), then viewed as the named metrics the figures draw.
-        let cmd = format!("modeconn eval --exp {dir}");
-        inp.along = load(
-            exp,
-            "eval/along.json",
-            &cmd,
-            "the along_curve figure and the curve-vs-line table",
-            n,
-            |p| view(&schema::read_versioned::<schema::AlongFile>(p, &cmd)?),
-        );
-        let cmd = format!("modeconn eval --exp {dir} --ensemble 30");
-        inp.ensemble = load(
-            exp,
-            "eval/ensemble.json",
-            &cmd,
-            "the ensemble figure and table",
-            n,
-            |p| view(&schema::read_versioned::<schema::EnsembleFile>(p, &cmd)?),
-        );
-        let cmd = format!("modeconn landscape --exp {dir}");
-        inp.plane = load(
-            exp,
-            "landscape/plane.json",
-            &cmd,
-            "the landscape figures",
-            n,
-            |p| {
-                let plane: Plane = read_json(p)?;
-                plane.check()?;
-                Ok(plane)
-            },
-        );
-        inp
-    }
-
     pub fn nothing_to_draw(&self) -> bool {
         self.logs.is_empty()
             && self.along.is_none()

@@ -1,0 +1,105 @@
+//! The sections of the page, in page order: training, curve versus line segment, ensembles, loss
+//! landscape, configuration. Each writes its heading, its table and the figures that were drawn.
+
+use super::tables::{along_table, config_table, ensemble_table, training_table};
+use super::{esc, figure};
+use crate::report::data::{Along, Ensemble, Inputs, Plane};
+use serde_json::Value;
+use std::fmt::Write;
+
+/// The last epoch of every model and the `training` figure (when there are logs or the figure).
+pub(super) fn training(h: &mut String, inp: &Inputs, figures: &[&str]) {
+    let has_figure = figures.contains(&"training");
+    if inp.logs.is_empty() && !has_figure {
+        return;
+    }
+    h.push_str("<h2>Training</h2>\n");
+    training_table(h, inp);
+    if has_figure {
+        figure(
+            h,
+            "training",
+            "Loss, accuracy and learning rate per epoch (train solid, test dashed).",
+        );
+    }
+}
+
+/// Statistics of the metrics along the curve and the line segment, and the `along_curve` figure.
+pub(super) fn along(h: &mut String, a: &Along, figures: &[&str]) {
+    h.push_str("<h2>Curve versus line segment</h2>\n");
+    along_table(h, &a.curve, a.line.as_ref());
+    if figures.contains(&"along_curve") {
+        figure(
+            h,
+            "along_curve",
+            "Train loss, test error and test accuracy along the curve (solid) and the line segment (dashed); vertical segments mark the barriers.",
+        );
+    }
+}
+
+/// The endpoints and the ensembles compared, and the `ensemble` figure.
+pub(super) fn ensembles(h: &mut String, e: &Ensemble, figures: &[&str]) {
+    h.push_str("<h2>Ensembles</h2>\n");
+    ensemble_table(h, e);
+    if figures.contains(&"ensemble") {
+        figure(
+            h,
+            "ensemble",
+            "Test accuracy and NLL of the curve ensemble against its size, with the endpoints and their two-model ensemble; reliability diagram of the curve ensemble and the start endpoint.",
+        );
+    }
+}
+
+/// The plane's caption and settings, and the two landscape figures.
+pub(super) fn landscape(h: &mut String, p: &Plane, figures: &[&str]) {
+    h.push_str("<h2>Loss landscape</h2>\n");
+    let caption = p
+        .meta
+        .get("caption")
+        .and_then(Value::as_str)
+        .unwrap_or("plane through the endpoints and a bend");
+    let mut details = Vec::new();
+    for key in [
+        "coords",
+        "grid",
+        "margin",
+        "plane_bend",
+        "train_subset",
+        "test_subset",
+    ] {
+        if let Some(v) = p.meta.get(key).filter(|v| !v.is_null()) {
+            details.push(format!(
+                "{key} = {}",
+                v.as_str().map_or_else(|| v.to_string(), str::to_string)
+            ));
+        }
+    }
+    let _ = writeln!(
+        h,
+        "<p>{}{}</p>",
+        esc(caption),
+        if details.is_empty() {
+            String::new()
+        } else {
+            esc(&format!(" ({})", details.join(", ")))
+        }
+    );
+    let text = "Filled contours on log-spaced levels; values above the top level share the top colour; grey cells are not computed yet. Endpoints w1, w2 (circles), inner bends θ (diamonds), the projected curve (solid) and the line segment (dashed).";
+    for name in ["landscape_train_loss", "landscape_test_error"] {
+        if figures.contains(&name) {
+            figure(h, name, text);
+        }
+    }
+}
+
+/// The settings of config.json as a table, and the file itself folded away.
+pub(super) fn configuration(h: &mut String, c: &Value) {
+    h.push_str("<h2>Configuration</h2>\n");
+    config_table(h, c);
+    let pretty = serde_json::to_string_pretty(c).unwrap_or_default();
+    let _ = writeln!(
+        h,
+        "<details><summary>config.json</summary>\n<pre>{}</pre>\n</details>",
+        esc(&pretty)
+    );
+}
