@@ -17,6 +17,8 @@ pub mod curve;
 pub mod data;
 pub mod eval;
 pub mod experiment;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod landscape;
 pub mod loader;
 pub mod lock;

@@ -400,6 +400,9 @@ fn model_files_are_pytorch_state_dicts_with_metadata() {
 #[test]
 fn missing_dataset_names_the_paths_searched_and_the_download_command() {
     let env = TestEnv::new();
+    // A --data-dir that exists but holds no CIFAR-10.
+    let empty = env.p("nodata");
+    std::fs::create_dir_all(&empty).unwrap();
     let out = env.modeconn(&[
         "train-endpoints",
         "--exp",
@@ -407,12 +410,13 @@ fn missing_dataset_names_the_paths_searched_and_the_download_command() {
         "--dataset",
         "cifar10",
         "--data-dir",
-        "/nonexistent",
+        &empty,
     ]);
     let err = assert_clean_error(&out, "missing cifar10");
+    let under = format!("{empty}/cifar10");
     for p in [
-        "/nonexistent",
-        "/nonexistent/cifar10",
+        empty.as_str(),
+        under.as_str(),
         "data/cifar10",
         "/usr/share/datasets/cifar10",
     ] {

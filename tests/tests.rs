@@ -5,5 +5,6 @@ mod curve;
 mod endpoints;
 mod eval;
 mod example;
-mod reliability;
+mod guarantees;
+mod hostile;
 mod run;

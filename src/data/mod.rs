@@ -9,10 +9,10 @@
 //! [`download`] fetches the official files; [`balanced_subset`] picks
 //! deterministic class-balanced subsets.
 
-mod cifar;
+pub(crate) mod cifar;
 mod download;
 mod folder;
-mod idx;
+pub(crate) mod idx;
 mod subset;
 
 use std::fmt;
@@ -165,9 +165,11 @@ pub fn load(kind: DatasetKind, data_dir: Option<&Path>, cache_dir: &Path) -> Res
     // some other copy found elsewhere.
     if let Some(d) = data_dir.filter(|d| !d.exists()) {
         bail!(
-            "--data-dir {} does not exist; pass the directory that holds {} (or leave --data-dir out to search data/{} and the system copies)",
+            "--data-dir {} does not exist. Pass the directory that holds {}, fetch it with `modeconn download {} --data-dir {}`, or leave --data-dir out to search data/{} and the system copies",
             d.display(),
             kind.name(),
+            kind.name(),
+            d.display(),
             kind.name()
         );
     }

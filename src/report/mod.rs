@@ -6,7 +6,7 @@
 //! per figure, generic over the plotters backend), and writes a self-contained `report.html`.
 //! Text is rendered with the embedded DejaVu Sans, so no system fonts are needed.
 
-mod data;
+pub(crate) mod data;
 mod figures;
 mod html;
 mod landscape;

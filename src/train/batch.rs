@@ -96,10 +96,31 @@ impl Loop<'_> {
 
     /// Number of batches per epoch (for progress totals).
     pub fn batches_per_epoch(&self) -> u64 {
+        if self.model.has_bn && self.batch_size < 2 {
+            return 0; // BatchNorm cannot train on single examples
+        }
         let n = self.data.train.len();
-        let full = n / self.batch_size;
-        let rest = n % self.batch_size;
+        let full = n / self.batch_size.max(1);
+        let rest = n % self.batch_size.max(1);
         (full + i64::from(rest >= 2 || (rest == 1 && !self.model.has_bn))) as u64
+    }
+
+    /// Refuses a loop that would train on nothing (no images, or batches
+    /// BatchNorm cannot use), naming `what` and the fix.
+    pub fn ensure_batches(&self, what: &str) -> anyhow::Result<()> {
+        if self.batches_per_epoch() > 0 {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{what}: nothing to train on: {} training image(s) make no batch of --batch-size {}{}. Use more images (--train-subset) or a batch size that fits.",
+            self.data.train.len(),
+            self.batch_size,
+            if self.model.has_bn {
+                " (BatchNorm needs at least 2 images per batch)"
+            } else {
+                ""
+            }
+        )
     }
 }
 

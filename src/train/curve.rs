@@ -156,10 +156,25 @@ pub fn fit_curve(
                 "The endpoints changed after the curve was started (retrained?): delete curve_model/ to fit a new curve, or use a new --exp.",
             )?;
             restore_bends(&mut curve, st.tensors, cfg.bends, &st.path, model, rt)?;
+            let (names, leaves) = (curve.trainable_names(), curve.trainable());
+            super::check_saved_optim(&curve_optim(cfg), &names, &leaves, &st.optim, &st.path)?;
             (st.meta.epoch, Some(st.optim))
         }
         None => (0, None),
     };
+    let trainer = Trainer {
+        lp: Loop {
+            model,
+            data,
+            rt,
+            batch_size: cfg.batch_size,
+            augment: cfg.augment,
+            bn: BnMode::Train(None),
+        },
+    };
+    if cfg.epochs > 0 {
+        trainer.lp.ensure_batches("curve")?;
+    }
     xp::write_section(exp, "data", dcfg)?;
     xp::write_section(exp, "arch", &model.cfg)?;
     xp::write_section(exp, "curve", cfg)?;
@@ -180,26 +195,9 @@ pub fn fit_curve(
         }
         return Ok(());
     }
-    let trainer = Trainer {
-        lp: Loop {
-            model,
-            data,
-            rt,
-            batch_size: cfg.batch_size,
-            augment: cfg.augment,
-            bn: BnMode::Train(None),
-        },
-    };
     let plan = EpochPlan {
         epochs: cfg.epochs,
-        // The regulariser is on φ(t) (the batch's extra loss), not on the bends.
-        optim: OptimConfig {
-            kind: OptimKind::Sgd,
-            lr: cfg.lr,
-            momentum: cfg.momentum,
-            nesterov: false,
-            wd: 0.0,
-        },
+        optim: curve_optim(cfg),
         schedule: cfg.schedule,
     };
     let total = cfg.epochs as u64 * trainer.lp.batches_per_epoch();
@@ -259,6 +257,18 @@ fn check_resumable(
         );
     }
     xp::ensure_resumable(exp, "curve", cfg, cx.dcfg, &cx.model.cfg, "a curve fit")
+}
+
+/// SGD with momentum on the bends; the regulariser is on φ(t) (the batch's
+/// extra loss), not on the bends.
+fn curve_optim(cfg: &CurveConfig) -> OptimConfig {
+    OptimConfig {
+        kind: OptimKind::Sgd,
+        lr: cfg.lr,
+        momentum: cfg.momentum,
+        nesterov: false,
+        wd: 0.0,
+    }
 }
 
 fn curve_meta(cfg: &CurveConfig) -> CurveMeta {

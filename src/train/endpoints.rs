@@ -32,10 +32,6 @@ pub fn train_endpoints(
     } = *cx;
     tcfg.validate()?;
     check_existing(exp, model, dcfg, tcfg, resume)?;
-    xp::write_section(exp, "data", dcfg)?;
-    xp::write_section(exp, "arch", &model.cfg)?;
-    xp::record_runtime(exp, rt, model, obs)?;
-    xp::write_section(exp, "train", tcfg)?;
     let trainer = Trainer {
         lp: Loop {
             model,
@@ -46,6 +42,12 @@ pub fn train_endpoints(
             bn: BnMode::Train(Some(0.1)),
         },
     };
+    // Checked before the first write, like everything else.
+    trainer.lp.ensure_batches("endpoints")?;
+    xp::write_section(exp, "data", dcfg)?;
+    xp::write_section(exp, "arch", &model.cfg)?;
+    xp::record_runtime(exp, rt, model, obs)?;
+    xp::write_section(exp, "train", tcfg)?;
     let plan = EpochPlan {
         epochs: tcfg.epochs,
         optim: tcfg.optim.clone(),
@@ -103,7 +105,9 @@ fn check_existing(
         for i in 0..tcfg.models {
             let dir = xp::endpoint_dir(exp, i, tcfg.models);
             if let Some(st) = SavedState::read(&dir)? {
-                saved_params(&st, model)?;
+                let p = saved_params(&st, model)?;
+                let (_, names, leaves) = trainable(model, &p);
+                super::check_saved_optim(&tcfg.optim, &names, &leaves, &st.optim, &st.path)?;
             }
         }
     }

@@ -119,20 +119,8 @@ impl Trainer<'_> {
         saved_optim: Option<Vec<(String, Tensor)>>,
         prog: &mut Progress,
     ) -> Result<()> {
+        self.lp.ensure_batches(job.label())?;
         let per_epoch = self.lp.batches_per_epoch();
-        if per_epoch == 0 {
-            let n = self.lp.data.train.len();
-            bail!(
-                "{}: nothing to train on: {n} training image(s) make no batch of --batch-size {}{}. Use more images (--train-subset) or a batch size that fits.",
-                job.label(),
-                self.lp.batch_size,
-                if self.lp.model.has_bn {
-                    " (BatchNorm needs at least 2 images per batch)"
-                } else {
-                    ""
-                }
-            );
-        }
         if start_epoch >= plan.epochs {
             prog.inc(plan.epochs as u64 * per_epoch);
             crate::observe::note(
@@ -198,6 +186,28 @@ impl Trainer<'_> {
         }
         Ok(())
     }
+}
+
+/// Checks a saved optimiser state against the tensors it will drive
+/// (every buffer present, of the right shape, finite) without changing
+/// anything, so a damaged state is refused before the first write.
+pub fn check_saved_optim(
+    optim: &OptimConfig,
+    names: &[String],
+    leaves: &[Tensor],
+    saved: &[(String, Tensor)],
+    state: &Path,
+) -> Result<()> {
+    let probe: Vec<Tensor> = leaves.iter().map(|t| t.detach().zeros_like()).collect();
+    let mut opt = Optimizer::new(optim.clone(), &probe);
+    let map: HashMap<&str, &Tensor> = saved.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    opt.load_state(names, |k| map.get(k).map(|t| t.shallow_clone()))
+        .with_context(|| {
+            format!(
+                "{}: the resume state is damaged; delete its folder to start over",
+                state.display()
+            )
+        })
 }
 
 /// Errors out on a non-finite loss, naming the epoch and the fix.

@@ -15,12 +15,12 @@ fn view<T: serde::Serialize, V: serde::de::DeserializeOwned>(file: &T) -> anyhow
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path)?;
+    let text = crate::checkpoint::read_text(path, crate::checkpoint::JSON_MAX)?;
     Ok(serde_json::from_str(&text)?)
 }
 
 fn read_log(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, Value>>> {
-    let text = std::fs::read_to_string(path)?;
+    let text = crate::checkpoint::read_text(path, crate::checkpoint::JSON_MAX)?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
