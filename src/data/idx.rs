@@ -33,16 +33,30 @@ const FASHION_CLASSES: [&str; 10] = [
     "Ankle boot",
 ];
 
+/// The largest expansion accepted from a gzipped IDX file.
+const GZ_MAX_RATIO: u64 = 256;
+
 /// Reads a whole file, transparently gunzipping it when it starts with the gzip magic.
 pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }
+    // Real IDX files compress about 2-5 fold; far beyond that is a
+    // decompression bomb, refused before it fills the memory.
+    let limit = (raw.len() as u64).saturating_mul(GZ_MAX_RATIO) + (1 << 20);
     let mut out = Vec::with_capacity(raw.len() * 4);
     MultiGzDecoder::new(raw.as_slice())
+        .take(limit + 1)
         .read_to_end(&mut out)
         .with_context(|| format!("{}: gzip data is corrupt or truncated", path.display()))?;
+    if out.len() as u64 > limit {
+        bail!(
+            "{}: gzip data expands more than {GZ_MAX_RATIO}-fold ({} bytes compressed); refusing what looks like a decompression bomb",
+            path.display(),
+            raw.len()
+        );
+    }
     Ok(out)
 }
 
@@ -304,6 +318,18 @@ mod tests {
         let gz = gzip(&good[2].1);
         let err = error_with(2, gz[..gz.len() / 2].to_vec());
         assert!(err.contains("gzip"), "{err}");
+        // A bomb: 16 MiB of zeros, compressed about 1000-fold.
+        let bomb = encode_idx(&[1 << 14, 32, 32], &vec![0u8; 1 << 24]);
+        let mut packed = Vec::new();
+        {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(&mut packed, flate2::Compression::best());
+            e.write_all(&bomb).unwrap();
+            e.finish().unwrap();
+        }
+        assert!(packed.len() * 512 < bomb.len(), "{} bytes", packed.len());
+        let err = error_with(0, packed);
+        assert!(err.contains("decompression bomb"), "{err}");
     }
 
     #[test]

@@ -114,6 +114,9 @@ fn read_dir_members(dir: &Path, spec: &Spec, kind: DatasetKind) -> Result<Member
     Ok(out)
 }
 
+/// The largest archive member read (CIFAR-100's train.bin is 150 MB).
+const MEMBER_MAX: u64 = 512 << 20;
+
 fn read_archive_members(archive: &Path, spec: &Spec, kind: DatasetKind) -> Result<Members> {
     let file = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
     let mut tar = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
@@ -136,8 +139,19 @@ fn read_archive_members(archive: &Path, spec: &Spec, kind: DatasetKind) -> Resul
             continue;
         };
         let name = name.to_string();
+        // The size a tar header claims is not trusted for an allocation.
+        if entry.size() > MEMBER_MAX {
+            bail!(
+                "{}: member {name} claims {} bytes, more than any {kind} file holds (at most {MEMBER_MAX}); the archive is damaged",
+                archive.display(),
+                entry.size()
+            );
+        }
         let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut bytes).with_context(corrupt)?;
+        (&mut entry)
+            .take(MEMBER_MAX)
+            .read_to_end(&mut bytes)
+            .with_context(corrupt)?;
         out.insert(name, (archive.join(path), bytes));
     }
     if let Some(missing) = wanted

@@ -181,3 +181,43 @@ fn bad_cifar_files_are_named() {
     );
     assert!(err.contains("cifar-10-binary.tar.gz"), "{err}");
 }
+
+#[test]
+fn a_tar_header_claiming_a_huge_member_is_refused_before_allocating() {
+    // A valid one-member tar whose size field is then made to claim 8 GiB.
+    let mut tar_bytes = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut tar_bytes);
+        let data = fake_records(2, &|i| vec![i as u8]);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(
+            &mut h,
+            "cifar-10-batches-bin/data_batch_1.bin",
+            data.as_slice(),
+        )
+        .unwrap();
+        b.finish().unwrap();
+    }
+    let size = format!("{:011o}\0", (1u64 << 33) - 1);
+    tar_bytes[124..136].copy_from_slice(size.as_bytes());
+    tar_bytes[148..156].copy_from_slice(b"        ");
+    let sum: u32 = tar_bytes[..512].iter().map(|&b| u32::from(b)).sum();
+    tar_bytes[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("cifar-10-binary.tar.gz");
+    let mut gz =
+        flate2::write::GzEncoder::new(File::create(&archive).unwrap(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar_bytes).unwrap();
+    gz.finish().unwrap();
+    let err = format!(
+        "{:#}",
+        load(DatasetKind::Cifar10, &[dir.path().to_path_buf()], None).unwrap_err()
+    );
+    assert!(
+        err.contains("claims") && err.contains("cifar-10-binary.tar.gz"),
+        "{err}"
+    );
+}
