@@ -151,7 +151,7 @@ fn eval_ips(model: &Model, ps: &[Params], data: &Data, r: &Runtime) -> f64 {
         .collect();
     let ev = Evaluator { model, data, rt: r };
     let start = Instant::now();
-    let _ = ev.evaluate(&ps, &data.test, false);
+    ev.evaluate(&ps, &data.test, false).unwrap();
     (ps.len() as i64 * data.test.len()) as f64 / start.elapsed().as_secs_f64()
 }
 
@@ -458,8 +458,8 @@ fn landscape_lowest(ev: &Evaluator, c: &Curve, side: usize, name: &str) -> Optio
     let out = std::env::temp_dir().join(format!("modeconn-bench-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&out);
     let meta = PlaneMeta {
-        dataset: "image-folder".into(),
-        arch: "seed-convnet".into(),
+        dataset: modeconn::data::DatasetKind::ImageFolder,
+        arch: ArchKind::SeedConvnet,
         coords: Coords::Orthonormal,
         grid: side,
         margin: 0.2,

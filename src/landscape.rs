@@ -11,7 +11,6 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
 use tch::Kind;
 
 use crate::curve::{with_fresh_buffers, Curve};
@@ -135,39 +134,7 @@ impl Plane {
     }
 }
 
-/// `landscape/plane.json` (see docs/FORMATS.md).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct PlaneFile {
-    pub meta: PlaneMeta,
-    pub x_label: String,
-    pub y_label: String,
-    pub xs: Vec<f64>,
-    pub ys: Vec<f64>,
-    pub train_loss: Vec<Vec<Option<f64>>>,
-    pub test_err: Vec<Vec<Option<f64>>>,
-    pub test_nll: Vec<Vec<Option<f64>>>,
-    pub endpoints: Vec<[f64; 2]>,
-    pub bends: Vec<[f64; 2]>,
-    pub curve: Vec<[f64; 2]>,
-    pub line: Vec<[f64; 2]>,
-    pub seconds: f64,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct PlaneMeta {
-    pub dataset: String,
-    pub arch: String,
-    pub coords: Coords,
-    pub grid: usize,
-    pub margin: f64,
-    pub plane_bend: usize,
-    pub caption: String,
-    pub train_subset: Option<usize>,
-    pub test_subset: Option<usize>,
-    /// Identifies the curve the plane was computed for (its file's epoch and size).
-    pub curve_id: String,
-    pub wd: f64,
-}
+pub use crate::schema::{PlaneFile, PlaneMeta};
 
 /// Grid axes: the bounding box of the bends and the projected curve, widened
 /// by `margin` of its extent on each side.
@@ -273,6 +240,7 @@ fn layout(
     };
     let empty = || vec![vec![None; cfg.grid]; cfg.grid];
     let file = PlaneFile {
+        format: crate::schema::FORMAT,
         meta: PlaneMeta {
             coords: cfg.coords,
             grid: cfg.grid,
@@ -300,10 +268,7 @@ fn layout(
 /// Keeps the finished rows of an earlier run with identical settings; a
 /// file of another shape (a damaged one) is ignored and recomputed.
 fn resume_rows(file: &mut PlaneFile, out: &Path) {
-    let Ok(s) = crate::checkpoint::read_text(out, crate::checkpoint::JSON_MAX) else {
-        return;
-    };
-    let Ok(old) = serde_json::from_str::<PlaneFile>(&s) else {
+    let Ok(old) = crate::schema::read_versioned::<PlaneFile>(out, "") else {
         return;
     };
     let grid = file.meta.grid;
@@ -338,8 +303,8 @@ fn fill_row(
         .map(|&x| with_fresh_buffers(model, plane.point((x, y))))
         .collect();
     ev.update_bn(&pts)?;
-    let (train, _) = ev.evaluate(&pts, &ev.data.train, false);
-    let (test, _) = ev.evaluate(&pts, &ev.data.test, false);
+    let (train, _) = ev.evaluate(&pts, &ev.data.train, false)?;
+    let (test, _) = ev.evaluate(&pts, &ev.data.test, false)?;
     let is_w = |n: &str| model.is_weight(n);
     for (i, p) in pts.iter().enumerate() {
         let reg = 0.5 * file.meta.wd * crate::optim::scalar(&p.sq_norm(is_w));

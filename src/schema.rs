@@ -2,7 +2,8 @@
 //! them, so a writer and a reader cannot drift apart (formats in
 //! docs/FORMATS.md).
 //!
-//! `eval/along.json` and `eval/ensemble.json` carry a `format` number.
+//! `eval/along.json`, `eval/ensemble.json` and `landscape/plane.json` carry
+//! a `format` number.
 //! Reading a file of another format, or a corrupt one, is an error that
 //! names the file and the command that remakes it.
 
@@ -12,8 +13,11 @@ use anyhow::{bail, Context, Result};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::checkpoint::{read_text, JSON_MAX};
+use crate::curve::CurveKind;
+use crate::data::DatasetKind;
 use crate::eval::along::Path as AlongPath;
 use crate::eval::ensemble::{Average, EnsembleReport, Sampling};
+use crate::model::ArchKind;
 
 /// The format of the eval files this build writes and reads.
 pub const FORMAT: u32 = 1;
@@ -69,9 +73,9 @@ pub fn append_log(path: &Path, entry: &EpochLog) -> Result<()> {
 /// What produced `eval/along.json`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AlongMeta {
-    pub dataset: String,
-    pub arch: String,
-    pub curve: Option<String>,
+    pub dataset: DatasetKind,
+    pub arch: ArchKind,
+    pub curve: Option<CurveKind>,
     pub bends: usize,
     pub points: usize,
     pub wd: f64,
@@ -100,8 +104,8 @@ pub struct AlongFile {
 /// What produced `eval/ensemble.json`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EnsembleMeta {
-    pub dataset: String,
-    pub arch: String,
+    pub dataset: DatasetKind,
+    pub arch: ArchKind,
     pub k: usize,
     pub sampling: Sampling,
     pub average: Average,
@@ -121,6 +125,41 @@ pub struct EnsembleFile {
     pub report: EnsembleReport,
 }
 
+/// `landscape/plane.json` (see docs/FORMATS.md).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PlaneFile {
+    pub format: u32,
+    pub meta: PlaneMeta,
+    pub x_label: String,
+    pub y_label: String,
+    pub xs: Vec<f64>,
+    pub ys: Vec<f64>,
+    pub train_loss: Vec<Vec<Option<f64>>>,
+    pub test_err: Vec<Vec<Option<f64>>>,
+    pub test_nll: Vec<Vec<Option<f64>>>,
+    pub endpoints: Vec<[f64; 2]>,
+    pub bends: Vec<[f64; 2]>,
+    pub curve: Vec<[f64; 2]>,
+    pub line: Vec<[f64; 2]>,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PlaneMeta {
+    pub dataset: crate::data::DatasetKind,
+    pub arch: crate::model::ArchKind,
+    pub coords: crate::landscape::Coords,
+    pub grid: usize,
+    pub margin: f64,
+    pub plane_bend: usize,
+    pub caption: String,
+    pub train_subset: Option<usize>,
+    pub test_subset: Option<usize>,
+    /// Identifies the curve the plane was computed for (its file's epoch and size).
+    pub curve_id: String,
+    pub wd: f64,
+}
+
 /// Files that carry a format number.
 pub trait Versioned {
     fn format(&self) -> u32;
@@ -131,6 +170,11 @@ impl Versioned for AlongFile {
     }
 }
 impl Versioned for EnsembleFile {
+    fn format(&self) -> u32 {
+        self.format
+    }
+}
+impl Versioned for PlaneFile {
     fn format(&self) -> u32 {
         self.format
     }

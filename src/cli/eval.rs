@@ -179,7 +179,7 @@ pub fn export(a: &ExportArgs, out: &Terminal) -> Result<()> {
     checkpoint::save_model(&a.out, &p, &meta)?;
     let (test, _) = s
         .evaluator()
-        .evaluate(std::slice::from_ref(&p), &s.data.test, false);
+        .evaluate(std::slice::from_ref(&p), &s.data.test, false)?;
     out.result(
         &format!(
             "{}: t={} test accuracy {:.2}%, NLL {:.4}\n",

@@ -133,8 +133,8 @@ pub fn sweep(
     for chunk in ts.chunks(group) {
         let params: Vec<Params> = chunk.iter().map(|&t| point(t)).collect();
         ev.update_bn_ticking(&params, &mut tick)?;
-        let (train, _) = ev.evaluate_ticking(&params, &ev.data.train, false, &mut tick);
-        let (test, _) = ev.evaluate_ticking(&params, &ev.data.test, false, &mut tick);
+        let (train, _) = ev.evaluate_ticking(&params, &ev.data.train, false, &mut tick)?;
+        let (test, _) = ev.evaluate_ticking(&params, &ev.data.test, false, &mut tick)?;
         for (i, &t) in chunk.iter().enumerate() {
             let w = &params[i];
             let is_w = |n: &str| ev.model.is_weight(n);

@@ -126,24 +126,25 @@ pub fn report(
     order: Vec<usize>,
     labels: &Tensor,
     average: Average,
-) -> EnsembleReport {
+) -> anyhow::Result<EnsembleReport> {
     let single = |l: &Tensor| scores(&l.softmax(1, Kind::Double), labels);
-    let (s_start, bins_start) = single(start);
-    let (s_end, _) = single(end);
-    let (s_pair, _) = scores(&combine(&[start, end], average), labels);
+    let (s_start, bins_start) = single(start)?;
+    let (s_end, _) = single(end)?;
+    let (s_pair, _) = scores(&combine(&[start, end], average), labels)?;
     let mut by_size = Vec::new();
     let mut last = None;
     for k in 1..=order.len() {
         let refs: Vec<&Tensor> = order[..k].iter().map(|&i| &members[i]).collect();
-        let (s, bins) = scores(&combine(&refs, average), labels);
+        let (s, bins) = scores(&combine(&refs, average), labels)?;
         by_size.push(SizeRow {
             k,
             scores: s.clone(),
         });
         last = Some((s, bins));
     }
-    let (s_curve, bins_curve) = last.unwrap_or_default();
-    EnsembleReport {
+    let (s_curve, bins_curve) =
+        last.ok_or_else(|| anyhow::anyhow!("an ensemble needs at least one member"))?;
+    Ok(EnsembleReport {
         members_t,
         order,
         start: s_start,
@@ -155,7 +156,7 @@ pub fn report(
             curve: bins_curve,
             start: bins_start,
         },
-    }
+    })
 }
 
 #[cfg(test)]
@@ -177,7 +178,8 @@ mod tests {
                 spread_order(&grid5()),
                 &labels,
                 avg,
-            );
+            )
+            .unwrap();
             for row in &r.by_size {
                 assert!((row.scores.nll - r.start.nll).abs() < 1e-9);
                 assert_eq!(row.scores.acc, r.start.acc);

@@ -7,6 +7,7 @@
 //! * AUROC: macro average over classes of the one-vs-rest ROC AUC, computed
 //!   as the Mann–Whitney statistic with tied scores sharing their mean rank.
 
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -79,7 +80,7 @@ pub struct Scores {
 }
 
 /// All metrics from probabilities `[N, C]` and labels `[N]`.
-pub fn scores(probs: &Tensor, labels: &Tensor) -> (Scores, Vec<Bin>) {
+pub fn scores(probs: &Tensor, labels: &Tensor) -> Result<(Scores, Vec<Bin>)> {
     let probs = probs.to_kind(Kind::Double).to_device(tch::Device::Cpu);
     let labels = labels.to_device(tch::Device::Cpu);
     let n = labels.size()[0];
@@ -98,10 +99,10 @@ pub fn scores(probs: &Tensor, labels: &Tensor) -> (Scores, Vec<Bin>) {
         .sum_dim_intlist(1, false, Kind::Double)
         .mean(Kind::Double)
         .double_value(&[]);
-    let bins = bins_of(&conf, &correct);
+    let bins = bins_of(&conf, &correct)?;
     let acc = 100.0 * correct.sum(Kind::Double).double_value(&[]) / n.max(1) as f64;
-    let auroc = macro_auroc(&probs, &labels);
-    (
+    let auroc = macro_auroc(&probs, &labels)?;
+    Ok((
         Scores {
             acc,
             nll,
@@ -110,48 +111,44 @@ pub fn scores(probs: &Tensor, labels: &Tensor) -> (Scores, Vec<Bin>) {
             auroc,
         },
         bins,
-    )
+    ))
 }
 
 /// Reliability bins of confidences and 0/1 correctness.
-pub fn bins_of(conf: &Tensor, correct: &Tensor) -> Vec<Bin> {
+pub fn bins_of(conf: &Tensor, correct: &Tensor) -> Result<Vec<Bin>> {
     let idx = bin_index(conf);
-    let count = Vec::<f64>::try_from(idx.bincount::<Tensor>(None, ECE_BINS).to_kind(Kind::Double))
-        .unwrap_or_default();
+    let count = Vec::<f64>::try_from(idx.bincount::<Tensor>(None, ECE_BINS).to_kind(Kind::Double))?;
     let cs = Vec::<f64>::try_from(
         idx.bincount(Some(conf.to_kind(Kind::Double)), ECE_BINS)
             .to_kind(Kind::Double),
-    )
-    .unwrap_or_default();
+    )?;
     let cc = Vec::<f64>::try_from(
         idx.bincount(Some(correct.to_kind(Kind::Double)), ECE_BINS)
             .to_kind(Kind::Double),
-    )
-    .unwrap_or_default();
-    bins_from_sums(&count, &cs, &cc)
+    )?;
+    Ok(bins_from_sums(&count, &cs, &cc))
 }
 
 /// Macro one-vs-rest AUROC; classes absent from the labels (or present
 /// everywhere) are skipped.
-pub fn macro_auroc(probs: &Tensor, labels: &Tensor) -> f64 {
+pub fn macro_auroc(probs: &Tensor, labels: &Tensor) -> Result<f64> {
     let c = probs.size()[1];
-    let y: Vec<i64> = Vec::<i64>::try_from(labels.to_kind(Kind::Int64)).unwrap_or_default();
+    let y: Vec<i64> = Vec::<i64>::try_from(labels.to_kind(Kind::Int64))?;
     let mut total = 0.0;
     let mut classes = 0;
     for k in 0..c {
-        let s: Vec<f64> =
-            Vec::<f64>::try_from(probs.select(1, k).to_kind(Kind::Double)).unwrap_or_default();
+        let s: Vec<f64> = Vec::<f64>::try_from(probs.select(1, k).to_kind(Kind::Double))?;
         let pos: Vec<bool> = y.iter().map(|&l| l == k).collect();
         if let Some(a) = auroc(&s, &pos) {
             total += a;
             classes += 1;
         }
     }
-    if classes == 0 {
+    Ok(if classes == 0 {
         f64::NAN
     } else {
         total / classes as f64
-    }
+    })
 }
 
 /// Binary ROC AUC via mean ranks (ties share their average rank).
@@ -258,7 +255,7 @@ mod tests {
         // ECE = 0.4125
         let probs = Tensor::from_slice(&[0.9f64, 0.1, 0.9, 0.1, 0.4, 0.6, 0.55, 0.45]).view([4, 2]);
         let labels = Tensor::from_slice(&[0i64, 1, 1, 0]);
-        let (s, bins) = scores(&probs, &labels);
+        let (s, bins) = scores(&probs, &labels).unwrap();
         assert!((s.ece - 0.4125).abs() < 1e-9, "ece {}", s.ece);
         assert_eq!(bins[13].count, 2);
         assert_eq!(bins[8].count, 2);
@@ -272,9 +269,9 @@ mod tests {
         let wrong = Tensor::from_slice(&[1.0f64, 0.0, 0.0]).view([1, 3]);
         let uniform = Tensor::from_slice(&[0.25f64; 4]).view([1, 4]);
         let y = Tensor::from_slice(&[1i64]);
-        assert!(scores(&perfect, &y).0.brier.abs() < 1e-12);
-        assert!((scores(&wrong, &y).0.brier - 2.0).abs() < 1e-12);
-        assert!((scores(&uniform, &y).0.brier - 0.75).abs() < 1e-12);
+        assert!(scores(&perfect, &y).unwrap().0.brier.abs() < 1e-12);
+        assert!((scores(&wrong, &y).unwrap().0.brier - 2.0).abs() < 1e-12);
+        assert!((scores(&uniform, &y).unwrap().0.brier - 0.75).abs() < 1e-12);
     }
 
     #[test]
@@ -282,7 +279,7 @@ mod tests {
         let probs = Tensor::from_slice(&[0.5f64, 0.5, 0.2, 0.8]).view([2, 2]);
         let y = Tensor::from_slice(&[0i64, 1]);
         let want = -(0.5f64.ln() + 0.8f64.ln()) / 2.0;
-        assert!((scores(&probs, &y).0.nll - want).abs() < 1e-12);
+        assert!((scores(&probs, &y).unwrap().0.nll - want).abs() < 1e-12);
     }
 
     #[test]

@@ -72,18 +72,20 @@ impl Acc {
         self.hits += idx.bincount(Some(&correct), ECE_BINS).to_kind(Kind::Double);
     }
 
-    fn finish(self, n: i64) -> Stats {
-        let v =
-            |t: &Tensor| Vec::<f64>::try_from(t.to_device(tch::Device::Cpu)).unwrap_or_default();
-        let bins = bins_from_sums(&v(&self.count), &v(&self.conf), &v(&self.hits));
+    fn finish(self, n: i64) -> anyhow::Result<Stats> {
+        let v = |t: &Tensor| Vec::<f64>::try_from(t.to_device(tch::Device::Cpu));
+        let bins = bins_from_sums(&v(&self.count)?, &v(&self.conf)?, &v(&self.hits)?);
         let n_f = n.max(1) as f64;
-        Stats {
-            nll: v(&self.nll)[0] / n_f,
-            acc: 100.0 * v(&self.correct)[0] / n_f,
+        let one = |t: &Tensor| -> anyhow::Result<f64> {
+            Ok(t.to_device(tch::Device::Cpu).f_double_value(&[0])?)
+        };
+        Ok(Stats {
+            nll: one(&self.nll)? / n_f,
+            acc: 100.0 * one(&self.correct)? / n_f,
             ece: ece_from_bins(&bins),
             bins,
             n,
-        }
+        })
     }
 }
 
@@ -96,7 +98,7 @@ pub struct Evaluator<'a> {
 
 impl Evaluator<'_> {
     /// Inputs for images `[start, start+len)` of a split.
-    fn batch(&self, split: &Split, start: i64, len: i64) -> (Tensor, Tensor) {
+    fn batch(&self, split: &Split, start: i64, len: i64) -> anyhow::Result<(Tensor, Tensor)> {
         self.data
             .batch_range(split, start, len, self.rt.channels_last)
     }
@@ -202,7 +204,7 @@ impl Evaluator<'_> {
             if len < 2 {
                 continue; // batch statistics need two examples
             }
-            let (x, _) = self.batch(&self.data.train, s, len);
+            let (x, _) = self.batch(&self.data.train, s, len)?;
             let momentum = len as f64 / (seen + len) as f64;
             for (_, k, p) in &stacks {
                 let _ = self.stack_logits(p, *k, &x, BnMode::Train(Some(momentum)));
@@ -240,7 +242,7 @@ impl Evaluator<'_> {
         params: &[Params],
         split: &Split,
         keep_logits: bool,
-    ) -> (Vec<Stats>, Vec<Tensor>) {
+    ) -> anyhow::Result<(Vec<Stats>, Vec<Tensor>)> {
         self.evaluate_ticking(params, split, keep_logits, &mut |_| {})
     }
 
@@ -251,13 +253,13 @@ impl Evaluator<'_> {
         split: &Split,
         keep_logits: bool,
         tick: &mut dyn FnMut(u64),
-    ) -> (Vec<Stats>, Vec<Tensor>) {
+    ) -> anyhow::Result<(Vec<Stats>, Vec<Tensor>)> {
         let _g = tch::no_grad_guard();
         let mut accs: Vec<Acc> = params.iter().map(|_| Acc::new(self.rt.device)).collect();
         let mut kept: Vec<Vec<Tensor>> = params.iter().map(|_| Vec::new()).collect();
         let stacks = self.stacks(params);
         for (s, len) in self.batches(split, params.len()) {
-            let (x, y) = self.batch(split, s, len);
+            let (x, y) = self.batch(split, s, len)?;
             // Cast once for every model of the group, not in each forward.
             let x = x.to_kind(self.rt.precision.compute_kind());
             for (first, k, p) in &stacks {
@@ -273,13 +275,16 @@ impl Evaluator<'_> {
             tick(params.len() as u64);
         }
         let n = split.len();
-        let stats = accs.into_iter().map(|a| a.finish(n)).collect();
+        let stats = accs
+            .into_iter()
+            .map(|a| a.finish(n))
+            .collect::<anyhow::Result<_>>()?;
         let logits = if keep_logits {
             kept.into_iter().map(|l| Tensor::cat(&l, 0)).collect()
         } else {
             Vec::new()
         };
-        (stats, logits)
+        Ok((stats, logits))
     }
 
     /// How many parameter sets to hold at once so that their copies stay

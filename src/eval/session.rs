@@ -90,9 +90,9 @@ pub fn sweep(s: &Session, exp: &Path, cfg: &SweepConfig, obs: &dyn Observer) -> 
     prog.finish();
     let seconds = timer.elapsed().as_secs_f64();
     let meta = AlongMeta {
-        dataset: s.lc.meta.dataset.name().to_string(),
-        arch: s.lc.meta.arch.arch.name().to_string(),
-        curve: s.lc.meta.curve.as_ref().map(|c| c.kind.name().to_string()),
+        dataset: s.lc.meta.dataset,
+        arch: s.lc.meta.arch.arch,
+        curve: s.lc.meta.curve.as_ref().map(|c| c.kind),
         bends: n,
         points: cfg.points,
         wd: s.wd,
@@ -193,14 +193,14 @@ pub fn ensemble(
         })
     };
     let ends = [endpoint(0, 0.0)?, endpoint(1, 1.0)?];
-    let (_, end_logits) = ev.evaluate(&ends, &s.data.test, true);
+    let (_, end_logits) = ev.evaluate(&ends, &s.data.test, true)?;
     prog.inc(2);
     let mut members = Vec::with_capacity(k);
     let group = ev.group_size(crate::eval::GROUP_BUDGET).max(1);
     for chunk in ts.chunks(group) {
         let ps: Vec<Params> = chunk.iter().map(|&t| curve.point(model, t)).collect();
         ev.update_bn(&ps)?;
-        let (_, logits) = ev.evaluate(&ps, &s.data.test, true);
+        let (_, logits) = ev.evaluate(&ps, &s.data.test, true)?;
         prog.inc(chunk.len() as u64);
         members.extend(logits);
     }
@@ -213,12 +213,12 @@ pub fn ensemble(
         order,
         &s.data.test.labels,
         cfg.average,
-    );
+    )?;
     let out = EnsembleFile {
         format: FORMAT,
         meta: EnsembleMeta {
-            dataset: s.lc.meta.dataset.name().to_string(),
-            arch: s.lc.meta.arch.arch.name().to_string(),
+            dataset: s.lc.meta.dataset,
+            arch: s.lc.meta.arch.arch,
             k,
             sampling: cfg.sampling,
             average: cfg.average,
@@ -245,8 +245,8 @@ pub fn landscape(
     cfg.validate()?;
     let ev = s.evaluator();
     let meta = PlaneMeta {
-        dataset: s.lc.meta.dataset.name().to_string(),
-        arch: s.lc.meta.arch.arch.name().to_string(),
+        dataset: s.lc.meta.dataset,
+        arch: s.lc.meta.arch.arch,
         coords: cfg.coords,
         grid: cfg.grid,
         margin: cfg.margin,

@@ -158,7 +158,7 @@ impl Data {
         idx: &Tensor,
         augment_pad: Option<i64>,
         channels_last: bool,
-    ) -> (Tensor, Tensor) {
+    ) -> Result<(Tensor, Tensor)> {
         let draws = augment_pad.map(|pad| CropDraws::new(idx.size()[0], pad, idx.device()));
         self.batch_with(split, idx, draws.as_ref(), channels_last)
     }
@@ -170,20 +170,20 @@ impl Data {
         idx: &Tensor,
         draws: Option<&CropDraws>,
         channels_last: bool,
-    ) -> (Tensor, Tensor) {
+    ) -> Result<(Tensor, Tensor)> {
         let labels = split.labels.index_select(0, idx);
         let Some(src) = split.host_bytes() else {
             let imgs = match draws {
                 Some(d) => d.gather(split.padded(d.pad), idx),
                 None => split.images.index_select(0, idx),
             };
-            return (self.norm.apply(&imgs, channels_last), labels);
+            return Ok((self.norm.apply(&imgs, channels_last), labels));
         };
-        let index = Vec::<i64>::try_from(idx.to_kind(Kind::Int64)).unwrap_or_default();
+        let index = Vec::<i64>::try_from(idx.to_kind(Kind::Int64))?;
         let crops: Vec<Crop> = match draws {
             Some(d) => {
-                let v = |t: &Tensor| Vec::<i64>::try_from(t.view([-1])).unwrap_or_default();
-                let (oy, ox, flip) = (v(&d.oy), v(&d.ox), v(&d.flip.to_kind(Kind::Int64)));
+                let v = |t: &Tensor| Vec::<i64>::try_from(t.view([-1]));
+                let (oy, ox, flip) = (v(&d.oy)?, v(&d.ox)?, v(&d.flip.to_kind(Kind::Int64))?);
                 (0..index.len())
                     .map(|k| Crop {
                         index: index[k] as usize,
@@ -215,7 +215,7 @@ impl Data {
             &self.norm.shift_host,
             channels_last,
         );
-        (x, labels)
+        Ok((x, labels))
     }
 
     /// Model input and labels for images `[start, start+len)` of `split`,
@@ -226,10 +226,10 @@ impl Data {
         start: i64,
         len: i64,
         channels_last: bool,
-    ) -> (Tensor, Tensor) {
+    ) -> Result<(Tensor, Tensor)> {
         if split.host_bytes().is_none() {
             let (imgs, labels) = split.slice(start, len);
-            return (self.norm.apply(&imgs, channels_last), labels);
+            return Ok((self.norm.apply(&imgs, channels_last), labels));
         }
         let idx = Tensor::arange_start(start, start + len, (Kind::Int64, Device::Cpu));
         self.batch(split, &idx, None, channels_last)

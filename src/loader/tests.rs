@@ -22,7 +22,7 @@ fn host_batches_equal_the_tensor_op_path() {
                 // (a split keeps one padded copy, so one toy set per pad)
                 let d = toy_data(9, 7, 5, c, mean.clone(), std.clone());
                 let draws = pad.map(|p| CropDraws::new(20, p, Device::Cpu));
-                let (x, y) = d.batch_with(&d.train, &idx, draws.as_ref(), cl);
+                let (x, y) = d.batch_with(&d.train, &idx, draws.as_ref(), cl).unwrap();
                 let imgs = match &draws {
                     Some(dr) => dr.gather(d.train.padded(dr.pad), &idx),
                     None => d.train.images.index_select(0, &idx),
@@ -37,7 +37,7 @@ fn host_batches_equal_the_tensor_op_path() {
                 assert_eq!(y, d.train.labels.index_select(0, &idx));
             }
             let d = toy_data(9, 7, 5, c, mean.clone(), std.clone());
-            let (x, y) = d.batch_range(&d.test, 2, 4, cl);
+            let (x, y) = d.batch_range(&d.test, 2, 4, cl).unwrap();
             let want = d.norm.apply(&d.test.images.narrow(0, 2, 4), cl);
             assert_eq!((&x - &want).abs().max().double_value(&[]), 0.0);
             assert_eq!(y, d.test.labels.narrow(0, 2, 4));

@@ -201,11 +201,13 @@ impl Fwd<'_> {
             }
             BnMode::Train(Some(m)) => {
                 let (rm, rv) = stats();
-                let _ = self
+                // The BatchNorm step counter (as PyTorch keeps it); `+=`
+                // updates the tensor in place.
+                let mut counter = self
                     .p
                     .get(&format!("{name}.num_batches_tracked"))
-                    .shallow_clone()
-                    .f_add_scalar_(1);
+                    .shallow_clone();
+                counter += 1;
                 x.batch_norm(Some(w), Some(b), Some(rm), Some(rv), true, m, 1e-5, true)
             }
         }
@@ -260,7 +262,7 @@ impl Fwd<'_> {
             x.max_pool2d([kernel, kernel], [stride, stride], [0, 0], [1, 1], false)
         };
         // In place: max_pool2d's backward needs only its indices.
-        let _ = y.relu_();
+        y = y.relu_();
         y
     }
 }

@@ -253,10 +253,13 @@ pub fn write_plane(dir: &Path, ratio: f64, with_nulls: bool) {
         ("caption", json!("plane through w1, bend 1 and w2")),
         ("train_subset", json!(10000)),
         ("test_subset", Value::Null),
+        ("curve_id", json!("epoch 20 / 1000 bytes")),
+        ("wd", json!(5e-4)),
     ] {
         m[k] = v;
     }
     let p = json!({
+        "format": crate::schema::FORMAT, "seconds": 60.0,
         "meta": m, "x_label": "u (along w2 - w1)", "y_label": "v",
         "xs": xs, "ys": ys, "train_loss": grid(&loss), "test_err": grid(&err), "test_nll": grid(&nll),
         "endpoints": [w1, w2], "bends": [th], "curve": curve, "line": [w1, w2],

@@ -64,7 +64,7 @@ impl Loop<'_> {
                 &idx,
                 self.augment.then_some(4),
                 self.rt.channels_last,
-            );
+            )?;
             let (p, extra) = params_for_batch();
             let logits = self.model.forward(&p, &x, self.bn, self.rt.precision);
             let ce = logits.cross_entropy_for_logits(&y);
@@ -180,7 +180,9 @@ mod tests {
             data: &data,
             rt: &rt,
         };
-        let (stats, _) = ev.evaluate(std::slice::from_ref(&p), &data.test, false);
+        let (stats, _) = ev
+            .evaluate(std::slice::from_ref(&p), &data.test, false)
+            .unwrap();
         (losses[0], *losses.last().unwrap(), stats[0].acc, p)
     }
 

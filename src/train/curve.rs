@@ -371,7 +371,7 @@ impl Job for CurveJob<'_> {
     fn test(&self, ev: &Evaluator) -> Result<(Stats, Option<f64>)> {
         let mid = self.curve.point(self.cx.model, 0.5);
         ev.update_bn(std::slice::from_ref(&mid))?;
-        let (mut test, _) = ev.evaluate(std::slice::from_ref(&mid), &self.cx.data.test, false);
+        let (mut test, _) = ev.evaluate(std::slice::from_ref(&mid), &self.cx.data.test, false)?;
         Ok((test.swap_remove(0), Some(0.5)))
     }
     /// The curve file, then the resume state (all bends and the optimiser).

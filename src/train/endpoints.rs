@@ -234,7 +234,8 @@ impl Job for EndpointJob<'_> {
         (self.params.shallow_clone(), None)
     }
     fn test(&self, ev: &Evaluator) -> Result<(Stats, Option<f64>)> {
-        let (mut test, _) = ev.evaluate(std::slice::from_ref(&self.params), &self.data.test, false);
+        let (mut test, _) =
+            ev.evaluate(std::slice::from_ref(&self.params), &self.data.test, false)?;
         Ok((test.swap_remove(0), None))
     }
     /// The clean PyTorch state dict, then the resume state (weights, buffers,

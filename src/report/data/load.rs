@@ -19,13 +19,9 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     Ok(serde_json::from_str(&text)?)
 }
 
+/// A log.jsonl read through its schema, seen as named values per epoch.
 fn read_log(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, Value>>> {
-    let text = crate::checkpoint::read_text(path, crate::checkpoint::JSON_MAX)?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| anyhow::anyhow!("line {}: {e}", i + 1)))
-        .collect()
+    schema::read_log(path)?.iter().map(view).collect()
 }
 
 /// Loads `rel` if it exists; a missing or broken file becomes a note naming `cmd`.
@@ -182,7 +178,8 @@ fn load_plane(exp: &Path, notes: &mut Vec<String>) -> Option<Plane> {
         "the landscape figures",
         notes,
         |p| {
-            let plane: Plane = read_json(p)?;
+            let file = schema::read_versioned::<schema::PlaneFile>(p, &cmd)?;
+            let plane: Plane = view(&file)?;
             plane.check()?;
             Ok(plane)
         },
