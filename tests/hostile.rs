@@ -277,11 +277,10 @@ fn a_curve_is_not_resumed_against_retrained_endpoints() {
 }
 
 #[test]
-fn planted_and_damaged_files_neither_block_nor_mislead() {
+fn a_fifo_planted_as_config_json_is_refused_not_read() {
     let env = TestEnv::new();
     let exp = env.copy_of_fixture("e");
     let e = exp.display().to_string();
-
     // A FIFO planted as config.json: reading it would block forever.
     let cfg = exp.join("config.json");
     let saved = fs::read(&cfg).unwrap();
@@ -302,8 +301,15 @@ fn planted_and_damaged_files_neither_block_nor_mislead() {
     );
     fs::remove_file(&cfg).unwrap();
     fs::write(&cfg, &saved).unwrap();
+}
 
+#[test]
+fn a_config_section_of_the_wrong_type_is_named() {
+    let env = TestEnv::new();
+    let exp = env.copy_of_fixture("e");
+    let e = exp.display().to_string();
     // A section of the wrong type is named, not ignored.
+    let cfg = exp.join("config.json");
     let mut v = read_json(&cfg);
     v["curve"]["wd"] = serde_json::json!("a lot");
     fs::write(&cfg, v.to_string()).unwrap();
@@ -312,8 +318,13 @@ fn planted_and_damaged_files_neither_block_nor_mislead() {
         "a malformed curve section",
     );
     assert!(err.contains("section 'curve'"), "{err}");
-    fs::write(&cfg, &saved).unwrap();
+}
 
+#[test]
+fn temporary_files_of_dead_processes_are_swept() {
+    let env = TestEnv::new();
+    let exp = env.copy_of_fixture("e");
+    let e = exp.display().to_string();
     // A temporary file left by a dead process is swept by the next command.
     let dead = {
         let mut c = std::process::Command::new("true").spawn().unwrap();
@@ -327,7 +338,13 @@ fn planted_and_damaged_files_neither_block_nor_mislead() {
     fs::write(&stale, b"half a checkpoint").unwrap();
     env.ok(&["plot", "--exp", &e]);
     assert!(!stale.exists(), "the stale temporary file was not swept");
+}
 
+#[test]
+fn plane_json_rows_of_the_wrong_length_are_recomputed() {
+    let env = TestEnv::new();
+    let exp = env.copy_of_fixture("e");
+    let e = exp.display().to_string();
     // A plane.json with a short row is recomputed, not trusted.
     let ls = [
         "landscape",
@@ -354,7 +371,13 @@ fn planted_and_damaged_files_neither_block_nor_mislead() {
             assert!(row.iter().all(|x| x.is_number()), "{key}: {row:?}");
         }
     }
+}
 
+#[test]
+fn export_into_the_experiment_s_own_folders_is_refused() {
+    let env = TestEnv::new();
+    let exp = env.copy_of_fixture("e");
+    let e = exp.display().to_string();
     // export --out aimed at the experiment's own curve.
     let curve = exp.join("curve_model/curve.safetensors");
     let bytes = fs::read(&curve).unwrap();

@@ -2,12 +2,11 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde_json::json;
 
 use super::args::{EvalArgs, ExportArgs, LandscapeArgs};
 use super::output::Terminal;
-use modeconn::checkpoint;
 use modeconn::config::{EnsembleConfig, LandscapeConfig, SweepConfig};
 use modeconn::eval::along::METRICS;
 use modeconn::eval::session::{self, Session};
@@ -160,35 +159,19 @@ pub fn landscape(a: &LandscapeArgs, out: &Terminal) -> Result<()> {
 }
 
 pub fn export(a: &ExportArgs, out: &Terminal) -> Result<()> {
-    if !(0.0..=1.0).contains(&a.t) {
-        bail!("--t must be in [0, 1], got {}", a.t);
-    }
-    if let Some(place) = modeconn::experiment::owned_by_experiment(&a.exp, &a.out) {
-        bail!(
-            "--out {} is inside the experiment's own {place}; writing there would overwrite its files. Choose a path outside {}/{place}",
-            a.out.display(),
-            a.exp.display()
-        );
-    }
+    session::check_export(&a.exp, a.t, &a.out)?;
     let rt = super::runtime(&a.rt, PrecisionChoice::Fp32, out)?;
     let s = Session::open(&a.exp, &a.data.request(), rt)?;
-    let p = s.point(a.t)?;
-    let mut meta = s.lc.meta.clone();
-    meta.curve = None;
-    meta.note = format!("point t={} of the curve in {}", a.t, s.lc.path.display());
-    checkpoint::save_model(&a.out, &p, &meta)?;
-    let (test, _) = s
-        .evaluator()
-        .evaluate(std::slice::from_ref(&p), &s.data.test, false)?;
+    let test = session::export(&s, a.t, &a.out)?;
     out.result(
         &format!(
             "{}: t={} test accuracy {:.2}%, NLL {:.4}\n",
             a.out.display(),
             a.t,
-            test[0].acc,
-            test[0].nll
+            test.acc,
+            test.nll
         ),
-        &json!({"out": a.out, "t": a.t, "test_acc": test[0].acc, "test_nll": test[0].nll}),
+        &json!({"out": a.out, "t": a.t, "test_acc": test.acc, "test_nll": test.nll}),
     );
     Ok(())
 }

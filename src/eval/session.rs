@@ -267,3 +267,41 @@ pub fn landscape(
         obs,
     )
 }
+
+/// Refuses an export before any work: t outside [0, 1], or an output inside
+/// the experiment's own folders.
+pub fn check_export(exp: &Path, t: f64, out: &Path) -> Result<()> {
+    if !(0.0..=1.0).contains(&t) {
+        anyhow::bail!("--t must be in [0, 1], got {t}");
+    }
+    if let Some(place) = xp::owned_by_experiment(exp, out) {
+        anyhow::bail!(
+            "--out {} is inside the experiment's own {place}; writing there would overwrite its files. Choose a path outside {}/{place}",
+            out.display(),
+            exp.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes φ(t) (BatchNorm statistics re-estimated) as a PyTorch state dict
+/// at `out`; returns its test metrics.
+pub fn export(s: &Session, t: f64, out: &Path) -> Result<crate::eval::Stats> {
+    check_export(
+        s.lc.path
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new(".")),
+        t,
+        out,
+    )?;
+    let p = s.point(t)?;
+    let mut meta = s.lc.meta.clone();
+    meta.curve = None;
+    meta.note = format!("point t={t} of the curve in {}", s.lc.path.display());
+    crate::checkpoint::save_model(out, &p, &meta)?;
+    let (mut test, _) = s
+        .evaluator()
+        .evaluate(std::slice::from_ref(&p), &s.data.test, false)?;
+    Ok(test.swap_remove(0))
+}

@@ -3,172 +3,29 @@
 //! what it finished and is skipped when its outputs are complete for the
 //! same settings, so an interrupted run continues with the same call.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::config::{
     default_augment, ArchRequest, CurveConfig, DataRequest, EnsembleConfig, LandscapeConfig,
     SweepConfig, TrainConfig,
 };
-use crate::curve::CurveKind;
-use crate::data::DatasetKind;
 use crate::eval::ensemble::{Average, Sampling};
 use crate::eval::session::{self, Session};
 use crate::experiment::{self as xp};
 use crate::landscape::Coords;
-use crate::loader::{self, DataConfig, Normalize};
-use crate::model::{ArchKind, Model, Precision};
+use crate::loader::{self, DataConfig};
+use crate::model::{Model, Precision};
 use crate::observe::{note, Event, Observer};
-use crate::optim::{OptimConfig, OptimKind, Schedule};
-use crate::runtime::{PrecisionChoice, Runtime};
+use crate::optim::{OptimConfig, OptimKind};
+use crate::runtime::Runtime;
 use crate::schema::{self, AlongFile, EnsembleFile};
 use crate::train::{curve::fit_curve, endpoints::train_endpoints, Context};
 
-/// A named set of defaults for every step.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Preset {
-    pub name: String,
-    pub dataset: DatasetKind,
-    pub data_dir: Option<PathBuf>,
-    pub arch: ArchKind,
-    pub depth: Option<i64>,
-    pub normalize: Normalize,
-    pub epochs: usize,
-    pub lr: f64,
-    pub wd: f64,
-    pub batch_size: i64,
-    pub schedule: Schedule,
-    pub curve_epochs: usize,
-    pub curve_lr: f64,
-    pub curve: CurveKind,
-    pub bends: usize,
-    pub points: usize,
-    pub ensemble: usize,
-    pub grid: usize,
-    /// Training images used by the sweep (None: all).
-    pub eval_train_subset: Option<usize>,
-    /// Training images used by the landscape (None: all).
-    pub landscape_train_subset: Option<usize>,
-    /// Test images used by the landscape (None: all).
-    pub landscape_test_subset: Option<usize>,
-    pub seed: u64,
-    /// Precision unless `--precision` says otherwise: `auto` (bf16 where it
-    /// is native) for every preset, which all want speed.
-    pub precision: PrecisionChoice,
-}
-
-impl Preset {
-    /// The preset called `name` (presets are data: see the table below).
-    pub fn named(name: &str) -> Result<Preset> {
-        preset(name)
-    }
-}
-
-fn preset(name: &str) -> Result<Preset> {
-    Ok(match name {
-        "quick" => quick(),
-        "seed-cifar10" => seed_cifar10(),
-        "paper-vgg16" => paper_vgg16(),
-        "paper-preresnet" => paper_preresnet(),
-        other => bail!(
-            "unknown preset '{other}'; choose quick, seed-cifar10, paper-vgg16 or paper-preresnet"
-        ),
-    })
-}
-
-/// `seed-convnet` on Fashion-MNIST in a few minutes on a laptop CPU.
-fn quick() -> Preset {
-    Preset {
-        name: "quick".into(),
-        dataset: DatasetKind::FashionMnist,
-        data_dir: None,
-        arch: ArchKind::SeedConvnet,
-        depth: None,
-        normalize: Normalize::None,
-        epochs: 8,
-        lr: 0.1,
-        wd: 5e-4,
-        batch_size: 128,
-        schedule: Schedule::Reference,
-        curve_epochs: 6,
-        curve_lr: 0.05,
-        curve: CurveKind::Bezier,
-        bends: 3,
-        points: 41,
-        ensemble: 20,
-        grid: 21,
-        eval_train_subset: Some(5_000),
-        landscape_train_subset: Some(3_000),
-        landscape_test_subset: Some(2_000),
-        seed: 1,
-        precision: PrecisionChoice::Auto,
-    }
-}
-
-/// The seed experiment: `seed-convnet` on the CIFAR-10 JPEG copy.
-fn seed_cifar10() -> Preset {
-    Preset {
-        name: "seed-cifar10".into(),
-        dataset: DatasetKind::ImageFolder,
-        data_dir: Some(PathBuf::from("../shared/datasets/cifar10-jpg")),
-        epochs: 40,
-        lr: 0.05,
-        curve_epochs: 30,
-        curve_lr: 0.03,
-        points: 61,
-        ensemble: 30,
-        eval_train_subset: Some(10_000),
-        landscape_train_subset: Some(5_000),
-        landscape_test_subset: Some(5_000),
-        ..quick()
-    }
-}
-
-/// The reference implementation's CIFAR-10 VGG16 (GPU only).
-fn paper_vgg16() -> Preset {
-    Preset {
-        name: "paper-vgg16".into(),
-        dataset: DatasetKind::Cifar10,
-        arch: ArchKind::Vgg16,
-        normalize: Normalize::Standard,
-        epochs: 200,
-        lr: 0.05,
-        schedule: Schedule::Reference,
-        curve_epochs: 600,
-        curve_lr: 0.015,
-        points: 61,
-        ensemble: 30,
-        eval_train_subset: None,
-        landscape_train_subset: Some(10_000),
-        landscape_test_subset: None,
-        ..quick()
-    }
-}
-
-/// PreResNet-164 on CIFAR-10, as in the paper (GPU only).
-fn paper_preresnet() -> Preset {
-    Preset {
-        name: "paper-preresnet".into(),
-        dataset: DatasetKind::Cifar10,
-        arch: ArchKind::Preresnet,
-        depth: Some(164),
-        normalize: Normalize::Standard,
-        epochs: 150,
-        lr: 0.1,
-        wd: 3e-4,
-        schedule: Schedule::Reference,
-        curve_epochs: 200,
-        curve_lr: 0.03,
-        points: 61,
-        ensemble: 30,
-        eval_train_subset: None,
-        landscape_train_subset: Some(10_000),
-        landscape_test_subset: None,
-        ..quick()
-    }
-}
+mod presets;
+pub use presets::Preset;
 
 /// What `run` may take from the command line besides the preset's fields.
 #[derive(Clone, Debug, Default)]

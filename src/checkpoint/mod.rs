@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -22,6 +21,11 @@ use tch::{Device, Kind, Tensor};
 
 use crate::curve::{Curve, CurveKind};
 use crate::model::{ArchConfig, Params};
+
+mod files;
+pub use files::{
+    read_regular, read_text, sweep_temp_files, write_atomic, CHECKPOINT_MAX, JSON_MAX,
+};
 
 /// Key of the JSON metadata inside the safetensors header.
 const META_KEY: &str = "modeconn";
@@ -50,135 +54,6 @@ pub struct CurveMeta {
     pub kind: CurveKind,
     pub bends: usize,
 }
-
-/// What marks modeconn's temporary files: `.<name>.modeconn-tmp.<pid>.<n>`.
-const TMP_TAG: &str = ".modeconn-tmp.";
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same
-/// directory with a name no other write uses, created exclusively (an
-/// existing file or a planted link there is an error, never followed),
-/// flushed and synced, then renamed over the target (a link at the target
-/// is replaced, not followed). The temporary file is removed on any error;
-/// one left by a killed process is removed by [`sweep_temp_files`].
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create directory {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}{TMP_TAG}{}.{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = write_new(&tmp, bytes).and_then(|_| {
-        fs::rename(&tmp, path)
-            .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
-    });
-    if written.is_err() {
-        // Best effort: the error that matters is the one returned.
-        fs::remove_file(&tmp).ok();
-    }
-    written
-}
-
-/// Creates `path` (which must not exist, and is never followed if it is a
-/// link) and writes `bytes` to disk.
-fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// Removes the temporary files of processes that no longer run (killed, or
-/// stopped by a full disk, in the middle of a write) from `dir` and its
-/// subfolders, two levels deep. Returns what it removed.
-pub fn sweep_temp_files(dir: &Path) -> Vec<PathBuf> {
-    fn stale(name: &str) -> bool {
-        let Some((_, rest)) = name.split_once(TMP_TAG) else {
-            return false;
-        };
-        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<i32>().ok()) else {
-            return false;
-        };
-        // kill(pid, 0) fails with ESRCH when no such process exists.
-        // SAFETY: signal 0 only checks that the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        !alive
-    }
-    let mut removed = Vec::new();
-    let mut dirs = vec![(dir.to_path_buf(), 0)];
-    while let Some((d, depth)) = dirs.pop() {
-        let Ok(entries) = fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            let name = e.file_name().to_string_lossy().into_owned();
-            if ft.is_dir() && depth < 2 {
-                dirs.push((e.path(), depth + 1));
-            } else if ft.is_file() && stale(&name) && fs::remove_file(e.path()).is_ok() {
-                removed.push(e.path());
-            }
-        }
-    }
-    removed
-}
-
-/// The bytes of a regular file of at most `max` bytes. Anything else a
-/// hostile directory may hold in its place (a FIFO that would block, a
-/// device, a directory, a file far larger than such a file can be) is an
-/// error naming it.
-pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if !meta.is_file() {
-        bail!(
-            "{} is not a regular file; remove it (modeconn rewrites it when the step that makes it runs)",
-            path.display()
-        );
-    }
-    if meta.len() > max {
-        bail!(
-            "{} is {} bytes, far more than such a file holds (at most {max}); remove it",
-            path.display(),
-            meta.len()
-        );
-    }
-    let mut buf = Vec::with_capacity(meta.len() as usize);
-    fs::File::open(path)
-        .and_then(|f| f.take(max + 1).read_to_end(&mut buf))
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(buf)
-}
-
-/// [`read_regular`] as UTF-8 text.
-pub fn read_text(path: &Path, max: u64) -> Result<String> {
-    String::from_utf8(read_regular(path, max)?)
-        .map_err(|_| anyhow!("{} is not UTF-8 text; remove it", path.display()))
-}
-
-/// The size limit for the JSON files of an experiment (config, logs, eval
-/// results, planes): far above any real one.
-pub const JSON_MAX: u64 = 256 << 20;
-
-/// The size limit for a checkpoint: far above any network modeconn builds.
-pub const CHECKPOINT_MAX: u64 = 16 << 30;
 
 /// A contiguous CPU tensor viewed for safetensors serialisation.
 struct TensorBytes {
@@ -426,145 +301,4 @@ pub fn curve_file(dir: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use crate::model::{ArchConfig, ArchKind};
-
-    pub(crate) fn sample_meta() -> Meta {
-        Meta {
-            arch: ArchConfig::new(ArchKind::SeedConvnet, 1, 10, 28, 28),
-            dataset: crate::data::DatasetKind::FashionMnist,
-            normalize: crate::loader::Normalize::None,
-            norm_mean: vec![0.0],
-            norm_std: vec![1.0],
-            classes: (0..10).map(|i| i.to_string()).collect(),
-            epoch: 3,
-            curve: None,
-            note: String::new(),
-        }
-    }
-
-    #[test]
-    fn metadata_is_read_from_the_header_alone_and_matches_the_full_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("m.safetensors");
-        let meta = sample_meta();
-        let t = vec![("w".to_string(), Tensor::from_slice(&[1.0f32, 2.0]))];
-        write_tensors(&p, &t, Some(&meta)).unwrap();
-        assert_eq!(read_meta(&p).unwrap(), Some(meta.clone()));
-        assert_eq!(read_tensors(&p).unwrap().1, Some(meta));
-        // a truncated header is an error naming the file, not a panic
-        let bytes = fs::read(&p).unwrap();
-        let q = dir.path().join("cut.safetensors");
-        fs::write(&q, &bytes[..20]).unwrap();
-        let e = read_meta(&q).unwrap_err().to_string();
-        assert!(e.contains("cut.safetensors"), "{e}");
-    }
-
-    #[test]
-    fn identical_checkpoints_are_identical_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = vec![
-            ("b".to_string(), Tensor::from_slice(&[1.0f32, 2.0])),
-            ("a".to_string(), Tensor::from_slice(&[3i64])),
-        ];
-        let first = dir.path().join("0.safetensors");
-        write_tensors(&first, &t, Some(&sample_meta())).unwrap();
-        let bytes = fs::read(&first).unwrap();
-        // The metadata map's order was random per HashMap: 16 tries.
-        for i in 1..16 {
-            let p = dir.path().join(format!("{i}.safetensors"));
-            write_tensors(&p, &t, Some(&sample_meta())).unwrap();
-            assert_eq!(fs::read(&p).unwrap(), bytes, "write {i} differs");
-        }
-        assert_eq!(read_tensors(&first).unwrap().1, Some(sample_meta()));
-    }
-
-    #[test]
-    fn a_header_longer_than_its_file_is_refused_before_allocating() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("liar.safetensors");
-        let mut bytes = (90u64 << 20).to_le_bytes().to_vec(); // claims 90 MiB
-        bytes.extend_from_slice(b"{}      ");
-        fs::write(&p, &bytes).unwrap();
-        let e = read_meta(&p).unwrap_err().to_string();
-        assert!(
-            e.contains("liar.safetensors") && e.contains("claims"),
-            "{e}"
-        );
-        assert!(read_tensors(&p).is_err());
-    }
-
-    #[test]
-    fn writes_never_follow_a_planted_link_and_leave_no_temporary_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let victim = dir.path().join("victim");
-        fs::write(&victim, b"keep").unwrap();
-        let planted = dir.path().join(".x.modeconn-tmp.1.0");
-        std::os::unix::fs::symlink(&victim, &planted).unwrap();
-        assert!(write_new(&planted, b"evil").is_err());
-        assert_eq!(fs::read(&victim).unwrap(), b"keep");
-
-        // A link at the target is replaced, not written through.
-        let target = dir.path().join("config.json");
-        std::os::unix::fs::symlink(&victim, &target).unwrap();
-        write_atomic(&target, b"{}").unwrap();
-        assert_eq!(fs::read(&victim).unwrap(), b"keep");
-        assert!(!target.is_symlink());
-
-        // A write that fails (the target is a directory) removes its temp file.
-        let sub = dir.path().join("sub");
-        fs::create_dir_all(sub.join("busy")).unwrap();
-        fs::write(sub.join("busy/x"), b"").unwrap();
-        assert!(write_atomic(&sub.join("busy"), b"data").is_err());
-        let left: Vec<_> = fs::read_dir(&sub)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        assert_eq!(
-            left,
-            vec![std::ffi::OsString::from("busy")],
-            "temp file left: {left:?}"
-        );
-    }
-
-    #[test]
-    fn stale_temporary_files_are_swept_and_live_ones_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let dead = {
-            let mut c = std::process::Command::new("true").spawn().unwrap();
-            let pid = c.id();
-            c.wait().unwrap();
-            pid
-        };
-        let sub = dir.path().join("eval");
-        fs::create_dir_all(&sub).unwrap();
-        let stale = sub.join(format!(".along.json{TMP_TAG}{dead}.3"));
-        let live = sub.join(format!(".along.json{TMP_TAG}{}.4", std::process::id()));
-        let other = sub.join("notes.tmp");
-        for p in [&stale, &live, &other] {
-            fs::write(p, b"x").unwrap();
-        }
-        assert_eq!(sweep_temp_files(dir.path()), vec![stale.clone()]);
-        assert!(!stale.exists() && live.exists() && other.exists());
-    }
-
-    #[test]
-    fn only_regular_files_of_sane_size_are_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("config.json");
-        let ok = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let e = read_text(&fifo, JSON_MAX).unwrap_err().to_string();
-        assert!(e.contains("not a regular file"), "{e}");
-        let big = dir.path().join("big.json");
-        fs::write(&big, vec![b' '; 100]).unwrap();
-        let e = read_text(&big, 10).unwrap_err().to_string();
-        assert!(e.contains("100 bytes"), "{e}");
-        assert_eq!(read_text(&big, 100).unwrap().len(), 100);
-    }
-}
+pub(crate) mod tests;
