@@ -110,13 +110,13 @@ fn train_modeconn(
         let mut opt = sgd(&leaves);
         let cc = &c;
         let mut batch = || batch_at_random_t(cc, 5e-4);
-        lp.epoch(&leaves, &mut opt, 0.01, &mut batch, &mut prog)
+        lp.epoch(&leaves, &mut opt, &|_| 0.01, &mut batch, &mut prog)
             .unwrap();
     } else {
         let (p, leaves) = leaves_of(model, &p0);
         let mut opt = sgd(&leaves);
         let mut batch = || (p.shallow_clone(), None);
-        lp.epoch(&leaves, &mut opt, 0.01, &mut batch, &mut prog)
+        lp.epoch(&leaves, &mut opt, &|_| 0.01, &mut batch, &mut prog)
             .unwrap();
     }
     data.train.len() as f64 / start.elapsed().as_secs_f64()

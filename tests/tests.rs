@@ -5,6 +5,7 @@ mod curve;
 mod endpoints;
 mod eval;
 mod example;
+mod fge;
 mod guarantees;
 mod hostile;
 mod run;

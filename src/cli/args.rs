@@ -7,18 +7,17 @@ use std::path::PathBuf;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
+pub use super::step_args::*;
+
 use modeconn::choice::Choice;
-use modeconn::curve::CurveKind;
 use modeconn::data::DatasetKind;
-use modeconn::eval::ensemble::{Average, Sampling};
-use modeconn::landscape::Coords;
 use modeconn::loader::Normalize;
 use modeconn::model::ArchKind;
 use modeconn::optim::{OptimKind, Schedule};
 use modeconn::runtime::{DeviceChoice, MemoryFormat, PrecisionChoice};
 
 /// A parser for a [`Choice`], listing its names and help lines in `--help`.
-fn choice<T: Choice + Clone>() -> impl TypedValueParser<Value = T> {
+pub(super) fn choice<T: Choice + Clone>() -> impl TypedValueParser<Value = T> {
     PossibleValuesParser::new(T::ALL.iter().map(|v| match v.help() {
         "" => PossibleValue::new(v.name()),
         h => PossibleValue::new(v.name()).help(h),
@@ -49,6 +48,8 @@ pub enum Command {
     TrainEndpoints(TrainArgs),
     /// Fit a Bezier curve or polygonal chain between two fixed endpoints (or import one).
     FitCurve(FitCurveArgs),
+    /// Fast Geometric Ensembling: a cyclic learning rate from a trained network, one member per cycle.
+    Fge(FgeArgs),
     /// Metrics along the curve and the straight line; curve ensembles with --ensemble K.
     Eval(EvalArgs),
     /// Evaluate the loss landscape on the plane through w1, the bend and w2.
@@ -169,198 +170,4 @@ pub struct OptimArgs {
     /// Turn augmentation off.
     #[arg(long)]
     pub no_augment: bool,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct TrainArgs {
-    /// Experiment directory (default experiments/<dataset>_<arch>).
-    #[arg(long)]
-    pub exp: Option<PathBuf>,
-    /// How many networks to train.
-    #[arg(long, default_value_t = 2)]
-    pub models: usize,
-    /// Continue an interrupted run from its last complete epoch.
-    #[arg(long)]
-    pub resume: bool,
-    #[command(flatten)]
-    pub data: DataArgs,
-    #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub optim: OptimArgs,
-    #[command(flatten)]
-    pub rt: RuntimeArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct FitCurveArgs {
-    /// Experiment directory: endpoints from its start_model/ and end_model/, curve into curve_model/.
-    #[arg(long)]
-    pub exp: Option<PathBuf>,
-    /// Start endpoint checkpoint (.safetensors, .pt or .pth) instead of <exp>/start_model.
-    #[arg(long)]
-    pub start: Option<PathBuf>,
-    /// End endpoint checkpoint instead of <exp>/end_model.
-    #[arg(long)]
-    pub end: Option<PathBuf>,
-    /// Curve family.
-    #[arg(long, value_parser = choice::<CurveKind>(), default_value = "bezier")]
-    pub curve: CurveKind,
-    /// Number of bends, endpoints included (3 = quadratic Bezier).
-    #[arg(long, default_value_t = 3)]
-    pub bends: usize,
-    /// Start inner bend k from a checkpoint: --init-bend 1=theta.safetensors (repeatable).
-    #[arg(long, value_name = "K=PATH")]
-    pub init_bend: Vec<String>,
-    /// Continue an interrupted fit.
-    #[arg(long)]
-    pub resume: bool,
-    #[command(flatten)]
-    pub data: DataArgs,
-    #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub optim: OptimArgs,
-    #[command(flatten)]
-    pub rt: RuntimeArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct EvalArgs {
-    /// Experiment directory holding curve_model/.
-    #[arg(long)]
-    pub exp: PathBuf,
-    /// Number of equally spaced t in [0, 1].
-    #[arg(long, default_value_t = 61)]
-    pub points: usize,
-    /// Evaluate a curve ensemble of K models instead of the sweep.
-    #[arg(long, value_name = "K")]
-    pub ensemble: Option<usize>,
-    /// How ensemble members are placed on the curve.
-    #[arg(long, value_parser = choice::<Sampling>(), default_value = "grid")]
-    pub sampling: Sampling,
-    /// How members are averaged.
-    #[arg(long, value_parser = choice::<Average>(), default_value = "probs")]
-    pub average: Average,
-    /// Seed for --sampling random.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    #[command(flatten)]
-    pub data: DataArgs,
-    #[command(flatten)]
-    pub rt: RuntimeArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct LandscapeArgs {
-    /// Experiment directory holding curve_model/.
-    #[arg(long)]
-    pub exp: PathBuf,
-    /// Grid points per axis.
-    #[arg(long, default_value_t = 21)]
-    pub grid: usize,
-    /// Margin around the bends, as a fraction of the extent on each side.
-    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
-    pub margin: f64,
-    /// Plane coordinates: orthonormal (Gram–Schmidt, as the reference) or seed (θ at (0,0), w1 at (1,0), w2 at (0,1)).
-    #[arg(long, value_parser = choice::<Coords>(), default_value = "orthonormal")]
-    pub coords: Coords,
-    #[command(flatten)]
-    pub data: DataArgs,
-    #[command(flatten)]
-    pub rt: RuntimeArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct PlotArgs {
-    /// Experiment directory.
-    #[arg(long)]
-    pub exp: PathBuf,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ExportArgs {
-    /// Experiment directory holding curve_model/.
-    #[arg(long)]
-    pub exp: PathBuf,
-    /// Point on the curve, in [0, 1].
-    #[arg(long, allow_negative_numbers = true)]
-    pub t: f64,
-    /// Output file (.safetensors).
-    #[arg(long)]
-    pub out: PathBuf,
-    #[command(flatten)]
-    pub data: DataArgs,
-    #[command(flatten)]
-    pub rt: RuntimeArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct DownloadArgs {
-    /// mnist, fashion-mnist, cifar10 or cifar100.
-    pub dataset: String,
-    /// Destination (default data/<dataset>).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct RunArgs {
-    /// Preset: quick, seed-cifar10, paper-vgg16 or paper-preresnet.
-    #[arg(long, default_value = "quick")]
-    pub preset: String,
-    /// Experiment directory (default experiments/<preset>).
-    #[arg(long)]
-    pub exp: Option<PathBuf>,
-    /// Epochs of endpoint training (overrides the preset).
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Epochs of curve fitting (overrides the preset).
-    #[arg(long)]
-    pub curve_epochs: Option<usize>,
-    /// Endpoint learning rate (overrides the preset).
-    #[arg(long, allow_negative_numbers = true)]
-    pub lr: Option<f64>,
-    /// Curve learning rate (overrides the preset).
-    #[arg(long, allow_negative_numbers = true)]
-    pub curve_lr: Option<f64>,
-    /// Mini-batch size for both trainings.
-    #[arg(long)]
-    pub batch_size: Option<i64>,
-    /// Weight decay for both trainings.
-    #[arg(long, allow_negative_numbers = true)]
-    pub wd: Option<f64>,
-    /// Seed of the first endpoint.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Curve family.
-    #[arg(long, value_parser = choice::<CurveKind>())]
-    pub curve: Option<CurveKind>,
-    /// Bends of the curve.
-    #[arg(long)]
-    pub bends: Option<usize>,
-    /// Points of the sweep along t.
-    #[arg(long)]
-    pub points: Option<usize>,
-    /// Size of the curve ensemble.
-    #[arg(long)]
-    pub ensemble: Option<usize>,
-    /// Landscape grid points per axis.
-    #[arg(long)]
-    pub grid: Option<usize>,
-    /// Training images used by the sweep along t (a class-balanced subset).
-    #[arg(long)]
-    pub eval_train_subset: Option<usize>,
-    /// Training images used by the landscape grid.
-    #[arg(long)]
-    pub landscape_train_subset: Option<usize>,
-    /// Test images used by the landscape grid.
-    #[arg(long)]
-    pub landscape_test_subset: Option<usize>,
-    #[command(flatten)]
-    pub data: DataArgs,
-    #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub rt: RuntimeArgs,
 }

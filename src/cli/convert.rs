@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 
-use super::args::{DataArgs, FitCurveArgs, ModelArgs, OptimArgs, RuntimeArgs, TrainArgs};
-use modeconn::config::{ArchRequest, CurveConfig, DataRequest, TrainConfig};
+use super::args::{DataArgs, FgeArgs, FitCurveArgs, ModelArgs, OptimArgs, RuntimeArgs, TrainArgs};
+use modeconn::config::{ArchRequest, CurveConfig, DataRequest, FgeConfig, TrainConfig};
 use modeconn::model::{ArchKind, Precision};
 use modeconn::optim::OptimKind;
 use modeconn::runtime::{PrecisionChoice, Runtime};
@@ -66,6 +66,7 @@ impl TrainArgs {
         let o = &self.optim;
         let mut c = TrainConfig::defaults(arch, channels);
         c.models = self.models;
+        c.save_every = self.save_every;
         c.precision = precision;
         macro_rules! over {
             ($($dst:expr => $src:expr),*) => { $( if let Some(v) = $src { $dst = v; } )* };
@@ -111,5 +112,24 @@ impl FitCurveArgs {
             c.init_bends.push((k, PathBuf::from(p)));
         }
         Ok(c)
+    }
+}
+
+impl FgeArgs {
+    /// The FGE config: the reference's defaults, overridden by the flags.
+    pub fn config(&self, channels: i64, precision: Precision) -> FgeConfig {
+        let from = self
+            .from
+            .clone()
+            .unwrap_or_else(|| self.exp.join("start_model"));
+        let mut c = FgeConfig::defaults(from, channels);
+        c.precision = precision;
+        macro_rules! over {
+            ($($dst:expr => $src:expr),*) => { $( if let Some(v) = $src { $dst = v; } )* };
+        }
+        over!(c.epochs => self.epochs, c.cycle => self.cycle, c.lr1 => self.lr1, c.lr2 => self.lr2,
+              c.wd => self.wd, c.momentum => self.momentum, c.batch_size => self.batch_size,
+              c.seed => self.seed);
+        c
     }
 }

@@ -15,6 +15,9 @@ use modeconn::runtime::PrecisionChoice;
 use modeconn::schema::{AlongFile, EnsembleFile};
 
 pub fn eval(a: &EvalArgs, out: &Terminal) -> Result<()> {
+    if a.fge {
+        return eval_fge(a, out);
+    }
     let sweep = SweepConfig { points: a.points };
     let ens = a.ensemble.map(|k| EnsembleConfig {
         k,
@@ -173,5 +176,67 @@ pub fn export(a: &ExportArgs, out: &Terminal) -> Result<()> {
         ),
         &json!({"out": a.out, "t": a.t, "test_acc": test.acc, "test_nll": test.nll}),
     );
+    Ok(())
+}
+
+/// `eval --fge`: each FGE member and their ensemble by size.
+fn eval_fge(a: &EvalArgs, out: &Terminal) -> Result<()> {
+    let _lock = ExperimentLock::acquire_existing(&a.exp)?;
+    let mut dirs: Vec<(usize, std::path::PathBuf)> = std::fs::read_dir(a.exp.join("fge"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let k = name.strip_prefix("member_")?.parse().ok()?;
+            Some((k, e.path()))
+        })
+        .filter(|(_, p)| modeconn::checkpoint::model_file(p).is_file())
+        .collect();
+    dirs.sort();
+    if dirs.is_empty() {
+        anyhow::bail!(
+            "{} has no FGE members; make them with `modeconn fge --exp {}`",
+            a.exp.display(),
+            a.exp.display()
+        );
+    }
+    let dirs: Vec<_> = dirs.into_iter().map(|(_, p)| p).collect();
+    let rt = super::runtime(&a.rt, PrecisionChoice::Fp32, out)?;
+    let r = modeconn::eval::members::evaluate_members(
+        &a.exp,
+        "fge",
+        &dirs,
+        &a.data.request(),
+        &rt,
+        a.bn,
+        out,
+    )?;
+    let mut human = format!(
+        "\n{:<22} {:>8} {:>8} {:>8} {:>8}\n",
+        "FGE (test set)", "acc %", "NLL", "ECE", "Brier"
+    );
+    for (k, s) in r.members.iter().enumerate() {
+        human += &format!(
+            "{:<22} {:>8.2} {:>8.4} {:>8.4} {:>8.4}\n",
+            format!("member {k}"),
+            s.acc,
+            s.nll,
+            s.ece,
+            s.brier
+        );
+    }
+    if let Some(last) = r.by_size.last() {
+        let s = &last.scores;
+        human += &format!(
+            "{:<22} {:>8.2} {:>8.4} {:>8.4} {:>8.4}\n",
+            format!("ensemble of {}", last.k),
+            s.acc,
+            s.nll,
+            s.ece,
+            s.brier
+        );
+    }
+    out.result(&human, &json!({"fge": r}));
     Ok(())
 }

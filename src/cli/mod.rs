@@ -8,6 +8,7 @@ mod convert;
 mod eval;
 mod output;
 mod run;
+mod step_args;
 mod train;
 
 use anyhow::{bail, Result};
@@ -24,6 +25,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Run(a) => run::run(&a, &out),
         Command::TrainEndpoints(a) => train::endpoints(&a, &out),
         Command::FitCurve(a) => train::curve(&a, &out),
+        Command::Fge(a) => train::fge(&a, &out),
         Command::Eval(a) => eval::eval(&a, &out),
         Command::Landscape(a) => eval::landscape(&a, &out),
         Command::Export(a) => eval::export(&a, &out),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use super::args::{FitCurveArgs, TrainArgs};
+use super::args::{FgeArgs, FitCurveArgs, TrainArgs};
 use super::output::Terminal;
 use modeconn::checkpoint;
 use modeconn::config::TrainConfig;
@@ -119,5 +119,35 @@ pub fn curve(a: &FitCurveArgs, out: &Terminal) -> Result<()> {
         &format!("{}\n", file.display()),
         &serde_json::json!({"curve": file, "bends": cfg.bends, "epochs": cfg.epochs}),
     );
+    Ok(())
+}
+
+pub fn fge(a: &FgeArgs, out: &Terminal) -> Result<()> {
+    a.config(1, Precision::Fp32).validate()?;
+    let rt = super::runtime(&a.rt, PrecisionChoice::Fp32, out)?;
+    let _lock = ExperimentLock::acquire_existing(&a.exp)?;
+    let probe = a.config(1, rt.precision);
+    let from = xp::resolve_model_path(&probe.from);
+    let meta = xp::read_meta(&from)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} has no modeconn metadata (architecture, data); import it first",
+            from.display()
+        )
+    })?;
+    let model = Model::new(meta.arch.clone())?;
+    let (data, dcfg) = xp::load_data_for(&meta, Some(&a.exp), &a.data.request(), &rt, &from)?;
+    let cfg = a.config(data.channels, rt.precision);
+    let cx = Context {
+        model: &model,
+        data: &data,
+        dcfg: &dcfg,
+        rt: &rt,
+    };
+    let members = modeconn::train::fge::run_fge(&a.exp, &cx, &cfg, a.resume, out)?;
+    let human: String = members
+        .iter()
+        .map(|d| format!("{}\n", d.display()))
+        .collect();
+    out.result(&human, &serde_json::json!({"members": members}));
     Ok(())
 }

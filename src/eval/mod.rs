@@ -13,6 +13,7 @@
 
 pub mod along;
 pub mod ensemble;
+pub mod members;
 pub mod metrics;
 pub mod session;
 

@@ -223,6 +223,7 @@ fn train_config(p: &Preset, augment: bool, precision: Precision) -> TrainConfig 
         schedule: p.schedule,
         augment,
         precision,
+        save_every: None,
     }
 }
 

@@ -35,12 +35,13 @@ pub fn epoch_seed(seed: u64, epoch: usize) -> i64 {
 }
 
 impl Loop<'_> {
-    /// One epoch over the training split. Returns (mean loss, accuracy %).
+    /// One epoch over the training split, batch `i` at learning rate
+    /// `lr(i)`. Returns (mean loss, accuracy %).
     pub fn epoch(
         &self,
         leaves: &[Tensor],
         opt: &mut Optimizer,
-        lr: f64,
+        lr: &dyn Fn(usize) -> f64,
         params_for_batch: &mut BatchParams,
         prog: &mut Progress,
     ) -> Result<(f64, f64)> {
@@ -74,7 +75,7 @@ impl Loop<'_> {
             };
             opt.zero_grad(leaves)?;
             loss.backward();
-            opt.step(leaves, lr)?;
+            opt.step(leaves, lr(batch_no))?;
             {
                 let _g = tch::no_grad_guard();
                 loss_sum += loss.detach().to_kind(Kind::Double) * len as f64;
@@ -171,7 +172,7 @@ mod tests {
             let mut prog = Progress::new(&crate::observe::Silent, "test", lp.batches_per_epoch());
             let mut batch = || (p.shallow_clone(), None);
             let (loss, _) = lp
-                .epoch(&leaves, &mut opt, lr, &mut batch, &mut prog)
+                .epoch(&leaves, &mut opt, &|_| lr, &mut batch, &mut prog)
                 .unwrap();
             losses.push(loss);
         }

@@ -198,7 +198,7 @@ pub fn fit_curve(
     let plan = EpochPlan {
         epochs: cfg.epochs,
         optim: curve_optim(cfg),
-        schedule: cfg.schedule,
+        rate: super::Rate::Schedule(cfg.schedule),
     };
     let total = cfg.epochs as u64 * trainer.lp.batches_per_epoch();
     let mut prog = Progress::new(obs, "curve", total);

@@ -51,7 +51,7 @@ pub fn train_endpoints(
     let plan = EpochPlan {
         epochs: tcfg.epochs,
         optim: tcfg.optim.clone(),
-        schedule: tcfg.schedule,
+        rate: super::Rate::Schedule(tcfg.schedule),
     };
     let total = tcfg.models as u64 * tcfg.epochs as u64 * trainer.lp.batches_per_epoch();
     let mut prog = Progress::new(obs, "endpoints", total);
@@ -59,6 +59,7 @@ pub fn train_endpoints(
     for i in 0..tcfg.models {
         let dir = xp::endpoint_dir(exp, i, tcfg.models);
         let mut job = EndpointJob::new(dir.clone(), tcfg.seed + i as u64, cx)?;
+        job.save_every = tcfg.save_every;
         let start = job.start_epoch;
         let saved_optim = job.saved_optim.take();
         trainer.run(&job, &plan, start, saved_optim, &mut prog)?;
@@ -114,9 +115,14 @@ fn check_existing(
     Ok(())
 }
 
+/// Where `--save-every` keeps the snapshot after `epoch` epochs.
+pub fn snapshot_dir(dir: &Path, epoch: usize) -> PathBuf {
+    dir.join(format!("epoch-{epoch}"))
+}
+
 /// The network a saved state holds, checked against `model` (architecture,
 /// every key and shape, finite values).
-fn saved_params(st: &SavedState, model: &Model) -> Result<Params> {
+pub(super) fn saved_params(st: &SavedState, model: &Model) -> Result<Params> {
     if st.meta.arch != model.cfg {
         bail!(
             "{} was trained with a different architecture ({:?}); delete it or use another --exp",
@@ -169,6 +175,7 @@ struct EndpointJob<'a> {
     leaves: Vec<Tensor>,
     start_epoch: usize,
     saved_optim: Option<Vec<(String, Tensor)>>,
+    save_every: Option<usize>,
 }
 
 impl<'a> EndpointJob<'a> {
@@ -207,6 +214,7 @@ impl<'a> EndpointJob<'a> {
             leaves,
             start_epoch,
             saved_optim,
+            save_every: None,
         })
     }
 
@@ -242,9 +250,20 @@ impl Job for EndpointJob<'_> {
     /// optimiser), each atomically.
     fn save(&self, epochs_done: usize, opt: &Optimizer) -> Result<()> {
         let meta = self.meta(epochs_done);
-        checkpoint::save_model(&checkpoint::model_file(&self.dir), &self.params, &meta)?;
         let mut all = self.params.to_state_dict();
         all.extend(opt.state(&self.names));
-        checkpoint::write_tensors(&checkpoint::state_file(&self.dir), &all, Some(&meta))
+        let mut dirs = vec![];
+        if self
+            .save_every
+            .is_some_and(|k| epochs_done.is_multiple_of(k))
+        {
+            dirs.push(snapshot_dir(&self.dir, epochs_done));
+        }
+        dirs.push(self.dir.clone()); // last: its state is the commit point
+        for d in dirs {
+            checkpoint::save_model(&checkpoint::model_file(&d), &self.params, &meta)?;
+            checkpoint::write_tensors(&checkpoint::state_file(&d), &all, Some(&meta))?;
+        }
+        Ok(())
     }
 }

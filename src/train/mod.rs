@@ -11,6 +11,7 @@
 pub mod batch;
 pub mod curve;
 pub mod endpoints;
+pub mod fge;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -64,7 +65,40 @@ pub struct Context<'a> {
 pub struct EpochPlan {
     pub epochs: usize,
     pub optim: OptimConfig,
-    pub schedule: Schedule,
+    pub rate: Rate,
+}
+
+/// How the learning rate moves.
+#[derive(Clone, Copy, Debug)]
+pub enum Rate {
+    /// Once per epoch, from `optim.lr` along a schedule.
+    Schedule(Schedule),
+    /// Fast Geometric Ensembling's cycle of `cycle` epochs, set at every
+    /// batch: `lr1` at the ends of each cycle, `lr2` in its middle.
+    Cyclic { cycle: usize, lr1: f64, lr2: f64 },
+}
+
+impl EpochPlan {
+    /// The learning rate of batch `i` of `per_epoch` in `epoch` (0-based).
+    pub fn lr(&self, epoch: usize, i: usize, per_epoch: u64) -> f64 {
+        match self.rate {
+            Rate::Schedule(s) => lr_at(s, self.optim.lr, epoch, self.epochs),
+            Rate::Cyclic { cycle, lr1, lr2 } => cyclic_lr(epoch, i, per_epoch, cycle, lr1, lr2),
+        }
+    }
+}
+
+/// The reference implementation's `cyclic_learning_rate`: with
+/// t = ((epoch mod c) + i / iters) / c, lr1·(1 − 2t) + lr2·2t for t < 0.5,
+/// else lr1·(2t − 1) + lr2·(2 − 2t).
+pub fn cyclic_lr(epoch: usize, i: usize, iters: u64, cycle: usize, lr1: f64, lr2: f64) -> f64 {
+    let c = cycle.max(1) as f64;
+    let t = ((epoch % cycle.max(1)) as f64 + i as f64 / iters.max(1) as f64) / c;
+    if t < 0.5 {
+        lr1 * (1.0 - 2.0 * t) + lr2 * 2.0 * t
+    } else {
+        lr1 * (2.0 * t - 1.0) + lr2 * (2.0 - 2.0 * t)
+    }
 }
 
 /// A resume state as saved by a job: its tensors (optimiser state apart)
@@ -156,7 +190,7 @@ impl Trainer<'_> {
         for epoch in start_epoch..plan.epochs {
             let started = Instant::now();
             tch::manual_seed(epoch_seed(job.seed(), epoch));
-            let lr = lr_at(plan.schedule, plan.optim.lr, epoch, plan.epochs);
+            let lr = plan.lr(epoch, 0, per_epoch);
             prog.set_message(format!(
                 "{} epoch {}/{}",
                 job.label(),
@@ -164,7 +198,8 @@ impl Trainer<'_> {
                 plan.epochs
             ));
             let mut batch = || job.batch();
-            let (loss, acc) = self.lp.epoch(leaves, &mut opt, lr, &mut batch, prog)?;
+            let rate = |i: usize| plan.lr(epoch, i, per_epoch);
+            let (loss, acc) = self.lp.epoch(leaves, &mut opt, &rate, &mut batch, prog)?;
             check_finite(loss, epoch + 1, job.label(), lr, job.dir())?;
             let (test, test_t) = job.test(&ev)?;
             let entry = EpochLog {

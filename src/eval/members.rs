@@ -1,0 +1,98 @@
+//! Ensembles of saved networks (FGE members, independent endpoints): each
+//! member's scores and the ensemble's against its size, in
+//! `eval/<name>.json`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use tch::Kind;
+
+use super::ensemble::{combine, Average, SizeRow};
+use super::metrics::{scores, Scores};
+use super::Evaluator;
+use crate::config::DataRequest;
+use crate::experiment::{self as xp};
+use crate::model::Model;
+use crate::observe::{Observer, Progress};
+use crate::runtime::Runtime;
+
+crate::choice! {
+    /// BatchNorm statistics of ensemble members.
+    pub enum MemberBn {
+        /// The running statistics from training (what the reference FGE uses).
+        Keep = "keep",
+        /// Re-estimated per member on the training data.
+        Recompute = "recompute",
+    }
+}
+
+/// `eval/<name>.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MembersFile {
+    pub format: u32,
+    pub members_dirs: Vec<PathBuf>,
+    pub bn: MemberBn,
+    pub n_test: i64,
+    /// Each member alone.
+    pub members: Vec<Scores>,
+    /// The ensemble of the first k members (probabilities averaged).
+    pub by_size: Vec<SizeRow>,
+}
+
+/// Scores the networks in `dirs` and their ensembles; writes
+/// `<exp>/eval/<name>.json`.
+pub fn evaluate_members(
+    exp: &Path,
+    name: &str,
+    dirs: &[PathBuf],
+    data: &DataRequest,
+    rt: &Runtime,
+    bn: MemberBn,
+    obs: &dyn Observer,
+) -> Result<MembersFile> {
+    let Some(first) = dirs.first() else {
+        bail!("no members to evaluate in {}", exp.display());
+    };
+    let first_file = xp::resolve_model_path(first);
+    let meta = xp::read_meta(&first_file)?
+        .ok_or_else(|| anyhow::anyhow!("{} has no modeconn metadata", first_file.display()))?;
+    let model = Model::new(meta.arch.clone())?;
+    let (data, _) = xp::load_data_for(&meta, Some(exp), data, rt, &first_file)?;
+    let ev = Evaluator {
+        model: &model,
+        data: &data,
+        rt,
+    };
+    let mut prog = Progress::new(obs, name, dirs.len() as u64);
+    let mut logits = Vec::with_capacity(dirs.len());
+    let mut members = Vec::with_capacity(dirs.len());
+    for d in dirs {
+        let p = xp::load_params(&xp::resolve_model_path(d), &model, rt)?;
+        if bn == MemberBn::Recompute {
+            ev.update_bn(std::slice::from_ref(&p))?;
+        }
+        let (_, mut l) = ev.evaluate(std::slice::from_ref(&p), &data.test, true)?;
+        let l = l.swap_remove(0);
+        members.push(scores(&l.softmax(1, Kind::Double), &data.test.labels)?.0);
+        logits.push(l);
+        prog.inc(1);
+    }
+    prog.finish();
+    let mut by_size = Vec::with_capacity(dirs.len());
+    for k in 1..=logits.len() {
+        let refs: Vec<&tch::Tensor> = logits[..k].iter().collect();
+        let (s, _) = scores(&combine(&refs, Average::Probs), &data.test.labels)?;
+        by_size.push(SizeRow { k, scores: s });
+    }
+    let out = MembersFile {
+        format: crate::schema::FORMAT,
+        members_dirs: dirs.to_vec(),
+        bn,
+        n_test: data.test.len(),
+        members,
+        by_size,
+    };
+    crate::schema::write_json(&exp.join("eval").join(format!("{name}.json")), &out)?;
+    Ok(out)
+}

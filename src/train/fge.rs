@@ -1,0 +1,264 @@
+//! Fast Geometric Ensembling (the reference implementation's `fge.py`):
+//! from a trained network and its momentum buffers, SGD with a cyclic
+//! learning rate; the network at each cycle's low point (the end of epoch e
+//! with e mod c + 1 = c/2) is a member of the ensemble, saved as a PyTorch
+//! state dict in `<exp>/fge/member_<k>/`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use tch::Tensor;
+
+use super::endpoints::trainable;
+use super::{check_saved_optim, Context, EpochPlan, Job, Loop, Rate, SavedState, Trainer};
+use crate::checkpoint::{self, Meta};
+use crate::config::FgeConfig;
+use crate::eval::{Evaluator, Stats};
+use crate::experiment::{self as xp};
+use crate::model::{BnMode, Params};
+use crate::observe::{note, Observer, Progress};
+use crate::optim::{OptimConfig, OptimKind, Optimizer};
+
+/// The folder of an experiment's FGE run.
+pub fn fge_dir(exp: &Path) -> PathBuf {
+    exp.join("fge")
+}
+
+/// The folder of member `k` (0-based).
+pub fn member_dir(exp: &Path, k: usize) -> PathBuf {
+    fge_dir(exp).join(format!("member_{k}"))
+}
+
+fn optim(cfg: &FgeConfig) -> OptimConfig {
+    OptimConfig {
+        kind: OptimKind::Sgd,
+        lr: cfg.lr1,
+        momentum: cfg.momentum,
+        nesterov: false,
+        wd: cfg.wd,
+    }
+}
+
+/// Runs FGE in `<exp>/fge/` (resuming it when `resume`); returns the member
+/// folders.
+pub fn run_fge(
+    exp: &Path,
+    cx: &Context,
+    cfg: &FgeConfig,
+    resume: bool,
+    obs: &dyn Observer,
+) -> Result<Vec<PathBuf>> {
+    cfg.validate()?;
+    let dir = fge_dir(exp);
+    let (params, start_epoch, saved_optim) = starting_point(exp, &dir, cx, cfg, resume, obs)?;
+    let trainer = Trainer {
+        lp: Loop {
+            model: cx.model,
+            data: cx.data,
+            rt: cx.rt,
+            batch_size: cfg.batch_size,
+            augment: cfg.augment,
+            bn: BnMode::Train(Some(0.1)),
+        },
+    };
+    trainer.lp.ensure_batches("fge")?;
+    xp::write_section(exp, "fge", cfg)?;
+    xp::record_runtime(exp, cx.rt, cx.model, obs)?;
+    let (params, names, leaves) = trainable(cx.model, &params);
+    let job = FgeJob {
+        dir,
+        exp: exp.to_path_buf(),
+        cx: *cx,
+        cfg,
+        params,
+        names,
+        leaves,
+    };
+    let plan = EpochPlan {
+        epochs: cfg.epochs,
+        optim: optim(cfg),
+        rate: Rate::Cyclic {
+            cycle: cfg.cycle,
+            lr1: cfg.lr1,
+            lr2: cfg.lr2,
+        },
+    };
+    let total = cfg.epochs as u64 * trainer.lp.batches_per_epoch();
+    let mut prog = Progress::new(obs, "fge", total);
+    trainer.run(&job, &plan, start_epoch, saved_optim, &mut prog)?;
+    prog.finish();
+    Ok((0..cfg.members()).map(|k| member_dir(exp, k)).collect())
+}
+
+/// The network, epoch and optimiser state FGE starts from: its own saved
+/// state when resuming, else `cfg.from` with the momentum buffers of the
+/// resume state beside it (SGD states only). Everything is checked before
+/// the first write.
+fn starting_point(
+    exp: &Path,
+    dir: &Path,
+    cx: &Context,
+    cfg: &FgeConfig,
+    resume: bool,
+    obs: &dyn Observer,
+) -> Result<(Params, usize, Option<checkpoint::NamedTensors>)> {
+    let model = cx.model;
+    if let Some(st) = SavedState::read(dir)? {
+        if !resume {
+            bail!(
+                "{} already holds an FGE run (epoch {}). Pass --resume to continue it, or delete {} to start over.",
+                dir.display(),
+                st.meta.epoch,
+                dir.display()
+            );
+        }
+        xp::ensure_resumable(exp, "fge", cfg, cx.dcfg, &model.cfg, "an FGE run")?;
+        let params = super::endpoints::saved_params(&st, model)?;
+        let (_, names, leaves) = trainable(model, &params);
+        check_saved_optim(&optim(cfg), &names, &leaves, &st.optim, &st.path)?;
+        return Ok((params, st.meta.epoch, Some(st.optim)));
+    }
+    let from = xp::resolve_model_path(&cfg.from);
+    if !from.exists() {
+        bail!(
+            "--from {} does not exist; give a model file or folder, e.g. <exp>/start_model/epoch-160 (kept by train-endpoints --save-every)",
+            cfg.from.display()
+        );
+    }
+    let params = xp::load_params(&from, model, cx.rt)?;
+    let state_dir = from.parent().unwrap_or(Path::new("."));
+    let momentum = match SavedState::read(state_dir)? {
+        Some(st) if st.optim.iter().any(|(n, _)| n.starts_with("optim.v.")) => {
+            note(
+                obs,
+                "fge: the starting state was trained with Adam; momentum starts at zero",
+            );
+            None
+        }
+        Some(st) => {
+            let (_, names, leaves) = trainable(model, &params);
+            check_saved_optim(&optim(cfg), &names, &leaves, &st.optim, &st.path)?;
+            // Steps restart at 0: FGE's own schedule, momentum kept.
+            Some(
+                st.optim
+                    .into_iter()
+                    .filter(|(n, _)| n != "optim.steps")
+                    .collect(),
+            )
+        }
+        None => {
+            note(
+                obs,
+                format!(
+                    "fge: no resume state beside {}; momentum starts at zero",
+                    from.display()
+                ),
+            );
+            None
+        }
+    };
+    Ok((params, 0, momentum))
+}
+
+/// One FGE run: the network's weights are the leaves.
+struct FgeJob<'a> {
+    dir: PathBuf,
+    exp: PathBuf,
+    cx: Context<'a>,
+    cfg: &'a FgeConfig,
+    params: Params,
+    names: Vec<String>,
+    leaves: Vec<Tensor>,
+}
+
+impl FgeJob<'_> {
+    fn meta(&self, epoch: usize) -> Meta {
+        let mut m = xp::meta_for(&self.cx.model.cfg, self.cx.data, self.cx.dcfg, epoch);
+        m.note = format!(
+            "FGE from {} (cycle {}, lr {} to {})",
+            self.cfg.from.display(),
+            self.cfg.cycle,
+            self.cfg.lr1,
+            self.cfg.lr2
+        );
+        m
+    }
+}
+
+impl Job for FgeJob<'_> {
+    fn label(&self) -> &str {
+        "fge"
+    }
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+    fn seed(&self) -> u64 {
+        self.cfg.seed + 9_000
+    }
+    fn leaves(&self) -> (&[String], &[Tensor]) {
+        (&self.names, &self.leaves)
+    }
+    fn batch(&self) -> (Params, Option<Tensor>) {
+        (self.params.shallow_clone(), None)
+    }
+    fn test(&self, ev: &Evaluator) -> Result<(Stats, Option<f64>)> {
+        let (mut test, _) = ev.evaluate(
+            std::slice::from_ref(&self.params),
+            &self.cx.data.test,
+            false,
+        )?;
+        Ok((test.swap_remove(0), None))
+    }
+    /// A member at a cycle's low point (as trained, with the running
+    /// BatchNorm statistics), then the resume state (the commit point).
+    fn save(&self, epochs_done: usize, opt: &Optimizer) -> Result<()> {
+        let meta = self.meta(epochs_done);
+        let epoch = epochs_done - 1;
+        if self.cfg.is_member_epoch(epoch) {
+            let k = (0..epoch).filter(|&e| self.cfg.is_member_epoch(e)).count();
+            let d = member_dir(&self.exp, k);
+            checkpoint::save_model(&checkpoint::model_file(&d), &self.params, &meta)?;
+        }
+        let mut all = self.params.to_state_dict();
+        all.extend(opt.state(&self.names));
+        checkpoint::write_tensors(&checkpoint::state_file(&self.dir), &all, Some(&meta))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cyclic_lr;
+    use crate::config::FgeConfig;
+
+    #[test]
+    fn the_rate_cycles_as_the_reference_and_members_sit_at_its_low_points() {
+        let (lr1, lr2, c) = (0.05, 1e-4, 4);
+        // Ends of the cycle: lr1; the middle (t = 0.5): lr2.
+        assert!((cyclic_lr(0, 0, 100, c, lr1, lr2) - lr1).abs() < 1e-15);
+        assert!((cyclic_lr(2, 0, 100, c, lr1, lr2) - lr2).abs() < 1e-15);
+        assert!((cyclic_lr(4, 0, 100, c, lr1, lr2) - lr1).abs() < 1e-15);
+        // Linear in between: a quarter of the way, halfway from lr1 to lr2.
+        let q = cyclic_lr(1, 0, 100, c, lr1, lr2);
+        assert!((q - 0.5 * (lr1 + lr2)).abs() < 1e-12, "{q}");
+        // Within an epoch it moves at every batch.
+        assert!(cyclic_lr(0, 50, 100, c, lr1, lr2) < cyclic_lr(0, 0, 100, c, lr1, lr2));
+        let cfg = FgeConfig::defaults("x".into(), 3);
+        // Cycle 4: members after epochs 2, 6, 10, 14, 18 (0-based 1, 5, ...).
+        let m: Vec<usize> = (0..20).filter(|&e| cfg.is_member_epoch(e)).collect();
+        assert_eq!(m, vec![1, 5, 9, 13, 17]);
+        assert_eq!(cfg.members(), 5);
+        // The reference's budget protocol: 40 epochs of cycle 2, 20 members.
+        let cfg = FgeConfig {
+            epochs: 40,
+            cycle: 2,
+            ..cfg
+        };
+        assert_eq!(cfg.members(), 20);
+        assert!(FgeConfig {
+            cycle: 3,
+            ..cfg.clone()
+        }
+        .validate()
+        .is_err());
+    }
+}

@@ -1,0 +1,142 @@
+//! `modeconn fge` and `train-endpoints --save-every`: Fast Geometric
+//! Ensembling from a trained network, on the one trainer.
+
+use std::fs;
+
+use crate::common::*;
+
+#[test]
+fn fge_cycles_the_rate_collects_members_and_evaluates_their_ensemble() {
+    let env = TestEnv::new();
+    let exp = env.copy_of_fixture("e");
+    let e = exp.display().to_string();
+    let small = [
+        "--train-subset",
+        "600",
+        "--test-subset",
+        "300",
+        "--threads",
+        "1",
+    ];
+    let mut args = vec!["fge", "--exp", &e, "--epochs", "4", "--cycle", "2"];
+    args.extend_from_slice(&small);
+    let out = env.ok(&args);
+    // Cycle 2: members after epochs 1 and 3, at the low point of the rate.
+    let so = stdout(&out);
+    assert!(
+        so.contains("fge/member_0") && so.contains("fge/member_1"),
+        "{so}"
+    );
+    let log = read_jsonl(&exp.join("fge/log.jsonl"));
+    let lrs: Vec<f64> = log.iter().map(|l| f(&l["lr"])).collect();
+    assert_eq!(lrs.len(), 4);
+    for (i, want) in [0.05, 1e-4, 0.05, 1e-4].iter().enumerate() {
+        assert!(
+            (lrs[i] - want).abs() < 1e-12,
+            "epoch {} starts at lr {}",
+            i + 1,
+            lrs[i]
+        );
+    }
+    // Members are plain PyTorch state dicts of the network.
+    for k in 0..2 {
+        let m = exp.join(format!("fge/member_{k}/model.safetensors"));
+        let buf = fs::read(&m).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&buf).unwrap();
+        let mut names: Vec<String> = st.names().into_iter().cloned().collect();
+        names.sort();
+        assert_eq!(names, SEED_CONVNET_KEYS, "member {k}");
+    }
+    let d = max_diff_files(
+        &exp.join("fge/member_0/model.safetensors"),
+        &exp.join("fge/member_1/model.safetensors"),
+    );
+    assert!(d > 0.0, "the two members are identical");
+    // A member's test accuracy is the one logged at its epoch.
+    let out = env.ok(&[
+        "--json",
+        "eval",
+        "--exp",
+        &e,
+        "--fge",
+        "--test-subset",
+        "300",
+    ]);
+    let v: Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    let members = v["fge"]["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2);
+    for (k, epoch) in [(0, 0), (1, 2)] {
+        let (a, b) = (f(&members[k]["acc"]), f(&log[epoch]["test_acc"]));
+        assert!((a - b).abs() < 1e-9, "member {k}: {a} vs the log's {b}");
+    }
+    assert_eq!(v["fge"]["by_size"].as_array().map(Vec::len), Some(2));
+    assert!(exp.join("eval/fge.json").is_file());
+
+    // A second run without --resume is refused; an odd cycle too.
+    let err = assert_clean_error(&env.modeconn(&args), "fge over a finished run");
+    assert!(err.contains("already holds an FGE run"), "{err}");
+    let err = assert_clean_error(
+        &env.modeconn(&["fge", "--exp", &e, "--cycle", "3"]),
+        "an odd cycle",
+    );
+    assert!(err.contains("--cycle"), "{err}");
+}
+
+#[test]
+fn save_every_keeps_snapshots_that_fge_starts_from() {
+    let env = TestEnv::new();
+    let e = env.p("e");
+    env.ok(&[
+        "train-endpoints",
+        "--exp",
+        &e,
+        "--models",
+        "1",
+        "--epochs",
+        "2",
+        "--save-every",
+        "1",
+        "--train-subset",
+        "400",
+        "--test-subset",
+        "200",
+        "--threads",
+        "1",
+    ]);
+    let exp = env.path().join("e");
+    for n in [1, 2] {
+        for f in ["model.safetensors", "state.safetensors"] {
+            let p = exp.join(format!("start_model/epoch-{n}/{f}"));
+            assert!(p.is_file(), "{} missing", p.display());
+        }
+        assert_eq!(
+            meta_epoch(&exp.join(format!("start_model/epoch-{n}/model.safetensors"))),
+            n
+        );
+    }
+    // The last snapshot is the final model.
+    let d = max_diff_files(
+        &exp.join("start_model/epoch-2/model.safetensors"),
+        &exp.join("start_model/model.safetensors"),
+    );
+    assert_eq!(d, 0.0);
+    let from = exp.join("start_model/epoch-1");
+    env.ok(&[
+        "fge",
+        "--exp",
+        &e,
+        "--from",
+        from.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--cycle",
+        "2",
+        "--train-subset",
+        "400",
+        "--test-subset",
+        "200",
+        "--threads",
+        "1",
+    ]);
+    assert!(exp.join("fge/member_0/model.safetensors").is_file());
+}
