@@ -465,3 +465,35 @@ fn build_fixture() -> PathBuf {
 pub fn fixture_exp() -> PathBuf {
     fixture().join("exp")
 }
+
+/// Every file of an experiment, in every folder, with its bytes (the lock
+/// file aside), to compare before and after.
+pub fn experiment_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n != ".lock") {
+                out.push((p.clone(), fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn assert_unchanged(before: &[(PathBuf, Vec<u8>)], exp: &Path, what: &str) {
+    let after = experiment_files(exp);
+    let names = |s: &[(PathBuf, Vec<u8>)]| s.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(before),
+        names(&after),
+        "{what}: files were added or removed"
+    );
+    for ((p, a), (_, b)) in before.iter().zip(&after) {
+        assert!(a == b, "{what}: {} changed", p.display());
+    }
+}

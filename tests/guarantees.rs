@@ -7,43 +7,12 @@ use std::time::Duration;
 
 use crate::common::*;
 
-/// Every file of an experiment with its bytes, to compare before and after.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().is_some_and(|n| n != ".lock") {
-                out.push((p.clone(), fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn assert_unchanged(before: &[(PathBuf, Vec<u8>)], exp: &Path, what: &str) {
-    let after = snapshot(exp);
-    let names = |s: &[(PathBuf, Vec<u8>)]| s.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
-    assert_eq!(
-        names(before),
-        names(&after),
-        "{what}: files were added or removed"
-    );
-    for ((p, a), (_, b)) in before.iter().zip(&after) {
-        assert!(a == b, "{what}: {} changed", p.display());
-    }
-}
-
 #[test]
 fn a_refused_command_leaves_the_experiment_as_it_was() {
     let env = TestEnv::new();
     let exp = env.copy_of_fixture("e");
     let e = exp.display().to_string();
-    let before = snapshot(&exp);
+    let before = experiment_files(&exp);
 
     // Endpoints exist and --resume is missing: refused before any write.
     let out = env.modeconn(&[
@@ -86,7 +55,7 @@ fn resume_refuses_changed_settings_and_names_each_field() {
     let env = TestEnv::new();
     let exp = env.copy_of_fixture("e");
     let e = exp.display().to_string();
-    let before = snapshot(&exp);
+    let before = experiment_files(&exp);
 
     let mut a = vec!["train-endpoints", "--exp", &e, "--resume"];
     a.extend_from_slice(FIXTURE_TRAIN);

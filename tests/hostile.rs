@@ -9,7 +9,6 @@
 //! malformed config.json sections, missing data directories, and
 //! experiments with more than two endpoints.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::time::Duration;
 
@@ -40,13 +39,6 @@ fn interrupted_fit(env: &TestEnv, name: &str) -> PathBuf {
     v["curve"]["epochs"] = serde_json::json!(3);
     fs::write(&cfg, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
     exp
-}
-
-/// Every file of `dir` with its bytes, the lock file aside.
-fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut s = snapshot(dir);
-    s.retain(|p, _| p.file_name().is_some_and(|n| n != ".lock"));
-    s
 }
 
 #[test]
@@ -222,30 +214,22 @@ fn damaged_resume_states_are_refused_and_change_nothing() {
     for (what, damage) in damages {
         fs::write(&state, &original).unwrap();
         rewrite(&state, |t, _| damage(t));
-        let before = files(&exp);
+        let before = experiment_files(&exp);
         let err = assert_clean_error(&env.modeconn(&resume), what);
         assert!(err.contains("state.safetensors"), "{what}:\n{err}");
-        assert_eq!(
-            files(&exp),
-            before,
-            "{what}: the refused resume changed the experiment"
-        );
+        assert_unchanged(&before, &exp, what);
     }
 
     // Endpoints: a truncated state is refused before config.json is touched.
     let es = exp.join("start_model/state.safetensors");
     let bytes = fs::read(&es).unwrap();
     fs::write(&es, &bytes[..bytes.len() / 2]).unwrap();
-    let before = files(&exp);
+    let before = experiment_files(&exp);
     let mut args = vec!["train-endpoints", "--exp", &e, "--resume"];
     args.extend_from_slice(FIXTURE_TRAIN);
     let err = assert_clean_error(&env.modeconn(&args), "a truncated endpoint state");
     assert!(err.contains("start_model/state.safetensors"), "{err}");
-    assert_eq!(
-        files(&exp),
-        before,
-        "the refused resume changed the experiment"
-    );
+    assert_unchanged(&before, &exp, "a refused endpoint resume");
 }
 
 #[test]
@@ -257,7 +241,7 @@ fn a_curve_is_not_resumed_against_retrained_endpoints() {
         let (_, x) = &mut t[0];
         *x = &*x * 1.01;
     });
-    let before = files(&exp);
+    let before = experiment_files(&exp);
     let out = env.modeconn(&[
         "fit-curve",
         "--exp",
@@ -273,7 +257,7 @@ fn a_curve_is_not_resumed_against_retrained_endpoints() {
         err.contains("start_md5") && err.contains("curve_model/"),
         "{err}"
     );
-    assert_eq!(files(&exp), before);
+    assert_unchanged(&before, &exp, "a refused curve resume");
 }
 
 #[test]
