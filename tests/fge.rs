@@ -27,6 +27,57 @@ fn fge_cycles_the_rate_collects_members_and_evaluates_their_ensemble() {
         so.contains("fge/member_0") && so.contains("fge/member_1"),
         "{so}"
     );
+    let log = check_rates_and_members(&exp);
+    // A member's test accuracy is the one logged at its epoch.
+    let out = env.ok(&[
+        "--json",
+        "eval",
+        "--exp",
+        &e,
+        "--members",
+        "fge",
+        "--test-subset",
+        "300",
+    ]);
+    let v: Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    let members = v["fge"]["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2);
+    for (k, epoch) in [(0, 0), (1, 2)] {
+        let (a, b) = (f(&members[k]["acc"]), f(&log[epoch]["test_acc"]));
+        assert!((a - b).abs() < 1e-9, "member {k}: {a} vs the log's {b}");
+    }
+    assert_eq!(v["fge"]["by_size"].as_array().map(Vec::len), Some(2));
+    assert!(exp.join("eval/fge.json").is_file());
+    // The independent endpoints as an ensemble of their own.
+    let out = env.ok(&[
+        "--json",
+        "eval",
+        "--exp",
+        &e,
+        "--members",
+        "endpoints",
+        "--test-subset",
+        "300",
+    ]);
+    let v: Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    assert_eq!(v["endpoints"]["members"].as_array().map(Vec::len), Some(2));
+    assert!(exp.join("eval/endpoints.json").is_file());
+
+    check_budget_report(&env, &exp);
+
+    // A second run without --resume is refused; an odd cycle too.
+    let err = assert_clean_error(&env.modeconn(&args), "fge over a finished run");
+    assert!(err.contains("already holds an FGE run"), "{err}");
+    let err = assert_clean_error(
+        &env.modeconn(&["fge", "--exp", &e, "--cycle", "3"]),
+        "an odd cycle",
+    );
+    assert!(err.contains("--cycle"), "{err}");
+}
+
+/// The logged rates of a cycle-2 run (lr1 and lr2 alternating at epoch
+/// starts) and its two members, plain PyTorch state dicts; returns the log.
+fn check_rates_and_members(exp: &Path) -> Vec<Value> {
     let log = read_jsonl(&exp.join("fge/log.jsonl"));
     let lrs: Vec<f64> = log.iter().map(|l| f(&l["lr"])).collect();
     assert_eq!(lrs.len(), 4);
@@ -52,34 +103,30 @@ fn fge_cycles_the_rate_collects_members_and_evaluates_their_ensemble() {
         &exp.join("fge/member_1/model.safetensors"),
     );
     assert!(d > 0.0, "the two members are identical");
-    // A member's test accuracy is the one logged at its epoch.
-    let out = env.ok(&[
-        "--json",
-        "eval",
-        "--exp",
-        &e,
-        "--fge",
-        "--test-subset",
-        "300",
-    ]);
-    let v: Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
-    let members = v["fge"]["members"].as_array().unwrap();
-    assert_eq!(members.len(), 2);
-    for (k, epoch) in [(0, 0), (1, 2)] {
-        let (a, b) = (f(&members[k]["acc"]), f(&log[epoch]["test_acc"]));
-        assert!((a - b).abs() < 1e-9, "member {k}: {a} vs the log's {b}");
-    }
-    assert_eq!(v["fge"]["by_size"].as_array().map(Vec::len), Some(2));
-    assert!(exp.join("eval/fge.json").is_file());
+    log
+}
 
-    // A second run without --resume is refused; an odd cycle too.
-    let err = assert_clean_error(&env.modeconn(&args), "fge over a finished run");
-    assert!(err.contains("already holds an FGE run"), "{err}");
-    let err = assert_clean_error(
-        &env.modeconn(&["fge", "--exp", &e, "--cycle", "3"]),
-        "an odd cycle",
+/// The report compares the ensembles at equal budget.
+fn check_budget_report(env: &TestEnv, exp: &Path) {
+    let e = exp.display().to_string();
+    // The report compares them at equal budget: the fixture's endpoints took
+    // 3 epochs each; FGE started there, so member k costs 3 + 2(k-1) + 1.
+    env.ok(&["plot", "--exp", &e]);
+    assert!(exp.join("figures/budget.png").is_file());
+    let html = fs::read_to_string(exp.join("report.html")).unwrap();
+    assert!(
+        html.contains("Ensembles at equal training budget"),
+        "no budget section"
     );
-    assert!(err.contains("--cycle"), "{err}");
+    for (row, epochs) in [
+        ("1 independent network(s)", 3),
+        ("2 independent network(s)", 6),
+        ("FGE, 1 member(s)", 4),
+        ("FGE, 2 member(s)", 6),
+    ] {
+        let cell = format!("<tr><td>{row}</td><td class=\"n\">{epochs}</td>");
+        assert!(html.contains(&cell), "{row} at {epochs} epochs is missing");
+    }
 }
 
 #[test]

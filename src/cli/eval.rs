@@ -9,14 +9,15 @@ use super::args::{EvalArgs, ExportArgs, LandscapeArgs};
 use super::output::Terminal;
 use modeconn::config::{EnsembleConfig, LandscapeConfig, SweepConfig};
 use modeconn::eval::along::METRICS;
+use modeconn::eval::members::MemberSet;
 use modeconn::eval::session::{self, Session};
 use modeconn::lock::ExperimentLock;
 use modeconn::runtime::PrecisionChoice;
 use modeconn::schema::{AlongFile, EnsembleFile};
 
 pub fn eval(a: &EvalArgs, out: &Terminal) -> Result<()> {
-    if a.fge {
-        return eval_fge(a, out);
+    if let Some(set) = a.members {
+        return eval_members(a, set, out);
     }
     let sweep = SweepConfig { points: a.points };
     let ens = a.ensemble.map(|k| EnsembleConfig {
@@ -179,33 +180,23 @@ pub fn export(a: &ExportArgs, out: &Terminal) -> Result<()> {
     Ok(())
 }
 
-/// `eval --fge`: each FGE member and their ensemble by size.
-fn eval_fge(a: &EvalArgs, out: &Terminal) -> Result<()> {
+/// `eval --members SET`: each member and their ensemble by size.
+fn eval_members(a: &EvalArgs, set: MemberSet, out: &Terminal) -> Result<()> {
     let _lock = ExperimentLock::acquire_existing(&a.exp)?;
-    let mut dirs: Vec<(usize, std::path::PathBuf)> = std::fs::read_dir(a.exp.join("fge"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let k = name.strip_prefix("member_")?.parse().ok()?;
-            Some((k, e.path()))
-        })
-        .filter(|(_, p)| modeconn::checkpoint::model_file(p).is_file())
-        .collect();
-    dirs.sort();
+    let dirs = set.dirs(&a.exp);
     if dirs.is_empty() {
         anyhow::bail!(
-            "{} has no FGE members; make them with `modeconn fge --exp {}`",
+            "{} has no {} members; make them with `{} --exp {}`",
             a.exp.display(),
+            set.name(),
+            set.made_by(),
             a.exp.display()
         );
     }
-    let dirs: Vec<_> = dirs.into_iter().map(|(_, p)| p).collect();
     let rt = super::runtime(&a.rt, PrecisionChoice::Fp32, out)?;
     let r = modeconn::eval::members::evaluate_members(
         &a.exp,
-        "fge",
+        set.name(),
         &dirs,
         &a.data.request(),
         &rt,
@@ -214,7 +205,11 @@ fn eval_fge(a: &EvalArgs, out: &Terminal) -> Result<()> {
     )?;
     let mut human = format!(
         "\n{:<22} {:>8} {:>8} {:>8} {:>8}\n",
-        "FGE (test set)", "acc %", "NLL", "ECE", "Brier"
+        format!("{} (test set)", set.name()),
+        "acc %",
+        "NLL",
+        "ECE",
+        "Brier"
     );
     for (k, s) in r.members.iter().enumerate() {
         human += &format!(
@@ -237,6 +232,6 @@ fn eval_fge(a: &EvalArgs, out: &Terminal) -> Result<()> {
             s.brier
         );
     }
-    out.result(&human, &json!({"fge": r}));
+    out.result(&human, &json!({ set.name(): r }));
     Ok(())
 }

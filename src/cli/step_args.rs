@@ -8,7 +8,7 @@ use clap::Args;
 use super::args::{choice, DataArgs, ModelArgs, OptimArgs, RuntimeArgs};
 use modeconn::curve::CurveKind;
 use modeconn::eval::ensemble::{Average, Sampling};
-use modeconn::eval::members::MemberBn;
+use modeconn::eval::members::{MemberBn, MemberSet};
 use modeconn::landscape::Coords;
 
 #[derive(Args, Debug, Clone)]
@@ -131,11 +131,11 @@ pub struct EvalArgs {
     /// Seed for --sampling random.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Evaluate the FGE members in <exp>/fge (each member, and their ensemble by size) into
-    /// eval/fge.json, instead of the curve.
-    #[arg(long)]
-    pub fge: bool,
-    /// BatchNorm statistics of FGE members: keep (as trained, the reference) or recompute.
+    /// Evaluate saved networks instead of the curve: each member and their ensemble by size,
+    /// into eval/<set>.json.
+    #[arg(long, value_parser = choice::<MemberSet>())]
+    pub members: Option<MemberSet>,
+    /// BatchNorm statistics of --members: keep (as trained, the reference) or recompute.
     #[arg(long, value_parser = choice::<MemberBn>(), default_value = "keep")]
     pub bn: MemberBn,
     #[command(flatten)]

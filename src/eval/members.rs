@@ -27,6 +27,52 @@ crate::choice! {
     }
 }
 
+crate::choice! {
+    /// Which saved networks `eval --members` ensembles.
+    pub enum MemberSet {
+        /// The FGE members in <exp>/fge/member_<k>/.
+        Fge = "fge",
+        /// The independently trained endpoints (start_model, end_model or model_<i>).
+        Endpoints = "endpoints",
+    }
+}
+
+impl MemberSet {
+    /// The member folders of this set in `exp`, in order; the output file
+    /// is `eval/<name>.json`.
+    pub fn dirs(self, exp: &Path) -> Vec<PathBuf> {
+        let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(match self {
+            MemberSet::Fge => exp.join("fge"),
+            MemberSet::Endpoints => exp.to_path_buf(),
+        })
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let k = match (self, name.as_str()) {
+                (MemberSet::Fge, n) => n.strip_prefix("member_")?.parse().ok()?,
+                (MemberSet::Endpoints, "start_model") => 0,
+                (MemberSet::Endpoints, "end_model") => 1,
+                (MemberSet::Endpoints, n) => n.strip_prefix("model_")?.parse().ok()?,
+            };
+            Some((k, e.path()))
+        })
+        .filter(|(_, p)| crate::checkpoint::model_file(p).is_file())
+        .collect();
+        found.sort();
+        found.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// The command that makes this set's members.
+    pub fn made_by(self) -> &'static str {
+        match self {
+            MemberSet::Fge => "modeconn fge",
+            MemberSet::Endpoints => "modeconn train-endpoints --models N",
+        }
+    }
+}
+
 /// `eval/<name>.json`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct MembersFile {

@@ -6,6 +6,7 @@
 //! per figure, generic over the plotters backend), and writes a self-contained `report.html`.
 //! Text is rendered with the embedded DejaVu Sans, so no system fonts are needed.
 
+pub(crate) mod budget;
 pub(crate) mod data;
 mod figures;
 mod html;
@@ -65,36 +66,7 @@ pub fn plot_all(exp_dir: &Path) -> Result<PlotSummary> {
             }
         }
     }
-    if let Some(along) = &inputs.along {
-        written.extend(render(
-            &figures::AlongFigure {
-                along,
-                title: &title,
-            },
-            &fig_dir,
-            "along_curve",
-        )?);
-        figures.push("along_curve");
-    }
-    if let Some(ens) = &inputs.ensemble {
-        written.extend(render(
-            &figures::EnsembleFigure { ens, title: &title },
-            &fig_dir,
-            "ensemble",
-        )?);
-        figures.push("ensemble");
-    }
-    if !inputs.logs.is_empty() {
-        written.extend(render(
-            &figures::TrainingFigure {
-                logs: &inputs.logs,
-                title: &title,
-            },
-            &fig_dir,
-            "training",
-        )?);
-        figures.push("training");
-    }
+    line_figures(&inputs, &title, &fig_dir, &mut written, &mut figures)?;
 
     if figures.is_empty() {
         return Err(nothing(&missing));
@@ -106,6 +78,54 @@ pub fn plot_all(exp_dir: &Path) -> Result<PlotSummary> {
     )?;
     written.push(report);
     Ok(PlotSummary { written, missing })
+}
+
+/// The line-chart figures whose inputs exist: along_curve, ensemble, budget
+/// and training.
+fn line_figures(
+    inputs: &data::Inputs,
+    title: &str,
+    fig_dir: &Path,
+    written: &mut Vec<PathBuf>,
+    figures: &mut Vec<&'static str>,
+) -> Result<()> {
+    if let Some(along) = &inputs.along {
+        written.extend(render(
+            &figures::AlongFigure { along, title },
+            fig_dir,
+            "along_curve",
+        )?);
+        figures.push("along_curve");
+    }
+    if let Some(ens) = &inputs.ensemble {
+        written.extend(render(
+            &figures::EnsembleFigure { ens, title },
+            fig_dir,
+            "ensemble",
+        )?);
+        figures.push("ensemble");
+    }
+    if let Some(budget) = &inputs.budget {
+        written.extend(render(
+            &figures::BudgetFigure { budget, title },
+            fig_dir,
+            "budget",
+        )?);
+        figures.push("budget");
+    }
+    if !inputs.logs.is_empty() {
+        written.extend(render(
+            &figures::TrainingFigure {
+                logs: &inputs.logs,
+                title,
+            },
+            fig_dir,
+            "training",
+        )?);
+        figures.push("training");
+    }
+
+    Ok(())
 }
 
 /// A figure that draws itself onto any plotters backend.

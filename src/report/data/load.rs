@@ -59,6 +59,7 @@ impl Inputs {
         inp.along = load_along(exp, &mut inp.notes);
         inp.ensemble = load_ensemble(exp, &mut inp.notes);
         inp.plane = load_plane(exp, &mut inp.notes);
+        inp.budget = crate::report::budget::Budget::load(exp, inp.config.as_ref());
         inp
     }
 }

@@ -187,6 +187,8 @@ pub(crate) struct Inputs {
     pub along: Option<Along>,
     pub ensemble: Option<Ensemble>,
     pub plane: Option<Plane>,
+    /// Ensembles at equal training budget, when two methods have results.
+    pub budget: Option<crate::report::budget::Budget>,
     /// One line per missing or unreadable input, naming the command that makes it.
     pub notes: Vec<String>,
 }

@@ -8,6 +8,7 @@
 
 mod along;
 mod axis;
+mod budget;
 mod ensemble;
 mod panel;
 mod style;
@@ -15,6 +16,7 @@ mod training;
 
 pub(crate) use along::AlongFigure;
 pub(crate) use axis::Axis;
+pub(crate) use budget::BudgetFigure;
 pub(crate) use ensemble::EnsembleFigure;
 pub(crate) use panel::{draw_legend, legend_mark, panel, titled, Chart};
 pub(crate) use style::font;

@@ -83,6 +83,7 @@ pub(crate) fn report(exp: &Path, inp: &Inputs, figures: &[&str], notes: &[String
     if let Some(e) = &inp.ensemble {
         sections::ensembles(&mut h, e, figures);
     }
+    sections::budget(&mut h, inp, figures);
     if let Some(p) = &inp.plane {
         sections::landscape(&mut h, p, figures);
     }

@@ -50,6 +50,45 @@ pub(super) fn ensembles(h: &mut String, e: &Ensemble, figures: &[&str]) {
     }
 }
 
+/// Ensembles at equal training budget: a table and the `budget` figure.
+pub(super) fn budget(h: &mut String, inp: &Inputs, figures: &[&str]) {
+    let Some(b) = &inp.budget else { return };
+    h.push_str("<h2>Ensembles at equal training budget</h2>\n");
+    h.push_str("<table><tr><th>ensemble</th><th>training epochs</th><th>test accuracy (%)</th><th>test NLL</th></tr>\n");
+    let rows = b
+        .independent
+        .iter()
+        .map(|p| (format!("{} independent network(s)", p.size), p))
+        .chain(
+            b.curve
+                .iter()
+                .map(|p| (format!("curve ensemble of {}", p.size), p)),
+        )
+        .chain(
+            b.fge
+                .iter()
+                .map(|p| (format!("FGE, {} member(s)", p.size), p)),
+        );
+    for (name, p) in rows {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td class=\"n\">{:.0}</td><td class=\"n\">{:.2}</td><td class=\"n\">{:.4}</td></tr>",
+            esc(&name),
+            p.epochs,
+            p.acc,
+            p.nll
+        );
+    }
+    h.push_str("</table>\n");
+    if figures.contains(&"budget") {
+        figure(
+            h,
+            "budget",
+            "Test accuracy and NLL of independent networks (1 to N), the curve ensemble and FGE (first k members) against the epochs of training each cost: endpoints count their epochs, the curve ensemble two endpoints plus the curve, FGE the starting network plus its epochs up to the last member.",
+        );
+    }
+}
+
 /// The plane's caption and settings, and the two landscape figures.
 pub(super) fn landscape(h: &mut String, p: &Plane, figures: &[&str]) {
     h.push_str("<h2>Loss landscape</h2>\n");
