@@ -187,3 +187,60 @@ fn save_every_keeps_snapshots_that_fge_starts_from() {
     ]);
     assert!(exp.join("fge/member_0/model.safetensors").is_file());
 }
+
+#[test]
+fn run_with_fge_compares_the_ensembles_at_equal_budget() {
+    let env = TestEnv::new();
+    let e = env.p("e");
+    let out = env.ok(&[
+        "run",
+        "--exp",
+        &e,
+        "--fge",
+        "--train-subset",
+        "600",
+        "--test-subset",
+        "300",
+        "--epochs",
+        "2",
+        "--curve-epochs",
+        "1",
+        "--points",
+        "3",
+        "--ensemble",
+        "2",
+        "--grid",
+        "2",
+        "--eval-train-subset",
+        "300",
+        "--landscape-train-subset",
+        "200",
+        "--landscape-test-subset",
+        "100",
+        "--threads",
+        "1",
+    ]);
+    assert!(
+        stderr(&out).contains("step 3/7: fast geometric ensembling"),
+        "{}",
+        stderr(&out)
+    );
+    let exp = env.path().join("e");
+    // The snapshot at 80% of 2 epochs (epoch 1), one FGE epoch of cycle 2: one member.
+    assert!(exp.join("start_model/epoch-1/state.safetensors").is_file());
+    assert!(exp.join("fge/member_0/model.safetensors").is_file());
+    for f in ["eval/endpoints.json", "eval/fge.json", "figures/budget.png"] {
+        assert!(exp.join(f).is_file(), "{f} missing");
+    }
+    let html = fs::read_to_string(exp.join("report.html")).unwrap();
+    // Independent: 2 and 4 epochs; the curve ensemble 2·2 + 1; FGE member 1: 1 + 1.
+    for (row, epochs) in [
+        ("1 independent network(s)", 2),
+        ("2 independent network(s)", 4),
+        ("curve ensemble of 2", 5),
+        ("FGE, 1 member(s)", 2),
+    ] {
+        let cell = format!("<tr><td>{row}</td><td class=\"n\">{epochs}</td>");
+        assert!(html.contains(&cell), "{row} at {epochs} epochs is missing");
+    }
+}

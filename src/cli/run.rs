@@ -54,6 +54,7 @@ fn with_flags(mut p: Preset, a: &RunArgs) -> Preset {
           curve_epochs <- a.curve_epochs, lr <- a.lr, curve_lr <- a.curve_lr,
           batch_size <- a.batch_size, wd <- a.wd, seed <- a.seed, curve <- a.curve,
           bends <- a.bends, points <- a.points, ensemble <- a.ensemble, grid <- a.grid);
+    p.fge |= a.fge;
     for (dst, src) in [
         (&mut p.eval_train_subset, a.eval_train_subset),
         (&mut p.landscape_train_subset, a.landscape_train_subset),

@@ -250,6 +250,10 @@ pub struct RunArgs {
     /// Test images used by the landscape grid.
     #[arg(long)]
     pub landscape_test_subset: Option<usize>,
+    /// Add Fast Geometric Ensembling at equal budget (a snapshot at 80% of the endpoint epochs,
+    /// FGE for the other 20%) and the comparison in the report; the paper presets have it.
+    #[arg(long)]
+    pub fge: bool,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]

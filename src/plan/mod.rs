@@ -9,10 +9,11 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::config::{
-    default_augment, ArchRequest, CurveConfig, DataRequest, EnsembleConfig, LandscapeConfig,
-    SweepConfig, TrainConfig,
+    default_augment, ArchRequest, CurveConfig, DataRequest, EnsembleConfig, FgeConfig,
+    LandscapeConfig, SweepConfig, TrainConfig,
 };
 use crate::eval::ensemble::{Average, Sampling};
+use crate::eval::members::{evaluate_members, MemberBn, MemberSet};
 use crate::eval::session::{self, Session};
 use crate::experiment::{self as xp};
 use crate::landscape::Coords;
@@ -22,7 +23,9 @@ use crate::observe::{note, Event, Observer};
 use crate::optim::{OptimConfig, OptimKind};
 use crate::runtime::Runtime;
 use crate::schema::{self, AlongFile, EnsembleFile};
-use crate::train::{curve::fit_curve, endpoints::train_endpoints, Context};
+use crate::train::endpoints::{snapshot_dir, train_endpoints};
+use crate::train::fge::run_fge;
+use crate::train::{curve::fit_curve, Context};
 
 mod presets;
 pub use presets::Preset;
@@ -61,10 +64,12 @@ pub fn run(
     validate(p, exp, req)?;
     xp::write_section(exp, "preset", p)?;
     let started = std::time::Instant::now();
-    let step = |index: usize, name: &str| {
+    let done = std::cell::Cell::new(0);
+    let step = |name: &str| {
+        done.set(done.get() + 1);
         obs.event(&Event::Step {
-            index,
-            of: 6,
+            index: done.get(),
+            of: 6 + usize::from(p.fge),
             name: name.to_string(),
             exp: exp.display().to_string(),
         })
@@ -81,12 +86,15 @@ pub fn run(
         ..DataRequest::default()
     };
     let s = Session::open(exp, &eval_data, rt.clone())?;
-    step(3, "sweep along the curve and the line");
+    step("sweep along the curve and the line");
     let along = sweep_step(exp, p, &s, obs)?;
-    step(4, "curve ensemble");
+    step("ensembles");
     let ensemble = ensemble_step(exp, p, &s, obs)?;
+    if p.fge {
+        member_ensembles(exp, &eval_data, rt, obs)?;
+    }
     drop(s);
-    step(5, "landscape");
+    step("landscape");
     let ls_data = DataRequest {
         train_subset: cap(p.landscape_train_subset, dcfg.train_subset),
         test_subset: cap(p.landscape_test_subset, dcfg.test_subset),
@@ -95,7 +103,7 @@ pub fn run(
     let ls = Session::open(exp, &ls_data, rt.clone())?;
     session::landscape(&ls, exp, &landscape_config(p), obs)?;
     drop(ls);
-    step(6, "plots and report");
+    step("plots and report");
     let report = crate::report::plot_all(exp)?;
     Ok(RunSummary {
         along,
@@ -114,9 +122,9 @@ fn train_steps(
     req: &RunRequest,
     rt: &Runtime,
     obs: &dyn Observer,
-    step: &dyn Fn(usize, &str),
+    step: &dyn Fn(&str),
 ) -> Result<DataConfig> {
-    step(1, "train endpoints");
+    step("train endpoints");
     let dcfg = data_config(p, req);
     let data = loader::load(&dcfg, rt.device, None)?;
     let arch_req = ArchRequest {
@@ -137,11 +145,62 @@ fn train_steps(
     ensure_same(exp, "data", &dcfg, "every step's outputs")?;
     train_endpoints(exp, &cx, &tcfg, true, obs)?;
 
-    step(2, "fit curve");
+    step("fit curve");
     let ccfg = curve_config(p, exp, augment, rt.precision);
     ensure_same(exp, "curve", &ccfg, "curve_model/")?;
     fit_curve(exp, &cx, &ccfg, true, obs)?;
+    if p.fge {
+        step("fast geometric ensembling");
+        let fcfg = fge_config(p, exp, augment, rt.precision);
+        ensure_same(exp, "fge", &fcfg, "fge/")?;
+        run_fge(exp, &cx, &fcfg, true, obs)?;
+    }
     Ok(dcfg)
+}
+
+/// The epoch FGE starts from: 80% of the endpoint training, the reference
+/// implementation's equal-budget protocol (FGE then takes the other 20%).
+fn fge_start(p: &Preset) -> usize {
+    ((p.epochs as f64 * 0.8).round() as usize).clamp(1, p.epochs.saturating_sub(1).max(1))
+}
+
+/// FGE from the start endpoint's snapshot at 80% of its training, for the
+/// remaining 20% of the epochs in cycles of 2: as many members as a single
+/// network's budget allows.
+fn fge_config(p: &Preset, exp: &Path, augment: bool, precision: Precision) -> FgeConfig {
+    let start = fge_start(p);
+    FgeConfig {
+        epochs: p.epochs - start,
+        cycle: 2,
+        wd: p.wd,
+        batch_size: p.batch_size,
+        seed: p.seed,
+        augment,
+        precision,
+        ..FgeConfig::defaults(snapshot_dir(&xp::endpoint_dir(exp, 0, 2), start), 3)
+    }
+}
+
+/// The independent endpoints and the FGE members scored as ensembles (for
+/// the equal-budget comparison of the report).
+fn member_ensembles(
+    exp: &Path,
+    data: &DataRequest,
+    rt: &Runtime,
+    obs: &dyn Observer,
+) -> Result<()> {
+    for set in [MemberSet::Endpoints, MemberSet::Fge] {
+        evaluate_members(
+            exp,
+            set.name(),
+            &set.dirs(exp),
+            data,
+            rt,
+            MemberBn::Keep,
+            obs,
+        )?;
+    }
+    Ok(())
 }
 
 /// Step 3, skipped when eval/along.json is complete for this curve.
@@ -223,7 +282,7 @@ fn train_config(p: &Preset, augment: bool, precision: Precision) -> TrainConfig 
         schedule: p.schedule,
         augment,
         precision,
-        save_every: None,
+        save_every: p.fge.then(|| fge_start(p)),
     }
 }
 
@@ -258,6 +317,9 @@ pub fn validate(p: &Preset, exp: &Path, req: &RunRequest) -> Result<()> {
         .and_then(|_| {
             if p.epochs < 1 {
                 bail!("--epochs must be at least 1, got {}", p.epochs);
+            }
+            if p.fge && p.epochs < 2 {
+                bail!("FGE at equal budget needs at least 2 endpoint epochs (it takes the last 20%), got {}", p.epochs);
             }
             if p.curve_epochs < 1 {
                 bail!("--curve-epochs must be at least 1, got {}", p.curve_epochs);

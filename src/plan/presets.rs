@@ -43,6 +43,11 @@ pub struct Preset {
     /// Precision unless `--precision` says otherwise: `auto` (bf16 where it
     /// is native) for every preset, which all want speed.
     pub precision: PrecisionChoice,
+    /// Fast Geometric Ensembling at equal budget: a snapshot of the start
+    /// endpoint at 80% of its epochs, FGE from it for the other 20% in
+    /// cycles of 2, and the ensembles compared in the report.
+    #[serde(default)]
+    pub fge: bool,
 }
 
 impl Preset {
@@ -90,6 +95,7 @@ fn quick() -> Preset {
         landscape_test_subset: Some(2_000),
         seed: 1,
         precision: PrecisionChoice::Auto,
+        fge: false,
     }
 }
 
@@ -116,6 +122,7 @@ fn seed_cifar10() -> Preset {
 fn paper_vgg16() -> Preset {
     Preset {
         name: "paper-vgg16".into(),
+        fge: true,
         dataset: DatasetKind::Cifar10,
         arch: ArchKind::Vgg16,
         normalize: Normalize::Standard,
@@ -137,6 +144,7 @@ fn paper_vgg16() -> Preset {
 fn paper_preresnet() -> Preset {
     Preset {
         name: "paper-preresnet".into(),
+        fge: true,
         dataset: DatasetKind::Cifar10,
         arch: ArchKind::Preresnet,
         depth: Some(164),
