@@ -44,17 +44,11 @@ pub fn endpoints(a: &TrainArgs, out: &Terminal) -> Result<()> {
 /// The error for a missing endpoint, with the experiment's own endpoints
 /// when it has others (`--models 3` makes start_model, model_1, model_2).
 fn missing_endpoint(p: &std::path::Path, exp: &std::path::Path) -> String {
-    let mut have: Vec<String> = std::fs::read_dir(exp)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| {
-            (n == "start_model" || n == "end_model" || n.starts_with("model_"))
-                && checkpoint::model_file(&exp.join(n)).is_file()
-        })
+    let dirs = modeconn::eval::members::MemberSet::Endpoints.dirs(exp);
+    let have: Vec<String> = dirs
+        .iter()
+        .filter_map(|d| Some(d.file_name()?.to_string_lossy().into_owned()))
         .collect();
-    have.sort();
     match have.len() {
         0 | 1 => format!(
             "endpoint checkpoint {} does not exist. Train endpoints with `modeconn train-endpoints --exp {}`, or pass --start/--end",

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::eval::members::MembersFile;
+use crate::eval::members::{MemberSet, MembersFile};
 use crate::schema::{self, EnsembleFile, Versioned};
 
 /// One ensemble: its size, what it cost in epochs, its test accuracy and NLL.
@@ -50,7 +50,7 @@ impl Budget {
         let members = |name: &str| {
             schema::read_versioned::<MembersFile>(&exp.join(format!("eval/{name}.json")), "").ok()
         };
-        if let Some(m) = members("endpoints") {
+        if let Some(m) = members(MemberSet::Endpoints.name()) {
             b.independent = m
                 .by_size
                 .iter()
@@ -73,7 +73,7 @@ impl Budget {
                 nll: f.report.curve.nll,
             });
         }
-        if let (Some(fge), Some(m)) = (config.get("fge"), members("fge")) {
+        if let (Some(fge), Some(m)) = (config.get("fge"), members(MemberSet::Fge.name())) {
             let cycle = fge.get("cycle")?.as_f64()?;
             let start = fge
                 .get("from")
