@@ -144,8 +144,9 @@ pub fn endpoint_dir(exp: &Path, i: usize, n: usize) -> PathBuf {
 }
 
 /// When `path` lies where the experiment keeps its own files (a model
-/// folder, the curve, eval/, landscape/, figures/, config.json, the lock,
-/// the report), the name of that place; writing there would destroy work.
+/// folder, the curve, the FGE members, eval/, landscape/, figures/,
+/// config.json, the lock, the report), the name of that place; writing
+/// there would destroy work.
 pub fn owned_by_experiment(exp: &Path, path: &Path) -> Option<String> {
     let abs = |p: &Path| -> Option<PathBuf> {
         // Resolve links in the deepest existing ancestor, keep the rest.
@@ -169,7 +170,7 @@ pub fn owned_by_experiment(exp: &Path, path: &Path) -> Option<String> {
         .into_owned();
     let owned = matches!(
         first.as_str(),
-        "start_model" | "end_model" | "curve_model" | "eval" | "landscape" | "figures"
+        "start_model" | "end_model" | "curve_model" | "fge" | "eval" | "landscape" | "figures"
     ) || first.starts_with("model_")
         || (rel.components().count() == 1
             && matches!(first.as_str(), "config.json" | ".lock" | "report.html"));
