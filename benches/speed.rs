@@ -492,7 +492,7 @@ fn landscape_lowest(ev: &Evaluator, c: &Curve, side: usize, name: &str) -> Optio
 fn sweep_barrier(ev: &Evaluator, c: &Curve) -> f64 {
     let ts = along::grid(61);
     let mut prog = Progress::new(&Silent, "sweep", along::sweep_work(ev, ts.len()));
-    let path = along::sweep(ev, &ts, &|t| c.point(ev.model, t), 5e-4, &mut prog).unwrap();
+    let path = along::sweep(ev, &ts, &|t| Ok(c.point(ev.model, t)), 5e-4, &mut prog).unwrap();
     path.barrier.test_err
 }
 

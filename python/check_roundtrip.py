@@ -34,6 +34,7 @@ ARCHS = {
     "vgg16-bn": dict(depth=0, widen=100, dropout=0.5),
     "preresnet": dict(depth=110, widen=100, dropout=0.0),
     "wrn": dict(depth=28, widen=10, dropout=0.0),
+    "mlp": dict(depth=3, widen=100, dropout=0.0),
 }
 
 

@@ -58,6 +58,23 @@ class SeedConvNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+class MLP(nn.Module):
+    """A multilayer perceptron (src/model/mlp.rs): `depth` hidden layers of 512."""
+
+    def __init__(self, in_features, num_classes, depth=3, widen=100):
+        super().__init__()
+        h = _ch(512, widen)
+        layers, n = [], in_features
+        for _ in range(depth):
+            layers += [nn.Linear(n, h), nn.ReLU()]
+            n = h
+        layers.append(nn.Linear(n, num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.layers(torch.flatten(x, 1))
+
+
 def _pooled3(n):
     """Spatial size after ConvFC's three MaxPool2d(3, 2) (the 5x5 convs keep it)."""
     for _ in range(3):
@@ -238,6 +255,8 @@ def build(arch):
         return PreResNet(c, k, depth, widen)
     if a == "wrn":
         return WideResNet(c, k, depth, widen, dropout)
+    if a == "mlp":
+        return MLP(c * arch["height"] * arch["width"], k, depth, widen)
     raise ValueError(f"unknown modeconn architecture {a!r}")
 
 

@@ -295,6 +295,48 @@ impl SweepConfig {
     }
 }
 
+/// Settings of `align`: weight matching, then the lines it compares.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AlignConfig {
+    /// Seeds the order in which each sweep visits the permutation groups.
+    pub seed: u64,
+    /// At most this many sweeps of weight matching.
+    pub max_sweeps: usize,
+    /// Points in t on each line (0: align only, evaluate nothing).
+    pub points: usize,
+    /// Training images whose statistics REPAIR matches.
+    pub repair_images: i64,
+}
+
+impl AlignConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.max_sweeps < 1 {
+            bail!("--max-sweeps must be at least 1 (git-re-basin uses 100), got 0");
+        }
+        if self.points == 1 {
+            bail!("--points must be 0 (align only) or at least 2 (t = 0 and t = 1), got 1");
+        }
+        if self.repair_images < 2 {
+            bail!(
+                "--repair-images must be at least 2 (REPAIR measures channel statistics; 5000 is typical), got {}",
+                self.repair_images
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Default for AlignConfig {
+    fn default() -> Self {
+        AlignConfig {
+            seed: 0,
+            max_sweeps: 100,
+            points: 11,
+            repair_images: 5000,
+        }
+    }
+}
+
 /// Settings of a curve ensemble (`eval --ensemble K`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EnsembleConfig {

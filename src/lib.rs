@@ -8,6 +8,7 @@
 //! ([`landscape::Plane::point`]), an ensemble member and an imported PyTorch
 //! state dict are all just parameter sets handed to it.
 
+pub mod align;
 pub mod checkpoint;
 #[macro_use]
 pub mod choice;

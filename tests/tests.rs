@@ -1,4 +1,5 @@
 //! Integration tests of the `modeconn` binary and library on real data.
+mod align;
 mod common;
 mod cpu;
 mod curve;

@@ -50,6 +50,9 @@ pub enum Command {
     FitCurve(FitCurveArgs),
     /// Fast Geometric Ensembling: a cyclic learning rate from a trained network, one member per cycle.
     Fge(FgeArgs),
+    /// Permutation alignment (weight matching) of the endpoints, and the line barrier raw,
+    /// aligned and aligned with REPAIR.
+    Align(AlignArgs),
     /// Metrics along the curve and the straight line; curve ensembles with --ensemble K.
     Eval(EvalArgs),
     /// Evaluate the loss landscape on the plane through w1, the bend and w2.

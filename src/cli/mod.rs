@@ -3,6 +3,7 @@
 //! result), and the terminal observer. Nothing outside this folder and
 //! main.rs knows about it.
 
+mod align;
 mod args;
 mod convert;
 mod eval;
@@ -26,6 +27,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::TrainEndpoints(a) => train::endpoints(&a, &out),
         Command::FitCurve(a) => train::curve(&a, &out),
         Command::Fge(a) => train::fge(&a, &out),
+        Command::Align(a) => align::align(&a, &out),
         Command::Eval(a) => eval::eval(&a, &out),
         Command::Landscape(a) => eval::landscape(&a, &out),
         Command::Export(a) => eval::export(&a, &out),

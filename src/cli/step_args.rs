@@ -47,6 +47,9 @@ pub struct FitCurveArgs {
     /// End endpoint checkpoint instead of <exp>/end_model.
     #[arg(long)]
     pub end: Option<PathBuf>,
+    /// End at <exp>/end_model_aligned (the end model permuted onto the start by `modeconn align`).
+    #[arg(long, conflicts_with = "end")]
+    pub aligned: bool,
     /// Curve family.
     #[arg(long, value_parser = choice::<CurveKind>(), default_value = "bezier")]
     pub curve: CurveKind,
@@ -65,6 +68,38 @@ pub struct FitCurveArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub optim: OptimArgs,
+    #[command(flatten)]
+    pub rt: RuntimeArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AlignArgs {
+    /// Experiment directory: aligns <exp>/end_model onto <exp>/start_model, writes
+    /// <exp>/end_model_aligned/ and <exp>/eval/align.json.
+    #[arg(long)]
+    pub exp: PathBuf,
+    /// Start endpoint instead of <exp>/start_model (a model file or folder).
+    #[arg(long)]
+    pub start: Option<PathBuf>,
+    /// End endpoint instead of <exp>/end_model (the one that gets permuted).
+    #[arg(long)]
+    pub end: Option<PathBuf>,
+    /// Seed of the order in which each sweep visits the permutations.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// At most this many sweeps of weight matching (it stops at the first without gain).
+    #[arg(long, default_value_t = 100)]
+    pub max_sweeps: usize,
+    /// Points in t on each line (raw, aligned, aligned + REPAIR); 0 aligns only.
+    #[arg(long, default_value_t = 11)]
+    pub points: usize,
+    /// Training images whose channel statistics REPAIR matches.
+    #[arg(long, default_value_t = 5000)]
+    pub repair_images: i64,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
     #[command(flatten)]
     pub rt: RuntimeArgs,
 }

@@ -43,7 +43,7 @@ pub fn endpoints(a: &TrainArgs, out: &Terminal) -> Result<()> {
 
 /// The error for a missing endpoint, with the experiment's own endpoints
 /// when it has others (`--models 3` makes start_model, model_1, model_2).
-fn missing_endpoint(p: &std::path::Path, exp: &std::path::Path) -> String {
+pub(super) fn missing_endpoint(p: &std::path::Path, exp: &std::path::Path) -> String {
     let dirs = modeconn::eval::members::MemberSet::Endpoints.dirs(exp);
     let have: Vec<String> = dirs
         .iter()
@@ -78,10 +78,21 @@ pub fn curve(a: &FitCurveArgs, out: &Terminal) -> Result<()> {
         .start
         .clone()
         .unwrap_or_else(|| checkpoint::model_file(&xp::endpoint_dir(&exp, 0, 2)));
-    let end = a
-        .end
-        .clone()
-        .unwrap_or_else(|| checkpoint::model_file(&xp::endpoint_dir(&exp, 1, 2)));
+    let end = match (&a.end, a.aligned) {
+        (Some(e), _) => e.clone(),
+        (None, true) => {
+            let dir = modeconn::align::aligned_dir(&exp);
+            if !dir.exists() {
+                bail!(
+                    "--aligned: {} does not exist; make it with `modeconn align --exp {}`",
+                    dir.display(),
+                    exp.display()
+                );
+            }
+            dir
+        }
+        (None, false) => checkpoint::model_file(&xp::endpoint_dir(&exp, 1, 2)),
+    };
     let (start, end) = (xp::resolve_model_path(&start), xp::resolve_model_path(&end));
     a.config(start.clone(), end.clone(), 1, Precision::Fp32)?
         .validate("--lr")?;

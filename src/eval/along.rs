@@ -122,7 +122,7 @@ pub fn finish_path(rows: Vec<Row>) -> Path {
 pub fn sweep(
     ev: &Evaluator,
     ts: &[f64],
-    point: &dyn Fn(f64) -> Params,
+    point: &dyn Fn(f64) -> anyhow::Result<Params>,
     wd: f64,
     prog: &mut Progress,
 ) -> anyhow::Result<Path> {
@@ -131,7 +131,10 @@ pub fn sweep(
     let mut prev: Option<Params> = None;
     let mut tick = |n: u64| prog.inc(n);
     for chunk in ts.chunks(group) {
-        let params: Vec<Params> = chunk.iter().map(|&t| point(t)).collect();
+        let params = chunk
+            .iter()
+            .map(|&t| point(t))
+            .collect::<anyhow::Result<Vec<Params>>>()?;
         ev.update_bn_ticking(&params, &mut tick)?;
         let (train, _) = ev.evaluate_ticking(&params, &ev.data.train, false, &mut tick)?;
         let (test, _) = ev.evaluate_ticking(&params, &ev.data.test, false, &mut tick)?;
@@ -230,7 +233,7 @@ mod tests {
             let per_point = if model.has_bn { 2 + 2 * 5 } else { 2 * 5 };
             assert_eq!(total, 5 * per_point, "{arch:?}");
             let mut prog = Progress::new(&crate::observe::Silent, "test", total);
-            let path = sweep(&ev, &grid(5), &|_| p.deep_clone(), 0.0, &mut prog).unwrap();
+            let path = sweep(&ev, &grid(5), &|_| Ok(p.deep_clone()), 0.0, &mut prog).unwrap();
             assert_eq!(path.rows.len(), 5);
             assert_eq!(prog.position(), total, "{arch:?}");
         }

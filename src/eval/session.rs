@@ -85,8 +85,14 @@ pub fn sweep(s: &Session, exp: &Path, cfg: &SweepConfig, obs: &dyn Observer) -> 
     let (w1, w2) = (&curve.bends[0], &curve.bends[n - 1]);
     let mut prog = Progress::new(obs, "eval", 2 * along::sweep_work(&ev, cfg.points));
     let timer = std::time::Instant::now();
-    let c = along::sweep(&ev, &ts, &|t| curve.point(model, t), s.wd, &mut prog)?;
-    let l = along::sweep(&ev, &ts, &|t| line_point(model, w1, w2, t), s.wd, &mut prog)?;
+    let c = along::sweep(&ev, &ts, &|t| Ok(curve.point(model, t)), s.wd, &mut prog)?;
+    let l = along::sweep(
+        &ev,
+        &ts,
+        &|t| Ok(line_point(model, w1, w2, t)),
+        s.wd,
+        &mut prog,
+    )?;
     prog.finish();
     let seconds = timer.elapsed().as_secs_f64();
     let meta = AlongMeta {

@@ -170,7 +170,14 @@ pub fn owned_by_experiment(exp: &Path, path: &Path) -> Option<String> {
         .into_owned();
     let owned = matches!(
         first.as_str(),
-        "start_model" | "end_model" | "curve_model" | "fge" | "eval" | "landscape" | "figures"
+        "start_model"
+            | "end_model"
+            | "end_model_aligned"
+            | "curve_model"
+            | "fge"
+            | "eval"
+            | "landscape"
+            | "figures"
     ) || first.starts_with("model_")
         || (rel.components().count() == 1
             && matches!(first.as_str(), "config.json" | ".lock" | "report.html"));

@@ -5,22 +5,27 @@
 
 use tch::Tensor;
 
-use super::layers::{out_size, Fwd, SpecBuilder};
+use super::layers::{out_size, Ch, Fwd, SpecBuilder};
 use super::ArchConfig;
 
-fn flat_size(c: &ArchConfig) -> i64 {
+/// Spatial positions of the last feature map.
+fn flat_inner(c: &ArchConfig) -> i64 {
     let side = |n: i64| (0..3).fold(n, |n, _| out_size(n, 3, 2, 0));
-    c.ch(128) * side(c.height) * side(c.width)
+    side(c.height) * side(c.width)
 }
 
 pub(crate) fn spec(c: &ArchConfig, b: &mut SpecBuilder) {
-    let (c1, c2, c3, h) = (c.ch(32), c.ch(64), c.ch(128), c.ch(1000));
-    b.conv("conv_part.0", c.in_channels, c1, 5, true, true);
+    let c1 = b.perm("conv_part.0", c.ch(32));
+    let c2 = b.perm("conv_part.3", c.ch(64));
+    let c3 = b.perm("conv_part.6", c.ch(128));
+    let h1 = b.perm("fc_part.0", c.ch(1000));
+    let h2 = b.perm("fc_part.2", c.ch(1000));
+    b.conv("conv_part.0", Ch::fixed(c.in_channels), c1, 5, true, true);
     b.conv("conv_part.3", c1, c2, 5, true, true);
     b.conv("conv_part.6", c2, c3, 5, true, true);
-    b.linear("fc_part.0", flat_size(c), h);
-    b.linear("fc_part.2", h, h);
-    b.linear("fc_part.4", h, c.num_classes);
+    b.linear("fc_part.0", c3.flat(flat_inner(c)), h1);
+    b.linear("fc_part.2", h1, h2);
+    b.linear("fc_part.4", h2, Ch::fixed(c.num_classes));
 }
 
 pub(crate) fn forward(_c: &ArchConfig, f: &Fwd, x: &Tensor) -> Tensor {

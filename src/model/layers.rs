@@ -80,6 +80,8 @@ pub struct Fwd<'a> {
     pub mode: BnMode,
     pub precision: Precision,
     pub models: i64,
+    /// Sees every convolution's and linear layer's output (one model only).
+    pub tap: Option<&'a super::tap::Tap>,
 }
 
 impl Fwd<'_> {
@@ -118,14 +120,22 @@ impl Fwd<'_> {
         } else {
             (x.shallow_clone(), stride)
         };
-        self.cast(&x).conv2d(
+        let y = self.cast(&x).conv2d(
             &w,
             b.as_ref(),
             [stride, stride],
             [padding, padding],
             [1, 1],
             groups,
-        )
+        );
+        self.tapped(name, y)
+    }
+
+    fn tapped(&self, name: &str, y: Tensor) -> Tensor {
+        match self.tap {
+            Some(tap) if self.models == 1 => tap.observe(name, y),
+            _ => y,
+        }
     }
 
     pub fn linear(&self, x: &Tensor, name: &str) -> Tensor {
@@ -165,7 +175,7 @@ impl Fwd<'_> {
             .try_get(&format!("{name}.bias"))
             .map(|b| self.cast(b));
         if self.models == 1 {
-            return self.cast(x).linear(&w, b.as_ref());
+            return self.tapped(name, self.cast(x).linear(&w, b.as_ref()));
         }
         // x [B, K·F] with weights [K·O, F]: one batched matmul over the K models.
         let k = self.models;
@@ -312,4 +322,4 @@ fn keep_mask(x: &Tensor, p: f64) -> Tensor {
     }
 }
 
-pub(crate) use super::spec::{out_size, SpecBuilder};
+pub(crate) use super::spec::{out_size, Ch, SpecBuilder};

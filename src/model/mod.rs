@@ -12,10 +12,12 @@
 
 mod convfc;
 mod layers;
+mod mlp;
 pub mod params;
 mod preresnet;
 mod seed_convnet;
 mod spec;
+mod tap;
 mod vgg;
 mod wrn;
 
@@ -26,6 +28,8 @@ use tch::{Device, Kind, Tensor};
 pub use layers::{onednn_mishandles_pointwise, BnMode, Fwd, Precision, ONEDNN_IC_BLOCK_MAX};
 pub use params::{channels_last, is_channels_last, Params, Role};
 pub use seed_convnet::pytorch_order as seed_convnet_pytorch_order;
+pub use spec::{PermAxis, PermGroup, PermSpec};
+pub use tap::{rescale, ChannelStats, Tap};
 
 crate::choice! {
     /// The architectures.
@@ -42,6 +46,8 @@ crate::choice! {
         Preresnet = "preresnet",
         /// Wide ResNet (--depth 28 --widen 10 by default).
         Wrn = "wrn",
+        /// A multilayer perceptron (--depth 3 hidden layers of 512 by default).
+        Mlp = "mlp",
     }
 }
 
@@ -53,7 +59,8 @@ pub struct ArchConfig {
     pub num_classes: i64,
     pub height: i64,
     pub width: i64,
-    /// Depth for `preresnet` (20, 110, 164, ...) and `wrn` (28, ...).
+    /// Depth for `preresnet` (20, 110, 164, ...) and `wrn` (28, ...); the
+    /// number of hidden layers for `mlp`.
     pub depth: i64,
     /// Width factor: `wrn`'s k; a channel multiplier in percent of the
     /// standard widths for the others (100 = standard; tests use less).
@@ -75,6 +82,7 @@ impl ArchConfig {
             ArchKind::Wrn => (28, 10, 0.0),
             ArchKind::SeedConvnet | ArchKind::Vgg16 | ArchKind::Vgg16Bn => (0, 100, 0.5),
             ArchKind::Convfc => (0, 100, 0.0),
+            ArchKind::Mlp => (3, 100, 0.0),
         };
         ArchConfig {
             arch,
@@ -119,6 +127,8 @@ pub struct ParamSpec {
 pub struct Model {
     pub cfg: ArchConfig,
     pub spec: Vec<ParamSpec>,
+    /// The permutation symmetries of the network (for alignment).
+    pub perms: PermSpec,
     pub has_bn: bool,
 }
 
@@ -132,11 +142,13 @@ impl Model {
             ArchKind::Vgg16 | ArchKind::Vgg16Bn => vgg::spec(&cfg, &mut b),
             ArchKind::Preresnet => preresnet::spec(&cfg, &mut b),
             ArchKind::Wrn => wrn::spec(&cfg, &mut b),
+            ArchKind::Mlp => mlp::spec(&cfg, &mut b),
         }
         let has_bn = b.specs.iter().any(|s| s.name.ends_with("running_mean"));
         Ok(Model {
             cfg,
             spec: b.specs,
+            perms: b.perms,
             has_bn,
         })
     }
@@ -167,6 +179,19 @@ impl Model {
             .reshape([b, k, self.cfg.num_classes])
     }
 
+    /// The fp32 evaluation forward of one model, with `tap` seeing every
+    /// convolution's and linear layer's output.
+    pub fn forward_tapped(&self, params: &Params, x: &Tensor, tap: &Tap) -> Tensor {
+        let f = Fwd {
+            p: params,
+            mode: BnMode::Eval,
+            precision: Precision::Fp32,
+            models: 1,
+            tap: Some(tap),
+        };
+        self.run(&f, x)
+    }
+
     fn forward_k(
         &self,
         params: &Params,
@@ -180,13 +205,19 @@ impl Model {
             mode,
             precision,
             models,
+            tap: None,
         };
+        self.run(&f, x)
+    }
+
+    fn run(&self, f: &Fwd, x: &Tensor) -> Tensor {
         let logits = match self.cfg.arch {
-            ArchKind::SeedConvnet => seed_convnet::forward(&self.cfg, &f, x),
-            ArchKind::Convfc => convfc::forward(&self.cfg, &f, x),
-            ArchKind::Vgg16 | ArchKind::Vgg16Bn => vgg::forward(&self.cfg, &f, x),
-            ArchKind::Preresnet => preresnet::forward(&self.cfg, &f, x),
-            ArchKind::Wrn => wrn::forward(&self.cfg, &f, x),
+            ArchKind::SeedConvnet => seed_convnet::forward(&self.cfg, f, x),
+            ArchKind::Convfc => convfc::forward(&self.cfg, f, x),
+            ArchKind::Vgg16 | ArchKind::Vgg16Bn => vgg::forward(&self.cfg, f, x),
+            ArchKind::Preresnet => preresnet::forward(&self.cfg, f, x),
+            ArchKind::Wrn => wrn::forward(&self.cfg, f, x),
+            ArchKind::Mlp => mlp::forward(&self.cfg, f, x),
         };
         logits.to_kind(Kind::Float)
     }
@@ -395,6 +426,12 @@ fn validate(cfg: &ArchConfig) -> Result<()> {
             bail!("wrn --depth must be 6n+4 (e.g. 16, 28); got {}", cfg.depth)
         }
         ArchKind::Wrn if cfg.widen < 1 => bail!("wrn --widen must be at least 1"),
+        ArchKind::Mlp if !(1..=16).contains(&cfg.depth) => {
+            bail!(
+                "mlp --depth is its number of hidden layers, 1 to 16; got {}",
+                cfg.depth
+            )
+        }
         _ if cfg.widen < 1 => bail!("--widen must be at least 1 (percent of the standard widths)"),
         _ if !(0.0..1.0).contains(&cfg.dropout) => {
             bail!("--dropout must be in [0, 1), got {}", cfg.dropout)

@@ -7,7 +7,7 @@
 
 use tch::Tensor;
 
-use super::layers::{Fwd, SpecBuilder};
+use super::layers::{Ch, Fwd, SpecBuilder};
 use super::ArchConfig;
 
 struct Layout {
@@ -47,37 +47,43 @@ fn blocks(c: &ArchConfig) -> Vec<(String, i64, i64, i64, bool)> {
     out
 }
 
+/// The residual stream keeps one permutation from the stem to the next
+/// block with a `downsample` shortcut, which starts a new one; each block's
+/// inner channels have their own.
 pub(crate) fn spec(c: &ArchConfig, b: &mut SpecBuilder) {
     let l = layout(c);
     let exp = if l.bottleneck { 4 } else { 1 };
-    b.conv("conv1", c.in_channels, c.ch(16), 3, false, true);
+    let mut stream = b.perm("conv1", c.ch(16));
+    b.conv("conv1", Ch::fixed(c.in_channels), stream, 3, false, true);
     for (p, cin, planes, _, down) in blocks(c) {
-        b.bn(&format!("{p}.bn1"), cin);
-        if l.bottleneck {
-            b.conv(&format!("{p}.conv1"), cin, planes, 1, false, true);
-            b.bn(&format!("{p}.bn2"), planes);
-            b.conv(&format!("{p}.conv2"), planes, planes, 3, false, true);
-            b.bn(&format!("{p}.bn3"), planes);
-            b.conv(&format!("{p}.conv3"), planes, planes * 4, 1, false, true);
+        debug_assert_eq!(cin, stream.n);
+        let input = stream;
+        let out = if down {
+            b.perm(&format!("{p}.downsample.0"), planes * exp)
         } else {
-            b.conv(&format!("{p}.conv1"), cin, planes, 3, true, true);
-            b.bn(&format!("{p}.bn2"), planes);
-            b.conv(&format!("{p}.conv2"), planes, planes, 3, true, true);
+            input
+        };
+        b.bn(&format!("{p}.bn1"), input);
+        let inner1 = b.perm(&format!("{p}.conv1"), planes);
+        if l.bottleneck {
+            let inner2 = b.perm(&format!("{p}.conv2"), planes);
+            b.conv(&format!("{p}.conv1"), input, inner1, 1, false, true);
+            b.bn(&format!("{p}.bn2"), inner1);
+            b.conv(&format!("{p}.conv2"), inner1, inner2, 3, false, true);
+            b.bn(&format!("{p}.bn3"), inner2);
+            b.conv(&format!("{p}.conv3"), inner2, out, 1, false, true);
+        } else {
+            b.conv(&format!("{p}.conv1"), input, inner1, 3, true, true);
+            b.bn(&format!("{p}.bn2"), inner1);
+            b.conv(&format!("{p}.conv2"), inner1, out, 3, true, true);
         }
         if down {
-            b.conv(
-                &format!("{p}.downsample.0"),
-                cin,
-                planes * exp,
-                1,
-                false,
-                true,
-            );
+            b.conv(&format!("{p}.downsample.0"), input, out, 1, false, true);
         }
+        stream = out;
     }
-    let last = c.ch(64) * exp;
-    b.bn("bn", last);
-    b.linear("fc", last, c.num_classes);
+    b.bn("bn", stream);
+    b.linear("fc", stream, Ch::fixed(c.num_classes));
 }
 
 /// The strided 1×1 shortcut convolutions: (name, in, out, stride).

@@ -11,16 +11,19 @@
 
 use tch::Tensor;
 
-use super::layers::{Fwd, SpecBuilder};
+use super::layers::{Ch, Fwd, SpecBuilder};
 use super::{ArchConfig, Params};
 
 pub(crate) fn spec(c: &ArchConfig, b: &mut SpecBuilder) {
-    let (c1, c2, c3, h) = (c.ch(16), c.ch(32), c.ch(64), c.ch(256));
-    b.conv("features.0", c.in_channels, c1, 3, true, false);
+    let c1 = b.perm("features.0", c.ch(16));
+    let c2 = b.perm("features.3", c.ch(32));
+    let c3 = b.perm("features.6", c.ch(64));
+    let h = b.perm("classifier.2", c.ch(256));
+    b.conv("features.0", Ch::fixed(c.in_channels), c1, 3, true, false);
     b.conv("features.3", c1, c2, 3, true, false);
     b.conv("features.6", c2, c3, 3, true, false);
-    b.linear("classifier.2", c3 * 16, h);
-    b.linear("classifier.5", h, c.num_classes);
+    b.linear("classifier.2", c3.flat(16), h);
+    b.linear("classifier.5", h, Ch::fixed(c.num_classes));
 }
 
 pub(crate) fn forward(c: &ArchConfig, f: &Fwd, x: &Tensor) -> Tensor {

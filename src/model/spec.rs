@@ -1,18 +1,95 @@
 //! The parameter vocabulary shared by every architecture: [`SpecBuilder`]
 //! declares each parameter and buffer under its PyTorch name, with its
 //! shape, role and initialisation.
+//!
+//! Channel counts are [`Ch`] values that also say which permutation may
+//! reorder them (hidden units, conv channels, a residual stream), so the
+//! permutation spec used by alignment ([`PermSpec`]) is derived from the
+//! very calls that declare the shapes and cannot drift from them.
 
 use tch::Kind;
 
 use super::{Init, ParamSpec, Role};
 
+/// A channel (or feature) axis: its size and the permutation group that
+/// reorders it, if any. The network's input and output are never permuted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ch {
+    pub n: i64,
+    group: Option<usize>,
+    /// Features per channel on a flattened axis (`flat`): the axis is
+    /// `n / inner` channels of `inner` consecutive features each.
+    inner: i64,
+}
+
+impl Ch {
+    /// An axis no permutation touches (the input image's channels, the classes).
+    pub fn fixed(n: i64) -> Ch {
+        Ch {
+            n,
+            group: None,
+            inner: 1,
+        }
+    }
+
+    /// The feature axis of `self` flattened with `inner` features per channel
+    /// (PyTorch's flatten of `[C, H, W]`: `inner` = H·W).
+    pub fn flat(self, inner: i64) -> Ch {
+        Ch {
+            n: self.n * inner,
+            group: self.group,
+            inner: self.inner * inner,
+        }
+    }
+}
+
+/// A permutation group: a name (the layer or stream that owns it) and the
+/// number of channels it permutes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PermGroup {
+    pub name: String,
+    pub size: i64,
+}
+
+/// One axis of one tensor reordered by a permutation group: the axis holds
+/// `size · inner` entries, channel c owning entries `c·inner .. (c+1)·inner`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PermAxis {
+    pub param: String,
+    pub axis: usize,
+    pub group: usize,
+    pub inner: i64,
+}
+
+/// Which axes of which tensors each permutation group reorders: applying one
+/// permutation per group to all of them leaves the network's function unchanged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PermSpec {
+    pub groups: Vec<PermGroup>,
+    pub axes: Vec<PermAxis>,
+}
+
 /// Declares parameters in state-dict order.
 #[derive(Default)]
 pub(crate) struct SpecBuilder {
     pub specs: Vec<ParamSpec>,
+    pub perms: PermSpec,
 }
 
 impl SpecBuilder {
+    /// A new permutation group of `n` channels named `name`.
+    pub fn perm(&mut self, name: &str, n: i64) -> Ch {
+        self.perms.groups.push(PermGroup {
+            name: name.to_string(),
+            size: n,
+        });
+        Ch {
+            n,
+            group: Some(self.perms.groups.len() - 1),
+            inner: 1,
+        }
+    }
+
     fn push(&mut self, name: String, shape: Vec<i64>, init: Init, role: Role, kind: Kind) {
         self.specs.push(ParamSpec {
             name,
@@ -23,10 +100,23 @@ impl SpecBuilder {
         });
     }
 
+    /// Records that `axis` of `param` is the channel axis `ch`.
+    fn axis(&mut self, param: &str, axis: usize, ch: Ch) {
+        if let Some(group) = ch.group {
+            self.perms.axes.push(PermAxis {
+                param: param.to_string(),
+                axis,
+                group,
+                inner: ch.inner,
+            });
+        }
+    }
+
     /// A convolution. `he` selects the reference implementation's
     /// N(0, √(2/(k²·out))) weights and zero bias; otherwise PyTorch's default
     /// U(±1/√fan_in).
-    pub fn conv(&mut self, name: &str, cin: i64, cout: i64, k: i64, bias: bool, he: bool) {
+    pub fn conv(&mut self, name: &str, input: Ch, output: Ch, k: i64, bias: bool, he: bool) {
+        let (cin, cout) = (input.n, output.n);
         let fan_in = (cin * k * k) as f64;
         let (wi, bi) = if he {
             (
@@ -39,73 +129,53 @@ impl SpecBuilder {
                 Init::Uniform(1.0 / fan_in.sqrt()),
             )
         };
+        let w = format!("{name}.weight");
         self.push(
-            format!("{name}.weight"),
+            w.clone(),
             vec![cout, cin, k, k],
             wi,
             Role::Weight,
             Kind::Float,
         );
+        self.axis(&w, 0, output);
+        self.axis(&w, 1, input);
         if bias {
-            self.push(
-                format!("{name}.bias"),
-                vec![cout],
-                bi,
-                Role::Weight,
-                Kind::Float,
-            );
+            let b = format!("{name}.bias");
+            self.push(b.clone(), vec![cout], bi, Role::Weight, Kind::Float);
+            self.axis(&b, 0, output);
         }
     }
 
     /// A linear layer with PyTorch's default initialisation.
-    pub fn linear(&mut self, name: &str, fin: i64, fout: i64) {
-        let b = 1.0 / (fin as f64).sqrt();
+    pub fn linear(&mut self, name: &str, input: Ch, output: Ch) {
+        let init = Init::Uniform(1.0 / (input.n as f64).sqrt());
+        let (w, b) = (format!("{name}.weight"), format!("{name}.bias"));
         self.push(
-            format!("{name}.weight"),
-            vec![fout, fin],
-            Init::Uniform(b),
+            w.clone(),
+            vec![output.n, input.n],
+            init,
             Role::Weight,
             Kind::Float,
         );
-        self.push(
-            format!("{name}.bias"),
-            vec![fout],
-            Init::Uniform(b),
-            Role::Weight,
-            Kind::Float,
-        );
+        self.axis(&w, 0, output);
+        self.axis(&w, 1, input);
+        self.push(b.clone(), vec![output.n], init, Role::Weight, Kind::Float);
+        self.axis(&b, 0, output);
     }
 
     /// BatchNorm2d: affine weight/bias plus running buffers, as in PyTorch.
-    pub fn bn(&mut self, name: &str, c: i64) {
-        self.push(
-            format!("{name}.weight"),
-            vec![c],
-            Init::Ones,
-            Role::Weight,
-            Kind::Float,
-        );
-        self.push(
-            format!("{name}.bias"),
-            vec![c],
-            Init::Zeros,
-            Role::Weight,
-            Kind::Float,
-        );
-        self.push(
-            format!("{name}.running_mean"),
-            vec![c],
-            Init::Zeros,
-            Role::Buffer,
-            Kind::Float,
-        );
-        self.push(
-            format!("{name}.running_var"),
-            vec![c],
-            Init::Ones,
-            Role::Buffer,
-            Kind::Float,
-        );
+    pub fn bn(&mut self, name: &str, c: Ch) {
+        let entries = [
+            ("weight", Init::Ones, Role::Weight),
+            ("bias", Init::Zeros, Role::Weight),
+            ("running_mean", Init::Zeros, Role::Buffer),
+            ("running_var", Init::Ones, Role::Buffer),
+        ];
+        for (suffix, init, role) in entries {
+            let p = format!("{name}.{suffix}");
+            self.push(p.clone(), vec![c.n], init, role, Kind::Float);
+            self.axis(&p, 0, c);
+        }
         self.push(
             format!("{name}.num_batches_tracked"),
             vec![],

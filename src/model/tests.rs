@@ -297,6 +297,7 @@ mod tuned_ops {
             mode: BnMode::Eval,
             precision: Precision::Fp32,
             models: 1,
+            tap: None,
         };
         let nan_free = |t: &Tensor| t.nan_to_num(12345.0, None, None);
         for kind in [Kind::Float, Kind::BFloat16] {
@@ -335,6 +336,7 @@ mod tuned_ops {
             mode: BnMode::Train(None),
             precision: Precision::Fp32,
             models: 1,
+            tap: None,
         };
         // 0.5 and 0.25 take the one-byte-per-element path, 0.3 the uniform one;
         // an odd element count checks the byte path's tail.

@@ -8,7 +8,7 @@
 
 use tch::Tensor;
 
-use super::layers::{Fwd, SpecBuilder};
+use super::layers::{Ch, Fwd, SpecBuilder};
 use super::{ArchConfig, ArchKind};
 
 const BLOCKS: [&[i64]; 5] = [
@@ -32,11 +32,11 @@ fn layer_names(bn: bool, block: usize, j: usize) -> (String, Option<String>) {
 
 pub(crate) fn spec(c: &ArchConfig, b: &mut SpecBuilder) {
     let bn = c.arch == ArchKind::Vgg16Bn;
-    let mut cin = c.in_channels;
+    let mut cin = Ch::fixed(c.in_channels);
     for (bi, sizes) in BLOCKS.iter().enumerate() {
         for (j, &ch) in sizes.iter().enumerate() {
-            let ch = c.ch(ch);
             let (conv, norm) = layer_names(bn, bi, j);
+            let ch = b.perm(&conv, c.ch(ch));
             b.conv(&conv, cin, ch, 3, true, true);
             if let Some(norm) = norm {
                 b.bn(&norm, ch);
@@ -44,10 +44,12 @@ pub(crate) fn spec(c: &ArchConfig, b: &mut SpecBuilder) {
             cin = ch;
         }
     }
-    let h = c.ch(512);
-    b.linear("classifier.1", cin, h);
-    b.linear("classifier.4", h, h);
-    b.linear("classifier.6", h, c.num_classes);
+    // The last map is pooled to 1×1, so flattening keeps one feature per channel.
+    let h1 = b.perm("classifier.1", c.ch(512));
+    let h2 = b.perm("classifier.4", c.ch(512));
+    b.linear("classifier.1", cin, h1);
+    b.linear("classifier.4", h1, h2);
+    b.linear("classifier.6", h2, Ch::fixed(c.num_classes));
 }
 
 pub(crate) fn forward(c: &ArchConfig, f: &Fwd, x: &Tensor) -> Tensor {

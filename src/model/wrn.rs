@@ -6,7 +6,7 @@
 
 use tch::Tensor;
 
-use super::layers::{Fwd, SpecBuilder};
+use super::layers::{Ch, Fwd, SpecBuilder};
 use super::ArchConfig;
 
 fn blocks(c: &ArchConfig) -> Vec<(String, i64, i64, i64, bool)> {
@@ -33,19 +33,32 @@ fn blocks(c: &ArchConfig) -> Vec<(String, i64, i64, i64, bool)> {
     out
 }
 
+/// One permutation per residual stream (from the stem, or from a block
+/// with a `shortcut` convolution, to the next such block) and one for each
+/// block's inner channels.
 pub(crate) fn spec(c: &ArchConfig, b: &mut SpecBuilder) {
-    b.conv("conv1", c.in_channels, 16, 3, true, false);
+    let mut stream = b.perm("conv1", 16);
+    b.conv("conv1", Ch::fixed(c.in_channels), stream, 3, true, false);
     for (p, cin, planes, _, short) in blocks(c) {
-        b.bn(&format!("{p}.bn1"), cin);
-        b.conv(&format!("{p}.conv1"), cin, planes, 3, true, false);
-        b.bn(&format!("{p}.bn2"), planes);
-        b.conv(&format!("{p}.conv2"), planes, planes, 3, true, false);
+        debug_assert_eq!(cin, stream.n);
+        let input = stream;
+        let out = if short {
+            b.perm(&format!("{p}.shortcut.0"), planes)
+        } else {
+            input
+        };
+        let inner = b.perm(&format!("{p}.conv1"), planes);
+        b.bn(&format!("{p}.bn1"), input);
+        b.conv(&format!("{p}.conv1"), input, inner, 3, true, false);
+        b.bn(&format!("{p}.bn2"), inner);
+        b.conv(&format!("{p}.conv2"), inner, out, 3, true, false);
         if short {
-            b.conv(&format!("{p}.shortcut.0"), cin, planes, 1, true, false);
+            b.conv(&format!("{p}.shortcut.0"), input, out, 1, true, false);
         }
+        stream = out;
     }
-    b.bn("bn1", 64 * c.widen);
-    b.linear("linear", 64 * c.widen, c.num_classes);
+    b.bn("bn1", stream);
+    b.linear("linear", stream, Ch::fixed(c.num_classes));
 }
 
 /// The strided 1×1 shortcut convolutions: (name, in, out, stride).

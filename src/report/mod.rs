@@ -97,6 +97,15 @@ fn line_figures(
         )?);
         figures.push("along_curve");
     }
+    if let Some(align) = inputs.align.as_ref().filter(|a| a.raw.is_some()) {
+        let fig = figures::AlignFigure {
+            align,
+            along: inputs.along.as_ref(),
+            title,
+        };
+        written.extend(render(&fig, fig_dir, "align")?);
+        figures.push("align");
+    }
     if let Some(ens) = &inputs.ensemble {
         written.extend(render(
             &figures::EnsembleFigure { ens, title },

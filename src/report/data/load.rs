@@ -2,7 +2,7 @@
 //! logs, eval/along.json, eval/ensemble.json and landscape/plane.json. A missing or broken file
 //! becomes a note naming the command that makes it.
 
-use super::{Along, Ensemble, Inputs, Plane, RunLog};
+use super::{Aligned, Along, Ensemble, Inputs, Plane, RunLog};
 use crate::schema;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -57,6 +57,7 @@ impl Inputs {
         inp.config = load_config(exp, &mut inp.notes);
         inp.logs = load_logs(exp, &mut inp.notes);
         inp.along = load_along(exp, &mut inp.notes);
+        inp.align = load_align(exp, &mut inp.notes);
         inp.ensemble = load_ensemble(exp, &mut inp.notes);
         inp.plane = load_plane(exp, &mut inp.notes);
         inp.budget = crate::report::budget::Budget::load(exp, inp.config.as_ref());
@@ -153,6 +154,22 @@ fn load_along(exp: &Path, notes: &mut Vec<String>) -> Option<Along> {
         "the along_curve figure and the curve-vs-line table",
         notes,
         |p| view(&schema::read_versioned::<schema::AlongFile>(p, &cmd)?),
+    )
+}
+
+/// eval/align.json, only when `align` wrote it (it is an optional step).
+fn load_align(exp: &Path, notes: &mut Vec<String>) -> Option<Aligned> {
+    if !exp.join("eval/align.json").exists() {
+        return None;
+    }
+    let cmd = format!("modeconn align --exp {}", exp.display());
+    read_or_note(
+        exp,
+        "eval/align.json",
+        &cmd,
+        "the align figure and table",
+        notes,
+        |p| view(&schema::read_versioned::<schema::AlignFile>(p, &cmd)?),
     )
 }
 

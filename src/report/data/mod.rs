@@ -60,6 +60,21 @@ pub(crate) struct Along {
     pub line: Option<PathEval>,
 }
 
+/// eval/align.json: the lines before and after alignment.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Aligned {
+    #[serde(default)]
+    pub meta: Value,
+    #[serde(default)]
+    pub raw: Option<PathEval>,
+    #[serde(default)]
+    pub aligned: Option<PathEval>,
+    #[serde(default)]
+    pub repaired: Option<PathEval>,
+    #[serde(default)]
+    pub seconds: Metrics,
+}
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct Bin {
     pub lo: f64,
@@ -185,6 +200,8 @@ pub(crate) struct Inputs {
     pub config: Option<Value>,
     pub logs: Vec<RunLog>,
     pub along: Option<Along>,
+    /// eval/align.json, when `align` ran (no note when it did not).
+    pub align: Option<Aligned>,
     pub ensemble: Option<Ensemble>,
     pub plane: Option<Plane>,
     /// Ensembles at equal training budget, when two methods have results.
@@ -197,6 +214,7 @@ impl Inputs {
     pub fn nothing_to_draw(&self) -> bool {
         self.logs.is_empty()
             && self.along.is_none()
+            && self.align.is_none()
             && self.ensemble.is_none()
             && self.plane.is_none()
     }
@@ -219,6 +237,7 @@ impl Inputs {
     pub fn describe(&self, key: &str) -> Option<String> {
         let metas = [
             self.along.as_ref().map(|a| &a.meta),
+            self.align.as_ref().map(|a| &a.meta),
             self.ensemble.as_ref().map(|e| &e.meta),
             self.plane.as_ref().map(|p| &p.meta),
         ];

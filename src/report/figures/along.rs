@@ -1,10 +1,11 @@
 //! The `along_curve` figure: train loss, test error and test accuracy along the curve (solid) and
-//! the line segment (dashed), one panel each, with the barrier of each path marked.
+//! the line segment (dashed), one panel each, with the barrier of each path marked. The `align`
+//! figure draws the same panels for the lines before and after alignment (and the curve).
 
 use super::axis::Axis;
-use super::panel::{annotate, draw_legend, panel, series, titled, Chart};
-use super::style::{fontc, CURVE, LINE};
-use crate::report::data::{Along, PathEval};
+use super::panel::{annotate, draw_legend, legend_mark, panel, series, titled, Chart};
+use super::style::{font, fontc, CURVE, LINE, PALETTE};
+use crate::report::data::{Aligned, Along, PathEval};
 use crate::report::levels::fmt_sig;
 use crate::report::Figure;
 use anyhow::Result;
@@ -14,6 +15,13 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 pub(crate) struct AlongFigure<'a> {
     pub along: &'a Along,
+    pub title: &'a str,
+}
+
+/// The lines from start to end raw, aligned and aligned with REPAIR, and the curve when swept.
+pub(crate) struct AlignFigure<'a> {
+    pub align: &'a Aligned,
+    pub along: Option<&'a Along>,
     pub title: &'a str,
 }
 
@@ -27,6 +35,87 @@ const PANELS: [(&str, &str, &str, bool); 3] = [
 /// A path as drawn: legend name, its evaluation, colour, dashed or not.
 type StyledPath<'a> = (&'a str, &'a PathEval, RGBColor, bool);
 
+/// Draws the panels of `paths` under a title. With `shared_legend`, one legend above the panels
+/// names every path with its barriers (for figures with more paths than labels beside the
+/// segments fit), and the accuracy panel (the test error mirrored) is left out.
+fn draw_paths<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    (heading, sub): (&str, &str),
+    paths: &[StyledPath],
+    shared_legend: bool,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let mut body = titled(root, heading, Some(sub))?;
+    if shared_legend {
+        let rows = paths.len().div_ceil(2) as u32;
+        let (strip, rest) = body.split_vertically(34 * rows + 10);
+        legend_strip(&strip, paths)?;
+        body = rest;
+    }
+    let specs: &[_] = if shared_legend { &PANELS[..2] } else { &PANELS };
+    let panels = body.split_evenly((1, specs.len()));
+    for (&spec, area) in specs.iter().zip(&panels) {
+        draw_panel(area, paths, spec, shared_legend)?;
+    }
+    Ok(())
+}
+
+/// Two columns of legend entries: a line sample and "name: barriers".
+fn legend_strip<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    paths: &[StyledPath],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let w = area.dim_in_pixel().0 as i32;
+    let left = Pos::new(HPos::Left, VPos::Center);
+    for (i, path) in paths.iter().enumerate() {
+        let (name, p, colour, dashed) = *path;
+        let (x, y) = (
+            w / 8 + (i as i32 % 2) * (w * 7 / 16),
+            18 + 34 * (i as i32 / 2),
+        );
+        area.draw(&legend_mark::<DB>(x, y, colour.stroke_width(3), dashed))?;
+        let b = |k: &str| barrier_of(p, k).map_or("–".into(), |b| fmt_sig(b.3.abs(), 3));
+        let text = format!(
+            "{name}: test-error barrier {} points, train-loss barrier {}",
+            b("test_err"),
+            b("train_loss")
+        );
+        area.draw_text(&text, &font(18.0).pos(left), (x + 42, y))?;
+    }
+    Ok(())
+}
+
+impl Figure for AlignFigure<'_> {
+    fn size(&self) -> (u32, u32) {
+        (1400, 720)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        let a = self.align;
+        let paths: Vec<StyledPath> = [
+            ("line", a.raw.as_ref(), LINE),
+            ("aligned line", a.aligned.as_ref(), PALETTE[2]),
+            ("aligned + REPAIR", a.repaired.as_ref(), PALETTE[3]),
+        ]
+        .into_iter()
+        .filter_map(|(n, p, c)| Some((n, p?, c, true)))
+        .chain(self.along.map(|l| ("curve", &l.curve, CURVE, false)))
+        .collect();
+        let sub = "lines from start to end before and after permutation alignment (weight \
+                   matching); barrier = largest excess over the chord between the end values";
+        let heading = format!("{} — barriers before and after alignment", self.title);
+        draw_paths(root, (&heading, sub), &paths, true)
+    }
+}
+
 impl Figure for AlongFigure<'_> {
     fn size(&self) -> (u32, u32) {
         (1950, 720)
@@ -37,35 +126,27 @@ impl Figure for AlongFigure<'_> {
         DB::ErrorType: 'static,
     {
         let a = self.along;
-        let sub = along_subtitle(a);
-        let body = titled(
-            root,
-            &format!(
-                "{} — metrics along the curve and the line segment",
-                self.title
-            ),
-            Some(&sub),
-        )?;
-        let panels = body.split_evenly((1, 3));
-        for (spec, area) in PANELS.into_iter().zip(&panels) {
-            draw_panel(area, a, spec)?;
-        }
-        Ok(())
+        let paths: Vec<StyledPath> = std::iter::once(("curve", &a.curve, CURVE, false))
+            .chain(a.line.as_ref().map(|l| ("line", l, LINE, true)))
+            .collect();
+        let heading = format!(
+            "{} — metrics along the curve and the line segment",
+            self.title
+        );
+        draw_paths(root, (&heading, &along_subtitle(a)), &paths, false)
     }
 }
 
-/// One metric along both paths; nothing when neither path has a value of it.
+/// One metric along every path; nothing when no path has a value of it.
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
-    a: &Along,
+    paths: &[StyledPath],
     (key, ydesc, caption, allow_log): (&str, &str, &str, bool),
+    shared_legend: bool,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
-    let paths: Vec<StyledPath> = std::iter::once(("curve", &a.curve, CURVE, false))
-        .chain(a.line.as_ref().map(|l| ("line", l, LINE, true)))
-        .collect();
     let vals: Vec<f64> = paths
         .iter()
         .flat_map(|(_, p, _, _)| {
@@ -78,19 +159,24 @@ where
     if vals.is_empty() {
         return Ok(());
     }
-    let y = y_axis(key, vals, allow_log);
+    let top_pad = if shared_legend { 0.08 } else { 0.32 };
+    let y = y_axis(key, vals, allow_log, top_pad);
     let x = Axis::linear(0.0, 1.0);
     let mut chart = panel(area, caption, &x, &y, "t", ydesc)?;
-    for (name, p, colour, dashed) in &paths {
+    for (name, p, colour, dashed) in paths {
         let pts = p
             .series(key)
             .into_iter()
             .map(|(t, v)| (t, y.t(v)))
             .collect();
-        series(&mut chart, pts, colour.stroke_width(3), *dashed, Some(name))?;
+        let label = (!shared_legend).then_some(*name);
+        series(&mut chart, pts, colour.stroke_width(3), *dashed, label)?;
     }
     for (i, path) in paths.iter().enumerate() {
-        mark_barrier(&mut chart, path, i == 0, key, &y)?;
+        mark_barrier(&mut chart, path, i == 0, !shared_legend, key, &y)?;
+    }
+    if shared_legend {
+        return Ok(());
     }
     let pos = if key == "test_acc" {
         SeriesLabelPosition::LowerRight
@@ -102,8 +188,8 @@ where
 
 /// The y axis of `key`'s panel: padding for the legend (above; below for accuracy, whose legend
 /// sits lower right), and a percentage stays within 0–100.
-fn y_axis(key: &str, vals: Vec<f64>, allow_log: bool) -> Axis {
-    let top_pad = if key == "test_acc" { 0.12 } else { 0.32 };
+fn y_axis(key: &str, vals: Vec<f64>, allow_log: bool, top_pad: f64) -> Axis {
+    let top_pad = if key == "test_acc" { 0.12 } else { top_pad };
     let (lo_pad, hi_pad) = if key == "test_acc" {
         (0.35, top_pad)
     } else {
@@ -117,11 +203,13 @@ fn y_axis(key: &str, vals: Vec<f64>, allow_log: bool) -> Axis {
 }
 
 /// Marks the barrier of `key` on one path (if it has a non-zero one): a vertical segment from the
-/// chord to the peak, a dot at each end and a label. `is_curve` places the label above the segment.
+/// chord to the peak, a dot at each end and, with `label`, a label. `is_curve` places the label
+/// above the segment.
 fn mark_barrier<'a, DB: DrawingBackend + 'a>(
     chart: &mut Chart<'a, DB>,
     &(name, p, colour, _): &StyledPath,
     is_curve: bool,
+    label: bool,
     key: &str,
     y: &Axis,
 ) -> Result<()>
@@ -138,6 +226,9 @@ where
     let (c, v) = ((t, y.t(chord)), (t, y.t(top)));
     chart.draw_series(std::iter::once(PathElement::new(vec![c, v], dark)))?;
     chart.draw_series([c, v].map(|p| Circle::new(p, 4, colour.filled())))?;
+    if !label {
+        return Ok(());
+    }
     // The line's label sits left of its segment's middle; the curve's (usually a
     // short segment on top of its line) above the segment's upper end.
     let text = format!("{name} barrier {}", fmt_sig(b.abs(), 3));

@@ -14,7 +14,7 @@ mod panel;
 mod style;
 mod training;
 
-pub(crate) use along::AlongFigure;
+pub(crate) use along::{AlignFigure, AlongFigure};
 pub(crate) use axis::Axis;
 pub(crate) use budget::BudgetFigure;
 pub(crate) use ensemble::EnsembleFigure;

@@ -80,6 +80,9 @@ pub(crate) fn report(exp: &Path, inp: &Inputs, figures: &[&str], notes: &[String
     if let Some(a) = &inp.along {
         sections::along(&mut h, a, figures);
     }
+    if let Some(a) = &inp.align {
+        sections::align(&mut h, a, inp.along.as_ref(), figures);
+    }
     if let Some(e) = &inp.ensemble {
         sections::ensembles(&mut h, e, figures);
     }

@@ -3,7 +3,7 @@
 
 use super::tables::{along_table, config_table, ensemble_table, training_table};
 use super::{esc, figure};
-use crate::report::data::{Along, Ensemble, Inputs, Plane};
+use crate::report::data::{get, Aligned, Along, Ensemble, Inputs, PathEval, Plane};
 use serde_json::Value;
 use std::fmt::Write;
 
@@ -33,6 +33,67 @@ pub(super) fn along(h: &mut String, a: &Along, figures: &[&str]) {
             h,
             "along_curve",
             "Train loss, test error and test accuracy along the curve (solid) and the line segment (dashed); vertical segments mark the barriers.",
+        );
+    }
+}
+
+/// The line barriers before and after alignment (and the curve's), and the `align` figure.
+pub(super) fn align(h: &mut String, a: &Aligned, along: Option<&Along>, figures: &[&str]) {
+    h.push_str("<h2>Permutation alignment</h2>\n");
+    let m = &a.meta;
+    let num = |k: &str| m.get(k).and_then(Value::as_f64);
+    let sweeps = m
+        .get("objective")
+        .and_then(Value::as_array)
+        .map_or(0, |o| o.len().saturating_sub(1));
+    let _ = writeln!(
+        h,
+        "<p>Weight matching moved {} of {} hidden units of the end model in {sweeps} sweeps ({:.1} s); \
+         the permuted end model gives the same logits (largest difference {:.1e}).</p>",
+        num("moved").unwrap_or(f64::NAN),
+        num("permutable").unwrap_or(f64::NAN),
+        num("match_seconds").unwrap_or(f64::NAN),
+        num("max_logit_diff").unwrap_or(f64::NAN),
+    );
+    h.push_str("<table><tr><th>path</th><th>test-error barrier (points)</th><th>train-loss barrier</th><th>test error at t = 0.5 (%)</th><th>seconds</th></tr>\n");
+    let repair_s =
+        get(&a.seconds, "repaired").map(|s| s + num("repair_stats_seconds").unwrap_or(0.0));
+    let rows: [(&str, Option<&PathEval>, Option<f64>); 4] = [
+        ("line", a.raw.as_ref(), get(&a.seconds, "raw")),
+        (
+            "line, aligned",
+            a.aligned.as_ref(),
+            get(&a.seconds, "aligned"),
+        ),
+        ("line, aligned + REPAIR", a.repaired.as_ref(), repair_s),
+        ("curve", along.map(|l| &l.curve), None),
+    ];
+    let cell = |v: Option<f64>, d: usize| v.map_or("–".to_string(), |v| format!("{v:.d$}"));
+    for (name, p, secs) in rows {
+        let Some(p) = p else { continue };
+        let mid = p
+            .series("test_err")
+            .iter()
+            .min_by(|x, y| (x.0 - 0.5).abs().total_cmp(&(y.0 - 0.5).abs()))
+            .map(|x| x.1);
+        let _ = writeln!(
+            h,
+            "<tr><td>{name}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            cell(get(&p.barrier, "test_err"), 2),
+            cell(get(&p.barrier, "train_loss"), 4),
+            cell(mid, 2),
+            cell(secs, 1),
+        );
+    }
+    h.push_str("</table>\n");
+    if m.get("repair").and_then(Value::as_str) == Some("bn-reset") {
+        h.push_str("<p>A BatchNorm network: every line has its BN statistics re-estimated at each point, which is what REPAIR does there.</p>\n");
+    }
+    if figures.contains(&"align") {
+        figure(
+            h,
+            "align",
+            "Train loss, test error and test accuracy along the straight line from start to end before alignment, after it, and after it with REPAIR (dashed), and along the curve (solid).",
         );
     }
 }
