@@ -194,6 +194,9 @@ pub struct AlignMeta {
     /// Seconds to measure the endpoints' statistics for REPAIR.
     pub repair_stats_seconds: f64,
     pub points: usize,
+    /// The curve's weight decay: each line's train loss includes
+    /// `wd/2·‖w‖²`, as in eval/along.json (0 without a curve).
+    pub wd: f64,
     pub n_train: i64,
     pub n_test: i64,
     pub train_subset: Option<usize>,

@@ -21,7 +21,7 @@ use tch::Kind;
 pub use matching::{permute, weight_matching, MatchSettings, Matching, Permutation};
 
 use crate::checkpoint;
-use crate::config::{AlignConfig, ArchRequest, DataRequest};
+use crate::config::{AlignConfig, ArchRequest, CurveConfig, DataRequest};
 use crate::curve::{line_point, weights_only};
 use crate::eval::along::{self, Path as AlongPath};
 use crate::eval::Evaluator;
@@ -127,14 +127,16 @@ pub fn align(
             dir.display()
         ),
     );
+    // The lines' train loss carries the curve's L2 term, as eval's line does.
+    let wd = xp::section::<CurveConfig>(exp, "curve")?.map_or(0.0, |c| c.wd);
     let (lines, seconds, stats_s) = if cfg.points >= 2 {
-        evaluate_lines(&ev, pair, &aligned, cfg, obs)?
+        evaluate_lines(&ev, pair, &aligned, cfg, wd, obs)?
     } else {
         ((None, None, None), LineSeconds::default(), 0.0)
     };
     let out = AlignFile {
         format: FORMAT,
-        meta: align_meta(pair, cfg, &m, diff, stats_s),
+        meta: align_meta(pair, cfg, &m, (diff, wd), stats_s),
         raw: lines.0,
         aligned: lines.1,
         repaired: lines.2,
@@ -153,6 +155,7 @@ fn evaluate_lines(
     pair: &Pair,
     aligned: &Params,
     cfg: &AlignConfig,
+    wd: f64,
     obs: &dyn Observer,
 ) -> Result<(Lines, LineSeconds, f64)> {
     let model = ev.model;
@@ -166,7 +169,7 @@ fn evaluate_lines(
     let mut prog = Progress::new(obs, "align", lines * along::sweep_work(ev, cfg.points));
     let timed = |point: &dyn Fn(f64) -> Result<Params>, prog: &mut Progress| {
         let t = Instant::now();
-        along::sweep(ev, &ts, point, 0.0, prog).map(|p| (p, t.elapsed().as_secs_f64()))
+        along::sweep(ev, &ts, point, wd, prog).map(|p| (p, t.elapsed().as_secs_f64()))
     };
     let (raw, raw_s) = timed(&|t| Ok(line_point(model, &w1, &w2, t)), &mut prog)?;
     let (al, al_s) = timed(&|t| Ok(line_point(model, &w1, &w2a, t)), &mut prog)?;
@@ -215,7 +218,13 @@ fn max_logit_diff(ev: &Evaluator, a: &Params, b: &Params) -> Result<f64> {
         .double_value(&[]))
 }
 
-fn align_meta(pair: &Pair, cfg: &AlignConfig, m: &Matching, diff: f64, stats_s: f64) -> AlignMeta {
+fn align_meta(
+    pair: &Pair,
+    cfg: &AlignConfig,
+    m: &Matching,
+    (diff, wd): (f64, f64),
+    stats_s: f64,
+) -> AlignMeta {
     let moved = m
         .perm
         .groups
@@ -244,6 +253,7 @@ fn align_meta(pair: &Pair, cfg: &AlignConfig, m: &Matching, diff: f64, stats_s: 
         repair_images: cfg.repair_images.min(pair.data.train.len()),
         repair_stats_seconds: stats_s,
         points: cfg.points,
+        wd,
         n_train: pair.data.train.len(),
         n_test: pair.data.test.len(),
         train_subset: pair.dcfg.train_subset,

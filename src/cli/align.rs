@@ -76,18 +76,19 @@ fn table(r: &AlignFile, along: Option<&AlongFile>) -> String {
     };
     let _ = writeln!(
         o,
-        "{:<26} | {:>14} {:>16} {:>12} | {:>8}",
-        "path", "test-err barrier", "train-loss barrier", "mid test err", "seconds"
+        "{:<26} | {:>16} {:>18} {:>14} | {:>8}",
+        "path", "test-err barrier", "train-loss barrier", "test err t=0.5", "seconds"
     );
-    let _ = writeln!(o, "{}", "-".repeat(88));
+    let _ = writeln!(o, "{}", "-".repeat(96));
     let mut row = |name: &str, p: &AlongPath, secs: f64| {
         let mid = p
             .rows
-            .get(p.rows.len() / 2)
+            .iter()
+            .min_by(|a, b| (a.t - 0.5).abs().total_cmp(&(b.t - 0.5).abs()))
             .map_or(f64::NAN, |r| r.test_err);
         let _ = writeln!(
             o,
-            "{name:<26} | {:>13.2}% {:>16.4} {:>11.2}% | {secs:>8.1}",
+            "{name:<26} | {:>12.2} pts {:>18.4} {:>13.2}% | {secs:>8.1}",
             p.barrier.test_err, p.barrier.train_loss, mid
         );
     };
