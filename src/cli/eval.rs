@@ -40,7 +40,9 @@ pub fn eval(a: &EvalArgs, out: &Terminal) -> Result<()> {
         }
         None => {
             let r = session::sweep(&s, &a.exp, &sweep, out)?;
-            out.result(&along_table(&r), &json!({"along": r}));
+            let mut text = along_table(&r);
+            text += &aligned_lines(&a.exp);
+            out.result(&text, &json!({"along": r}));
         }
     }
     Ok(())
@@ -102,6 +104,25 @@ fn along_table(f: &AlongFile) -> String {
     );
     let _ = writeln!(o, "length: curve {:.3}  line {:.3}", c.length, l.length);
     o
+}
+
+/// The barriers of the aligned lines, when `align` has run on this experiment.
+fn aligned_lines(exp: &std::path::Path) -> String {
+    let Ok(f) = modeconn::schema::read_versioned::<modeconn::schema::AlignFile>(
+        &exp.join("eval").join("align.json"),
+        "modeconn align",
+    ) else {
+        return String::new();
+    };
+    let b = |p: &Option<modeconn::eval::along::Path>| {
+        p.as_ref()
+            .map_or("–".to_string(), |p| format!("{:.2} pts", p.barrier.test_err))
+    };
+    format!(
+        "barrier, test error, after `align` (eval/align.json): aligned line {}  aligned + REPAIR {}\n",
+        b(&f.aligned),
+        b(&f.repaired)
+    )
 }
 
 fn ensemble_table(f: &EnsembleFile) -> String {
