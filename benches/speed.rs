@@ -109,13 +109,13 @@ fn train_modeconn(
         let leaves = c.trainable();
         let mut opt = sgd(&leaves);
         let cc = &c;
-        let mut batch = || batch_at_random_t(cc, 5e-4);
+        let mut batch = || vec![batch_at_random_t(cc, 5e-4)];
         lp.epoch(&leaves, &mut opt, &|_| 0.01, &mut batch, &mut prog)
             .unwrap();
     } else {
         let (p, leaves) = leaves_of(model, &p0);
         let mut opt = sgd(&leaves);
-        let mut batch = || (p.shallow_clone(), None);
+        let mut batch = || vec![(p.shallow_clone(), None)];
         lp.epoch(&leaves, &mut opt, &|_| 0.01, &mut batch, &mut prog)
             .unwrap();
     }

@@ -136,6 +136,34 @@ pub struct CurveConfig {
     pub end: PathBuf,
     pub init_bends: Vec<(usize, PathBuf)>,
     pub precision: Precision,
+    /// The optimiser of the bends: SGD with momentum (the reference
+    /// implementation's) or Adam.
+    #[serde(default = "sgd", skip_serializing_if = "is_sgd")]
+    pub optimizer: OptimKind,
+    /// Values of t per batch: the batch is split into this many equal
+    /// groups, group i evaluated at a t drawn from [i/K, (i+1)/K)
+    /// (stratified sampling of E_t, lower variance); 1 is the paper's one t
+    /// per batch.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub t_per_batch: usize,
+}
+
+// The paper's defaults are left out of config.json, so experiments made
+// before these options existed still match and resume.
+fn sgd() -> OptimKind {
+    OptimKind::Sgd
+}
+
+fn is_sgd(k: &OptimKind) -> bool {
+    *k == OptimKind::Sgd
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(k: &usize) -> bool {
+    *k == 1
 }
 
 impl CurveConfig {
@@ -158,6 +186,8 @@ impl CurveConfig {
             end,
             init_bends: Vec::new(),
             precision: Precision::Fp32,
+            optimizer: OptimKind::Sgd,
+            t_per_batch: 1,
         }
     }
 
@@ -178,6 +208,13 @@ impl CurveConfig {
         }
         if self.bends < 3 {
             bail!(bends_error(self.bends));
+        }
+        if self.t_per_batch < 1 || self.t_per_batch as i64 > self.batch_size {
+            bail!(
+                "--t-per-batch must be between 1 and the batch size ({}), got {}",
+                self.batch_size,
+                self.t_per_batch
+            );
         }
         for (k, _) in &self.init_bends {
             if *k == 0 || k + 1 >= self.bends {

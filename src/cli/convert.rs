@@ -89,12 +89,11 @@ impl FitCurveArgs {
         precision: Precision,
     ) -> Result<CurveConfig> {
         let o = &self.optim;
-        if o.optimizer == Some(OptimKind::Adam) {
-            return Err(anyhow!("fit-curve uses SGD with momentum (as the reference implementation); --optimizer adam is for train-endpoints"));
-        }
         let mut c = CurveConfig::defaults(start, end, channels, o.epochs.unwrap_or(10));
         c.kind = self.curve;
         c.bends = self.bends;
+        c.t_per_batch = self.t_per_batch;
+        c.optimizer = o.optimizer.unwrap_or(OptimKind::Sgd);
         c.precision = precision;
         macro_rules! over {
             ($($dst:expr => $src:expr),*) => { $( if let Some(v) = $src { $dst = v; } )* };

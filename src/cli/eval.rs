@@ -115,8 +115,9 @@ fn aligned_lines(exp: &std::path::Path) -> String {
         return String::new();
     };
     let b = |p: &Option<modeconn::eval::along::Path>| {
-        p.as_ref()
-            .map_or("–".to_string(), |p| format!("{:.2} pts", p.barrier.test_err))
+        p.as_ref().map_or("–".to_string(), |p| {
+            format!("{:.2} pts", p.barrier.test_err)
+        })
     };
     format!(
         "barrier, test error, after `align` (eval/align.json): aligned line {}  aligned + REPAIR {}\n",

@@ -53,8 +53,13 @@ fn with_flags(mut p: Preset, a: &RunArgs) -> Preset {
     over!(arch <- a.model.arch, normalize <- a.data.normalize, epochs <- a.epochs,
           curve_epochs <- a.curve_epochs, lr <- a.lr, curve_lr <- a.curve_lr,
           batch_size <- a.batch_size, wd <- a.wd, seed <- a.seed, curve <- a.curve,
-          bends <- a.bends, points <- a.points, ensemble <- a.ensemble, grid <- a.grid);
+          bends <- a.bends, points <- a.points, ensemble <- a.ensemble, grid <- a.grid,
+          optimizer <- a.optimizer, schedule <- a.schedule, curve_optimizer <- a.curve_optimizer,
+          curve_t_per_batch <- a.curve_t_per_batch);
     p.fge |= a.fge;
+    if a.augment || a.no_augment {
+        p.augment = Some(a.augment);
+    }
     for (dst, src) in [
         (&mut p.eval_train_subset, a.eval_train_subset),
         (&mut p.landscape_train_subset, a.landscape_train_subset),

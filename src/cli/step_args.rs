@@ -10,6 +10,7 @@ use modeconn::curve::CurveKind;
 use modeconn::eval::ensemble::{Average, Sampling};
 use modeconn::eval::members::{MemberBn, MemberSet};
 use modeconn::landscape::Coords;
+use modeconn::optim::{OptimKind, Schedule};
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
@@ -59,6 +60,10 @@ pub struct FitCurveArgs {
     /// Start inner bend k from a checkpoint: --init-bend 1=theta.safetensors (repeatable).
     #[arg(long, value_name = "K=PATH")]
     pub init_bend: Vec<String>,
+    /// Values of t per batch: the batch is split into K groups, group i at a t drawn from
+    /// [i/K, (i+1)/K) (stratified; 1 = the paper's one t per batch).
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub t_per_batch: usize,
     /// Continue an interrupted fit.
     #[arg(long)]
     pub resume: bool,
@@ -289,6 +294,24 @@ pub struct RunArgs {
     /// FGE for the other 20%) and the comparison in the report; the paper presets have it.
     #[arg(long)]
     pub fge: bool,
+    /// The endpoints' optimiser (overrides the preset).
+    #[arg(long, value_parser = choice::<OptimKind>())]
+    pub optimizer: Option<OptimKind>,
+    /// Learning-rate schedule of every training (overrides the preset).
+    #[arg(long, value_parser = choice::<Schedule>())]
+    pub schedule: Option<Schedule>,
+    /// Data augmentation (random crop + flip) for both trainings.
+    #[arg(long, conflicts_with = "no_augment")]
+    pub augment: bool,
+    /// Turn augmentation off for both trainings.
+    #[arg(long)]
+    pub no_augment: bool,
+    /// The curve's optimiser (overrides the preset).
+    #[arg(long, value_parser = choice::<OptimKind>())]
+    pub curve_optimizer: Option<OptimKind>,
+    /// Values of t per curve batch (stratified: group i of K at t in [i/K, (i+1)/K)).
+    #[arg(long, value_name = "K")]
+    pub curve_t_per_batch: Option<usize>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]

@@ -20,7 +20,7 @@ use crate::landscape::Coords;
 use crate::loader::{self, DataConfig};
 use crate::model::{Model, Precision};
 use crate::observe::{note, Event, Observer};
-use crate::optim::{OptimConfig, OptimKind};
+use crate::optim::OptimConfig;
 use crate::runtime::Runtime;
 use crate::schema::{self, AlongFile, EnsembleFile};
 use crate::train::endpoints::{snapshot_dir, train_endpoints};
@@ -139,7 +139,7 @@ fn train_steps(
         dcfg: &dcfg,
         rt,
     };
-    let augment = default_augment(data.channels);
+    let augment = p.augment.unwrap_or_else(|| default_augment(data.channels));
     let tcfg = train_config(p, augment, rt.precision);
     ensure_same(exp, "train", &tcfg, "start_model/ and end_model/")?;
     ensure_same(exp, "data", &dcfg, "every step's outputs")?;
@@ -273,7 +273,7 @@ fn train_config(p: &Preset, augment: bool, precision: Precision) -> TrainConfig 
         epochs: p.epochs,
         batch_size: p.batch_size,
         optim: OptimConfig {
-            kind: OptimKind::Sgd,
+            kind: p.optimizer,
             lr: p.lr,
             momentum: 0.9,
             nesterov: false,
@@ -303,6 +303,8 @@ fn curve_config(p: &Preset, exp: &Path, augment: bool, precision: Precision) -> 
         end: crate::checkpoint::model_file(&xp::endpoint_dir(exp, 1, 2)),
         init_bends: vec![],
         precision,
+        optimizer: p.curve_optimizer,
+        t_per_batch: p.curve_t_per_batch,
     }
 }
 

@@ -9,7 +9,7 @@ use crate::curve::CurveKind;
 use crate::data::DatasetKind;
 use crate::loader::Normalize;
 use crate::model::ArchKind;
-use crate::optim::Schedule;
+use crate::optim::{OptimKind, Schedule};
 use crate::runtime::PrecisionChoice;
 
 /// A named set of defaults for every step.
@@ -48,6 +48,26 @@ pub struct Preset {
     /// cycles of 2, and the ensembles compared in the report.
     #[serde(default)]
     pub fge: bool,
+    /// The endpoints' optimiser (SGD with momentum 0.9, or Adam).
+    #[serde(default = "sgd")]
+    pub optimizer: OptimKind,
+    /// Data augmentation (crop + flip) of both trainings; None: on for RGB data.
+    #[serde(default)]
+    pub augment: Option<bool>,
+    /// The curve's optimiser.
+    #[serde(default = "sgd")]
+    pub curve_optimizer: OptimKind,
+    /// Values of t per curve batch (stratified; 1 = the paper's objective).
+    #[serde(default = "one")]
+    pub curve_t_per_batch: usize,
+}
+
+fn sgd() -> OptimKind {
+    OptimKind::Sgd
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Preset {
@@ -96,6 +116,10 @@ fn quick() -> Preset {
         seed: 1,
         precision: PrecisionChoice::Auto,
         fge: false,
+        optimizer: OptimKind::Sgd,
+        augment: None,
+        curve_optimizer: OptimKind::Sgd,
+        curve_t_per_batch: 1,
     }
 }
 

@@ -12,8 +12,10 @@ use crate::observe::Progress;
 use crate::optim::Optimizer;
 use crate::runtime::Runtime;
 
-/// Parameters for one batch plus an extra loss term (the curve's L2).
-pub type BatchParams<'a> = dyn FnMut() -> (Params, Option<Tensor>) + 'a;
+/// Parameters for one batch plus an extra loss term (the curve's L2). With
+/// several sets, the batch is split into that many equal groups, group i
+/// going through set i, and the loss is their mean.
+pub type BatchParams<'a> = dyn FnMut() -> Vec<(Params, Option<Tensor>)> + 'a;
 
 pub struct Loop<'a> {
     pub model: &'a Model,
@@ -66,13 +68,7 @@ impl Loop<'_> {
                 self.augment.then_some(4),
                 self.rt.channels_last,
             )?;
-            let (p, extra) = params_for_batch();
-            let logits = self.model.forward(&p, &x, self.bn, self.rt.precision);
-            let ce = logits.cross_entropy_for_logits(&y);
-            let loss = match extra {
-                Some(e) => &ce + e,
-                None => ce,
-            };
+            let (logits, loss) = self.forward_groups(params_for_batch(), &x, &y);
             opt.zero_grad(leaves)?;
             loss.backward();
             opt.step(leaves, lr(batch_no))?;
@@ -93,6 +89,59 @@ impl Loop<'_> {
         let loss = loss_sum.double_value(&[]) / seen.max(1) as f64;
         let acc = 100.0 * correct.double_value(&[]) / seen.max(1) as f64;
         Ok((loss, acc))
+    }
+
+    /// Logits and loss of one batch through one parameter set, or split
+    /// into equal contiguous groups through several (at most as many groups
+    /// as the batch has examples, two each with BatchNorm).
+    fn forward_groups(
+        &self,
+        sets: Vec<(Params, Option<Tensor>)>,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> (Tensor, Tensor) {
+        let len = x.size()[0];
+        let per = if self.model.has_bn { 2 } else { 1 };
+        let k = (sets.len() as i64).min(len / per).max(1);
+        let mut logits = Vec::new();
+        let mut loss: Option<Tensor> = None;
+        for (i, (p, extra)) in sets.into_iter().take(k as usize).enumerate() {
+            let i = i as i64;
+            let (s, e) = (len * i / k, len * (i + 1) / k);
+            let (xi, yi) = if k == 1 {
+                (x.shallow_clone(), y.shallow_clone())
+            } else {
+                (x.narrow(0, s, e - s), y.narrow(0, s, e - s))
+            };
+            let lg = self.model.forward(&p, &xi, self.bn, self.rt.precision);
+            let ce = lg.cross_entropy_for_logits(&yi);
+            let mut term = if k == 1 {
+                ce
+            } else {
+                ce * ((e - s) as f64 / len as f64)
+            };
+            if let Some(extra) = extra {
+                term = if k == 1 {
+                    term + extra
+                } else {
+                    term + extra / k as f64
+                };
+            }
+            loss = Some(match loss {
+                Some(l) => l + term,
+                None => term,
+            });
+            logits.push(lg);
+        }
+        let logits = if logits.len() == 1 {
+            logits.remove(0)
+        } else {
+            Tensor::cat(&logits, 0)
+        };
+        (
+            logits,
+            loss.unwrap_or_else(|| Tensor::zeros([], (Kind::Float, x.device()))),
+        )
     }
 
     /// Number of batches per epoch (for progress totals).
@@ -170,7 +219,7 @@ mod tests {
         let mut losses = Vec::new();
         for _ in 0..12 {
             let mut prog = Progress::new(&crate::observe::Silent, "test", lp.batches_per_epoch());
-            let mut batch = || (p.shallow_clone(), None);
+            let mut batch = || vec![(p.shallow_clone(), None)];
             let (loss, _) = lp
                 .epoch(&leaves, &mut opt, &|_| lr, &mut batch, &mut prog)
                 .unwrap();
@@ -202,6 +251,66 @@ mod tests {
                 assert_eq!(t.kind(), Kind::Float, "{precision:?}: {n} is not fp32");
                 assert!(t.grad().defined(), "{precision:?}: no gradient reached {n}");
             }
+        }
+    }
+
+    #[test]
+    fn a_batch_split_into_groups_gives_the_loss_of_the_whole_batch() {
+        tch::manual_seed(4);
+        let data = crate::loader::separable_toy_data(96, 16);
+        let model = Model::new(ArchConfig::new(ArchKind::SeedConvnet, 3, 3, 16, 16)).unwrap();
+        let rt = Runtime::cpu();
+        let p = model.init(Device::Cpu);
+        let lp = Loop {
+            model: &model,
+            data: &data,
+            rt: &rt,
+            batch_size: 16,
+            augment: false,
+            bn: BnMode::Eval,
+        };
+        let idx = Tensor::arange(10, (Kind::Int64, Device::Cpu));
+        let (x, y) = data.batch(&data.train, &idx, None, false).unwrap();
+        let reg = Tensor::from(0.25f32);
+        let one = |k: usize| {
+            (0..k)
+                .map(|_| (p.shallow_clone(), Some(reg.shallow_clone())))
+                .collect()
+        };
+        let (l1, whole) = lp.forward_groups(one(1), &x, &y);
+        // Three groups of 3, 3 and 4 images through the same weights: the
+        // same logits and, weighted by group size, the same loss.
+        let (l3, split) = lp.forward_groups(one(3), &x, &y);
+        assert_eq!(l3.size(), l1.size());
+        assert!((l1 - l3).abs().max().double_value(&[]) < 1e-6);
+        let (a, b) = (whole.double_value(&[]), split.double_value(&[]));
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        // More groups than images: one image per group at most.
+        let (l20, _) = lp.forward_groups(one(20), &x, &y);
+        assert_eq!(l20.size()[0], 10);
+    }
+
+    #[test]
+    fn stratified_t_draws_one_t_per_stratum() {
+        use crate::curve::{Curve, CurveKind};
+        let model = Model::new(ArchConfig::new(ArchKind::Mlp, 1, 3, 4, 4)).unwrap();
+        let w1 = model.init(Device::Cpu);
+        let w2 = w1.map(|_, t| t + 1.0);
+        let curve = Curve::linear_init(CurveKind::Polychain, 3, &w1, &w2).unwrap();
+        tch::manual_seed(9);
+        let sets = crate::train::curve::batch_at_stratified_t(&curve, 0.0, 4);
+        assert_eq!(sets.len(), 4);
+        // On this straight polychain φ(t) = w1 + t: recover each t.
+        let name = "layers.0.bias";
+        for (i, (p, reg)) in sets.iter().enumerate() {
+            assert!(reg.is_none());
+            let t = (p.get(name) - w1.get(name))
+                .mean(Kind::Double)
+                .double_value(&[]);
+            assert!(
+                t >= i as f64 / 4.0 - 1e-6 && t < (i + 1) as f64 / 4.0 + 1e-6,
+                "group {i}: t = {t}"
+            );
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::experiment::{self as xp};
 use crate::loader::{self, Data, DataConfig};
 use crate::model::{BnMode, Model, Params};
 use crate::observe::{Event, Observer, Progress};
-use crate::optim::{OptimConfig, OptimKind, Optimizer};
+use crate::optim::{OptimConfig, Optimizer};
 use crate::runtime::Runtime;
 
 /// Works out the architecture and the data of a curve between `start` and
@@ -263,7 +263,7 @@ fn check_resumable(
 /// extra loss), not on the bends.
 fn curve_optim(cfg: &CurveConfig) -> OptimConfig {
     OptimConfig {
-        kind: OptimKind::Sgd,
+        kind: cfg.optimizer,
         lr: cfg.lr,
         momentum: cfg.momentum,
         nesterov: false,
@@ -309,9 +309,28 @@ fn restore_bends(
 /// from tch's RNG, with the L2 term (wd/2)·‖φ(t)‖².
 pub fn batch_at_random_t(curve: &Curve, wd: f64) -> (Params, Option<Tensor>) {
     let t = Tensor::rand([1], (Kind::Double, tch::Device::Cpu)).double_value(&[0]);
+    at_t(curve, wd, t)
+}
+
+fn at_t(curve: &Curve, wd: f64, t: f64) -> (Params, Option<Tensor>) {
     let w = curve.weights_at(t);
     let reg = (wd > 0.0).then(|| w.sq_norm(|_| true) * (0.5 * wd));
     (w, reg)
+}
+
+/// `k` parameter sets for one batch, φ(t_i) with t_i drawn uniformly from
+/// [i/k, (i+1)/k): a stratified estimate of E_t (for k = 1, exactly
+/// [`batch_at_random_t`], the same random stream).
+pub fn batch_at_stratified_t(curve: &Curve, wd: f64, k: usize) -> Vec<(Params, Option<Tensor>)> {
+    if k <= 1 {
+        return vec![batch_at_random_t(curve, wd)];
+    }
+    let u = Vec::<f64>::try_from(Tensor::rand([k as i64], (Kind::Double, tch::Device::Cpu)))
+        .unwrap_or_else(|_| vec![0.5; k]);
+    u.iter()
+        .enumerate()
+        .map(|(i, u)| at_t(curve, wd, (i as f64 + u) / k as f64))
+        .collect()
 }
 
 /// A curve being fitted: its inner bends are the leaves.
@@ -364,8 +383,8 @@ impl Job for CurveJob<'_> {
     fn leaves(&self) -> (&[String], &[Tensor]) {
         (&self.names, &self.leaves)
     }
-    fn batch(&self) -> (Params, Option<Tensor>) {
-        batch_at_random_t(&self.curve, self.cfg.wd)
+    fn batch(&self) -> Vec<(Params, Option<Tensor>)> {
+        batch_at_stratified_t(&self.curve, self.cfg.wd, self.cfg.t_per_batch)
     }
     /// Test metrics at t = 0.5, with BatchNorm statistics re-estimated first.
     fn test(&self, ev: &Evaluator) -> Result<(Stats, Option<f64>)> {

@@ -238,8 +238,8 @@ impl Job for EndpointJob<'_> {
     fn leaves(&self) -> (&[String], &[Tensor]) {
         (&self.names, &self.leaves)
     }
-    fn batch(&self) -> (Params, Option<Tensor>) {
-        (self.params.shallow_clone(), None)
+    fn batch(&self) -> Vec<(Params, Option<Tensor>)> {
+        vec![(self.params.shallow_clone(), None)]
     }
     fn test(&self, ev: &Evaluator) -> Result<(Stats, Option<f64>)> {
         let (mut test, _) =

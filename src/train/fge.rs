@@ -198,8 +198,8 @@ impl Job for FgeJob<'_> {
     fn leaves(&self) -> (&[String], &[Tensor]) {
         (&self.names, &self.leaves)
     }
-    fn batch(&self) -> (Params, Option<Tensor>) {
-        (self.params.shallow_clone(), None)
+    fn batch(&self) -> Vec<(Params, Option<Tensor>)> {
+        vec![(self.params.shallow_clone(), None)]
     }
     fn test(&self, ev: &Evaluator) -> Result<(Stats, Option<f64>)> {
         let (mut test, _) = ev.evaluate(

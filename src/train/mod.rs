@@ -42,7 +42,7 @@ pub trait Job {
     /// The trainable tensors and their names (the optimiser's state keys).
     fn leaves(&self) -> (&[String], &[Tensor]);
     /// The parameters for one batch and an extra loss term.
-    fn batch(&self) -> (crate::model::Params, Option<Tensor>);
+    fn batch(&self) -> Vec<(crate::model::Params, Option<Tensor>)>;
     /// Test metrics after an epoch, and the t they were taken at (curves).
     fn test(&self, ev: &Evaluator) -> Result<(Stats, Option<f64>)>;
     /// Writes the model file, then the resume state: the state is the commit
