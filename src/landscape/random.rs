@@ -155,21 +155,21 @@ pub fn layout(cfg: &RandomPlaneConfig, meta_base: PlaneMeta) -> PlaneFile {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let what = if cfg.dims == 2 {
-        "plane of two random directions"
+        "2 random directions"
     } else {
-        "line along a random direction"
+        "1 random direction"
     };
     let biasbn = if cfg.include_biasbn {
-        "biases and BN weights move too"
+        "biases/BN moved"
     } else {
-        "biases and BN weights fixed"
+        "biases/BN fixed"
     };
     let bn = match cfg.bn {
-        MemberBn::Keep => "BN statistics kept from the centre",
-        MemberBn::Recompute => "BN statistics recomputed per point",
+        MemberBn::Keep => "BN stats kept",
+        MemberBn::Recompute => "BN stats recomputed",
     };
     let caption = format!(
-        "{what} around {name} (filter-normalised, Li et al. 2018; seed {}; {biasbn}; {bn}); train loss is the cross-entropy",
+        "{what} around {name}, filter-normalised (Li et al. 2018), seed {}; {biasbn}; {bn}",
         cfg.seed
     );
     let empty = || vec![vec![None; cfg.grid]; ys.len()];
