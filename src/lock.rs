@@ -367,4 +367,70 @@ mod tests {
         assert!(err.contains("symbolic link"), "{err}");
         assert!(!target.exists(), "the link's target was created");
     }
+
+    #[test]
+    fn shards_share_the_experiment_and_keep_exclusive_steps_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let exp = dir.path().join("e");
+        std::fs::create_dir_all(&exp).unwrap();
+        let (a, b) = (Shard { index: 0, count: 2 }, Shard { index: 1, count: 2 });
+        let s0 = ShardLock::acquire(&exp, Target::Plane, a, false).unwrap();
+        let s1 = ShardLock::acquire(&exp, Target::Plane, b, false).unwrap();
+        let other = ShardLock::acquire(&exp, Target::Along, a, false).unwrap();
+        // The same shard twice is refused, naming its holder.
+        let e = ShardLock::acquire(&exp, Target::Plane, a, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("shard 0/2") && e.contains(&format!("PID {}", std::process::id())),
+            "{e}"
+        );
+        // An exclusive step is refused, naming the running shards.
+        let e = ExperimentLock::acquire_existing(&exp)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("shards are running") && e.contains("0-of-2.lock"),
+            "{e}"
+        );
+        // A merge of the plane waits for its shards, not for the other result's.
+        let e = ShardLock::acquire_merge(&exp, &[(Target::Plane, 2)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("already running"), "{e}");
+        drop((s0, s1));
+        let merge = ShardLock::acquire_merge(&exp, &[(Target::Plane, 2)]).unwrap();
+        drop((merge, other));
+        // With no shard left, a whole step takes the experiment, and shards wait.
+        let whole = ExperimentLock::acquire_existing(&exp).unwrap();
+        let e = ShardLock::acquire(&exp, Target::Plane, a, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("another modeconn process"), "{e}");
+        drop(whole);
+    }
+
+    #[test]
+    fn a_shard_sweeps_the_leftovers_of_its_own_part_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let exp = dir.path().join("e");
+        let s = Shard { index: 1, count: 3 };
+        let part = Target::Along.part(&exp, s);
+        std::fs::create_dir_all(part.parent().unwrap()).unwrap();
+        // A leftover from a process on another machine (a PID alive here) and another shard's.
+        let mine = part.with_file_name(format!(
+            ".1-of-3.json{}{}.0",
+            crate::checkpoint::files::TMP_TAG,
+            std::process::id()
+        ));
+        let theirs = part.with_file_name(format!(
+            ".2-of-3.json{}{}.0",
+            crate::checkpoint::files::TMP_TAG,
+            std::process::id()
+        ));
+        std::fs::write(&mine, "x").unwrap();
+        std::fs::write(&theirs, "x").unwrap();
+        let _l = ShardLock::acquire(&exp, Target::Along, s, true).unwrap();
+        assert!(!mine.exists() && theirs.exists());
+    }
 }

@@ -9,3 +9,4 @@ mod fge;
 mod guarantees;
 mod hostile;
 mod run;
+mod shard;

@@ -22,7 +22,7 @@ use tch::{Device, Kind, Tensor};
 use crate::curve::{Curve, CurveKind};
 use crate::model::{ArchConfig, Params};
 
-mod files;
+pub(crate) mod files;
 pub use files::{
     read_regular, read_text, sweep_temp_files, sweep_temp_files_of, write_atomic, CHECKPOINT_MAX,
     JSON_MAX,
