@@ -10,3 +10,4 @@ mod guarantees;
 mod hostile;
 mod run;
 mod shard;
+mod slurm;
