@@ -421,24 +421,13 @@ mod tests {
         assert!(l.validate().is_err());
         let r = RandomPlaneConfig::defaults("m".into());
         r.validate().unwrap();
-        for bad in [
-            RandomPlaneConfig {
-                span: 0.0,
+        for (span, grid, dims) in [(0.0, 21, 2), (f64::NAN, 21, 2), (1.0, 1, 2), (1.0, 21, 3)] {
+            let bad = RandomPlaneConfig {
+                span,
+                grid,
+                dims,
                 ..r.clone()
-            },
-            RandomPlaneConfig {
-                span: f64::NAN,
-                ..r.clone()
-            },
-            RandomPlaneConfig {
-                grid: 1,
-                ..r.clone()
-            },
-            RandomPlaneConfig {
-                dims: 3,
-                ..r.clone()
-            },
-        ] {
+            };
             assert!(bad.validate().is_err(), "{bad:?}");
         }
     }
