@@ -15,7 +15,7 @@ TORCH_DIR := $(CURDIR)/$(VENV)/lib/python3.11/site-packages/torch
 TORCH_STAMP := $(VENV)/.torch-2.13.0
 BIN := target/release/modeconn
 
-.PHONY: setup run test gpu build data bench clean-build
+.PHONY: setup run test gpu build data slurm bench clean-build
 
 setup: $(TORCH_STAMP) data build
 
@@ -36,6 +36,19 @@ data:
 		echo "fashion-mnist missing and no apt-get: run 'target/release/modeconn download fashion-mnist' after the build"; \
 	fi
 
+# Slurm and munge from Debian for tests/slurm.rs (a one-node cluster on this
+# machine), when apt is available and we are root; the test skips, saying
+# why, without them.
+slurm:
+	@if command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1; then \
+		echo "slurm: present"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null) \
+			|| echo "slurm: could not be installed; the Slurm test will skip"; \
+	else \
+		echo "slurm: not installed (as root: apt-get install slurm-wlm munge); the Slurm test will skip"; \
+	fi
+
 build: $(TORCH_STAMP)
 	LIBTORCH=$$($(VENV)/bin/python -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')/torch \
 		cargo build --release --locked
@@ -45,7 +58,7 @@ run: setup
 
 # Lints first (warnings are errors), then every test; `cargo test` also builds
 # examples/, which tests/example.rs runs.
-test: setup
+test: setup slurm
 	export LIBTORCH=$$($(VENV)/bin/python -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')/torch; \
 	if cargo clippy --version >/dev/null 2>&1; then \
 		cargo clippy --release --locked --all-targets -- -D warnings; \

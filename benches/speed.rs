@@ -460,22 +460,29 @@ fn landscape_lowest(ev: &Evaluator, c: &Curve, side: usize, name: &str) -> Optio
     let meta = PlaneMeta {
         dataset: modeconn::data::DatasetKind::ImageFolder,
         arch: ArchKind::SeedConvnet,
-        coords: Coords::Orthonormal,
+        coords: Some(Coords::Orthonormal),
         grid: side,
-        margin: 0.2,
-        plane_bend: 0,
+        margin: Some(0.2),
+        plane_bend: None,
         caption: String::new(),
         train_subset: Some(ev.data.train.len() as usize),
         test_subset: Some(ev.data.test.len() as usize),
         curve_id: format!("bench-{name}"),
         wd: 5e-4,
+        random: None,
     };
     let cfg = modeconn::config::LandscapeConfig {
         grid: side,
         margin: 0.2,
         coords: Coords::Orthonormal,
     };
-    let plane = landscape::compute(ev, ev.model, c, &cfg, meta, &out, &Silent);
+    let run = landscape::grid::Run {
+        shard: modeconn::shard::Shard::WHOLE,
+        out: out.clone(),
+        merged: None,
+        obs: &Silent,
+    };
+    let plane = landscape::compute(ev, c, &cfg, meta, &run);
     let _ = std::fs::remove_file(&out);
     let plane = plane.ok()?;
     Some(

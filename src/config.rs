@@ -412,6 +412,58 @@ impl LandscapeConfig {
     }
 }
 
+/// Settings of a random-direction landscape (`landscape --plane random`
+/// or `random-1d`): see `landscape::random`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RandomPlaneConfig {
+    /// The network at the centre: a model file or a folder holding one.
+    pub around: PathBuf,
+    /// 2: a plane of two directions; 1: a line along one.
+    pub dims: usize,
+    /// Grid points per axis.
+    pub grid: usize,
+    /// The grid covers [-span, span] along each direction.
+    pub span: f64,
+    /// Seed of the random directions.
+    pub seed: u64,
+    /// Give biases and BatchNorm weights a direction too (off: loss-landscape's `--ignore biasbn`).
+    pub include_biasbn: bool,
+    /// BatchNorm running statistics at each point.
+    pub bn: crate::eval::members::MemberBn,
+}
+
+impl RandomPlaneConfig {
+    /// loss-landscape's defaults (a 2-D plane over [-1, 1], biases and BN
+    /// fixed) on a 21-point grid, seed 0, BN statistics recomputed.
+    pub fn defaults(around: PathBuf) -> RandomPlaneConfig {
+        RandomPlaneConfig {
+            around,
+            dims: 2,
+            grid: 21,
+            span: 1.0,
+            seed: 0,
+            include_biasbn: false,
+            bn: crate::eval::members::MemberBn::Recompute,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.grid < 2 {
+            bail!("--grid must be at least 2, got {}", self.grid);
+        }
+        if !(self.span > 0.0 && self.span.is_finite()) {
+            bail!("--span must be a positive number, got {}", self.span);
+        }
+        if !(1..=2).contains(&self.dims) {
+            bail!(
+                "a random landscape has 1 or 2 directions, got {}",
+                self.dims
+            );
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,5 +498,16 @@ mod tests {
             coords: crate::landscape::Coords::Orthonormal,
         };
         assert!(l.validate().is_err());
+        let r = RandomPlaneConfig::defaults("m".into());
+        r.validate().unwrap();
+        for (span, grid, dims) in [(0.0, 21, 2), (f64::NAN, 21, 2), (1.0, 1, 2), (1.0, 21, 3)] {
+            let bad = RandomPlaneConfig {
+                span,
+                grid,
+                dims,
+                ..r.clone()
+            };
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 }

@@ -125,10 +125,54 @@ pub struct EnsembleFile {
     pub report: EnsembleReport,
 }
 
-/// `landscape/plane.json` (see docs/FORMATS.md).
+/// A shard's part of `eval/along.json`: the rows of its points of the
+/// curve and of the line (null where another shard's, or not done yet).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AlongPart {
+    pub format: u32,
+    pub shard: crate::shard::Shard,
+    /// As in along.json; `seconds` is this shard's compute time.
+    pub meta: AlongMeta,
+    pub curve: Vec<Option<crate::eval::along::Row>>,
+    pub line: Vec<Option<crate::eval::along::Row>>,
+}
+
+/// The header of a shard's part of `eval/ensemble.json` (a safetensors
+/// file whose tensors are `labels` and `logits.<u>`, the test-set logits
+/// of unit u: 0 the start, 1 the end, 2 + m member m).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EnsemblePart {
+    pub format: u32,
+    pub shard: crate::shard::Shard,
+    /// As in ensemble.json; `seconds` is this shard's compute time.
+    pub meta: EnsembleMeta,
+    /// The units whose logits the file holds.
+    pub done: Vec<usize>,
+}
+
+/// A shard's part of `train-endpoints --models N`: the config.json
+/// sections the run would write, and the networks it finished.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EndpointsPart {
+    pub format: u32,
+    pub shard: crate::shard::Shard,
+    pub data: crate::loader::DataConfig,
+    pub arch: crate::model::ArchConfig,
+    pub runtime: serde_json::Value,
+    pub train: crate::config::TrainConfig,
+    /// The indices of the networks trained to the last epoch.
+    pub done: Vec<usize>,
+}
+
+/// `landscape/plane.json`, `landscape/random.json` and
+/// `landscape/random-1d.json`, and the part files of their shards (see
+/// docs/FORMATS.md).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PlaneFile {
     pub format: u32,
+    /// In a part file: the shard whose points it holds (others are null).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::Shard>,
     pub meta: PlaneMeta,
     pub x_label: String,
     pub y_label: String,
@@ -141,6 +185,10 @@ pub struct PlaneFile {
     pub bends: Vec<[f64; 2]>,
     pub curve: Vec<[f64; 2]>,
     pub line: Vec<[f64; 2]>,
+    /// A random plane's centre (the model it is drawn around): (0, 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub centre: Option<[f64; 2]>,
+    /// Compute time; for a merged file, the sum over its shards.
     pub seconds: f64,
 }
 
@@ -148,16 +196,43 @@ pub struct PlaneFile {
 pub struct PlaneMeta {
     pub dataset: crate::data::DatasetKind,
     pub arch: crate::model::ArchKind,
-    pub coords: crate::landscape::Coords,
+    /// Curve planes only: their coordinates, margin and the bend spanning them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coords: Option<crate::landscape::Coords>,
     pub grid: usize,
-    pub margin: f64,
-    pub plane_bend: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plane_bend: Option<usize>,
     pub caption: String,
     pub train_subset: Option<usize>,
     pub test_subset: Option<usize>,
-    /// Identifies the curve the plane was computed for (its file's epoch and size).
+    /// Identifies the file the plane was computed from (its epoch and
+    /// size): the curve, or the centre of a random plane.
     pub curve_id: String,
     pub wd: f64,
+    /// Random planes only: how their directions were drawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub random: Option<RandomMeta>,
+}
+
+/// How a random plane (or line) was drawn: the loss-landscape recipe (Li,
+/// Xu, Taylor, Studer, Goldstein, NeurIPS 2018).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RandomMeta {
+    /// The model at the centre, (0, 0).
+    pub around: std::path::PathBuf,
+    /// 2 for a plane, 1 for a line.
+    pub dims: usize,
+    /// Seed of the directions (splitmix64 Gaussians, the same on any device).
+    pub seed: u64,
+    /// The grid covers [-span, span] along each direction.
+    pub span: f64,
+    /// Whether biases and BatchNorm weights get a direction (their own
+    /// values, as loss-landscape does without `--ignore biasbn`) or none.
+    pub include_biasbn: bool,
+    /// BatchNorm statistics at each point: kept from the centre or recomputed.
+    pub bn: crate::eval::members::MemberBn,
 }
 
 /// How `align` made the points between the endpoints comparable.
@@ -237,6 +312,16 @@ impl Versioned for AlongFile {
     }
 }
 impl Versioned for EnsembleFile {
+    fn format(&self) -> u32 {
+        self.format
+    }
+}
+impl Versioned for AlongPart {
+    fn format(&self) -> u32 {
+        self.format
+    }
+}
+impl Versioned for EndpointsPart {
     fn format(&self) -> u32 {
         self.format
     }

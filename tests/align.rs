@@ -90,19 +90,26 @@ fn align_permutes_the_end_model_keeps_its_function_and_compares_the_lines() {
         aligned.get("features.0.weight"),
     );
     assert!(moved > 0.0, "the aligned end model is the end model");
+}
 
-    // A curve to the aligned end model (in place of the fixture's).
+#[test]
+fn fit_curve_aligned_ends_at_the_aligned_end_model() {
+    let env = TestEnv::new();
+    let exp = env.copy_of_fixture("c");
+    let e = exp.display().to_string();
+    env.ok(&["align", "--exp", &e, "--points", "0", "--threads", "1"]);
+    let file: AlignFile = read_versioned(&exp.join("eval/align.json"), "modeconn align").unwrap();
+    assert!(file.raw.is_none() && file.aligned.is_none() && file.repaired.is_none());
+    // A curve to the aligned end model, in place of the fixture's.
     std::fs::remove_dir_all(exp.join("curve_model")).unwrap();
     env.ok(&["fit-curve", "--exp", &e, "--aligned", "--epochs", "0"]);
+    let rt = Runtime::cpu();
     let lc = load_curve(&exp, &rt).unwrap();
+    let aligned_file = exp.join("end_model_aligned/model.safetensors");
+    let aligned = load_params(&aligned_file, &lc.model, &rt).unwrap();
     let last = lc.curve.bends.last().unwrap();
-    assert_eq!(
-        max_abs_diff(
-            last.get("features.0.weight"),
-            aligned.get("features.0.weight")
-        ),
-        0.0
-    );
+    let w = "features.0.weight";
+    assert_eq!(max_abs_diff(last.get(w), aligned.get(w)), 0.0);
 }
 
 #[test]

@@ -10,3 +10,5 @@ mod fge;
 mod guarantees;
 mod hostile;
 mod run;
+mod shard;
+mod slurm;

@@ -108,6 +108,13 @@ pub fn align(
         rt,
     };
     let diff = max_logit_diff(&ev, &pair.end, &aligned)?;
+    if diff.is_nan() || diff >= 1e-3 {
+        bail!(
+            "internal error: permuting {} changed its logits by {diff:.3e}; the permutation spec of {} is wrong, please report it",
+            pair.end_path.display(),
+            model.cfg.arch.name()
+        );
+    }
     let mut meta = pair.meta.clone();
     meta.note = format!(
         "{} permuted onto {} by weight matching (seed {}, {} sweeps)",

@@ -97,6 +97,28 @@ pub fn sweep_temp_files(dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
+/// Removes every temporary file of `path` (`.<name>.modeconn-tmp.*` beside
+/// it), whatever process wrote it: for a file that only the caller writes
+/// (a shard's part, under its part lock), any such file is a leftover, even
+/// one from another machine whose PID means nothing here.
+pub fn sweep_temp_files_of(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!(".{}{TMP_TAG}", name.to_string_lossy());
+    let mut removed = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let is_file = e.file_type().is_ok_and(|t| t.is_file());
+        if is_file
+            && e.file_name().to_string_lossy().starts_with(&prefix)
+            && fs::remove_file(e.path()).is_ok()
+        {
+            removed.push(e.path());
+        }
+    }
+    removed
+}
+
 /// The bytes of a regular file of at most `max` bytes. Anything else a
 /// hostile directory may hold in its place (a FIFO that would block, a
 /// device, a directory, a file far larger than such a file can be) is an

@@ -22,9 +22,10 @@ use tch::{Device, Kind, Tensor};
 use crate::curve::{Curve, CurveKind};
 use crate::model::{ArchConfig, Params};
 
-mod files;
+pub(crate) mod files;
 pub use files::{
-    read_regular, read_text, sweep_temp_files, write_atomic, CHECKPOINT_MAX, JSON_MAX,
+    read_regular, read_text, sweep_temp_files, sweep_temp_files_of, write_atomic, CHECKPOINT_MAX,
+    JSON_MAX,
 };
 
 /// Key of the JSON metadata inside the safetensors header.
@@ -101,16 +102,26 @@ fn to_bytes(t: &Tensor) -> Result<TensorBytes> {
 
 /// Writes named tensors (and optional metadata) as safetensors, atomically.
 pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)], meta: Option<&Meta>) -> Result<()> {
-    let bytes: Vec<(String, TensorBytes)> = tensors
-        .iter()
-        .map(|(n, t)| Ok((n.clone(), to_bytes(t)?)))
-        .collect::<Result<_>>()?;
-    let views: Vec<(&str, &TensorBytes)> = bytes.iter().map(|(n, b)| (n.as_str(), b)).collect();
     let mut header = HashMap::new();
     if let Some(m) = meta {
         header.insert(META_KEY.to_string(), serde_json::to_string(m)?);
         header.insert("format".to_string(), "pt".to_string());
     }
+    write_tensors_with(path, tensors, header)
+}
+
+/// Writes named tensors with the given header metadata as safetensors
+/// (keys sorted, so equal contents are equal files), atomically.
+pub fn write_tensors_with(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    header: HashMap<String, String>,
+) -> Result<()> {
+    let bytes: Vec<(String, TensorBytes)> = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), to_bytes(t)?)))
+        .collect::<Result<_>>()?;
+    let views: Vec<(&str, &TensorBytes)> = bytes.iter().map(|(n, b)| (n.as_str(), b)).collect();
     let buf = safetensors::tensor::serialize(views, &Some(header))
         .map_err(|e| anyhow!("cannot serialise {}: {e:?}", path.display()))?;
     write_atomic(path, &canonical_header(buf)?)
@@ -186,6 +197,17 @@ pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Option<Meta>)> {
 /// header alone (no tensor data is read); `None` for files without it and
 /// for `.pt`/`.pth` files.
 pub fn read_meta(path: &Path) -> Result<Option<Meta>> {
+    match header_entry(path, META_KEY)? {
+        Some(s) => Ok(Some(serde_json::from_str(&s).with_context(|| {
+            format!("{}: unreadable modeconn metadata", path.display())
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// The header metadata entry `key` of a `.safetensors` file, read from its
+/// header alone; `None` when absent (and for `.pt`/`.pth` files).
+pub fn header_entry(path: &Path, key: &str) -> Result<Option<String>> {
     use std::io::Read;
     if matches!(
         path.extension().and_then(|e| e.to_str()),
@@ -216,16 +238,10 @@ pub fn read_meta(path: &Path) -> Result<Option<Meta>> {
         .with_context(|| format!("{} is truncated (incomplete header)", path.display()))?;
     let v: serde_json::Value = serde_json::from_slice(&header)
         .with_context(|| format!("{} has an unreadable safetensors header", path.display()))?;
-    match v
-        .get("__metadata__")
-        .and_then(|m| m.get(META_KEY))
+    Ok(v.get("__metadata__")
+        .and_then(|m| m.get(key))
         .and_then(|s| s.as_str())
-    {
-        Some(s) => Ok(Some(serde_json::from_str(s).with_context(|| {
-            format!("{}: unreadable modeconn metadata", path.display())
-        })?)),
-        None => Ok(None),
-    }
+        .map(str::to_string))
 }
 
 /// Orders loaded tensors as `order` lists them (spec order); unknown keys go last.

@@ -57,6 +57,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Evaluate the loss landscape on the plane through w1, the bend and w2.
     Landscape(LandscapeArgs),
+    /// Join the parts left by --shard runs into the files one run writes.
+    Merge(MergeArgs),
     /// Draw every figure whose data exists and write report.html.
     Plot(PlotArgs),
     /// Write the curve's weights at t as a PyTorch-compatible state dict.

@@ -5,18 +5,22 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use serde_json::json;
 
-use super::args::{EvalArgs, ExportArgs, LandscapeArgs};
+use super::args::{EvalArgs, ExportArgs};
 use super::output::Terminal;
-use modeconn::config::{EnsembleConfig, LandscapeConfig, SweepConfig};
+use modeconn::config::{EnsembleConfig, SweepConfig};
 use modeconn::eval::along::METRICS;
 use modeconn::eval::members::MemberSet;
 use modeconn::eval::session::{self, Session};
-use modeconn::lock::ExperimentLock;
+use modeconn::lock::{ExperimentLock, StepLock};
 use modeconn::runtime::PrecisionChoice;
 use modeconn::schema::{AlongFile, EnsembleFile};
+use modeconn::shard::{Shard, Target};
 
 pub fn eval(a: &EvalArgs, out: &Terminal) -> Result<()> {
     if let Some(set) = a.members {
+        if a.shard.is_some() {
+            anyhow::bail!("--shard splits the sweep and --ensemble; --members evaluates its few saved networks in one process, without --shard");
+        }
         return eval_members(a, set, out);
     }
     let sweep = SweepConfig { points: a.points };
@@ -30,19 +34,32 @@ pub fn eval(a: &EvalArgs, out: &Terminal) -> Result<()> {
     if let Some(e) = &ens {
         e.validate()?;
     }
-    let _lock = ExperimentLock::acquire_existing(&a.exp)?;
+    let shard = a.shard.unwrap_or(Shard::WHOLE);
+    let target = match ens {
+        Some(_) => Target::Ensemble,
+        None => Target::Along,
+    };
+    let _lock = StepLock::acquire(&a.exp, target, shard, false)?;
     let rt = super::runtime(&a.rt, PrecisionChoice::Fp32, out)?;
     let s = Session::open(&a.exp, &a.data.request(), rt)?;
-    match ens {
-        Some(cfg) => {
+    match (ens, shard.is_whole()) {
+        (Some(cfg), true) => {
             let r = session::ensemble(&s, &a.exp, &cfg, out)?;
             out.result(&ensemble_table(&r), &json!({"ensemble": r}));
         }
-        None => {
+        (Some(cfg), false) => {
+            let p = session::ensemble_shard(&s, &a.exp, &cfg, shard, out)?;
+            super::shard_done(&a.exp, target, shard, p.meta.seconds, out);
+        }
+        (None, true) => {
             let r = session::sweep(&s, &a.exp, &sweep, out)?;
             let mut text = along_table(&r);
             text += &aligned_lines(&a.exp);
             out.result(&text, &json!({"along": r}));
+        }
+        (None, false) => {
+            let p = session::sweep_shard(&s, &a.exp, &sweep, shard, out)?;
+            super::shard_done(&a.exp, target, shard, p.meta.seconds, out);
         }
     }
     Ok(())
@@ -150,38 +167,6 @@ fn ensemble_table(f: &EnsembleFile) -> String {
         );
     }
     o
-}
-
-pub fn landscape(a: &LandscapeArgs, out: &Terminal) -> Result<()> {
-    let cfg = LandscapeConfig {
-        grid: a.grid,
-        margin: a.margin,
-        coords: a.coords,
-    };
-    cfg.validate()?;
-    let _lock = ExperimentLock::acquire_existing(&a.exp)?;
-    let rt = super::runtime(&a.rt, PrecisionChoice::Fp32, out)?;
-    let s = Session::open(&a.exp, &a.data.request(), rt)?;
-    let f = session::landscape(&s, &a.exp, &cfg, out)?;
-    let best = f
-        .test_err
-        .iter()
-        .flatten()
-        .flatten()
-        .cloned()
-        .fold(f64::INFINITY, f64::min);
-    let plane = a.exp.join("landscape/plane.json");
-    out.result(
-        &format!(
-            "{}: {}x{} grid in {:.1}s, lowest test error {best:.2}%\n",
-            plane.display(),
-            a.grid,
-            a.grid,
-            f.seconds
-        ),
-        &json!({"plane": plane, "grid": a.grid, "seconds": f.seconds, "min_test_err": best}),
-    );
-    Ok(())
 }
 
 pub fn export(a: &ExportArgs, out: &Terminal) -> Result<()> {

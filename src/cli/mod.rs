@@ -7,6 +7,7 @@ mod align;
 mod args;
 mod convert;
 mod eval;
+mod landscape;
 mod output;
 mod run;
 mod step_args;
@@ -29,8 +30,9 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Fge(a) => train::fge(&a, &out),
         Command::Align(a) => align::align(&a, &out),
         Command::Eval(a) => eval::eval(&a, &out),
-        Command::Landscape(a) => eval::landscape(&a, &out),
+        Command::Landscape(a) => landscape::landscape(&a, &out),
         Command::Export(a) => eval::export(&a, &out),
+        Command::Merge(a) => landscape::merge(&a, &out),
         Command::Plot(a) => plot(&a, &out),
         Command::Download(a) => download(&a, &out),
     }
@@ -47,6 +49,26 @@ fn runtime(
         out.warn(w);
     }
     Ok(rt)
+}
+
+/// The result of a shard: where its part is, and what to do next.
+fn shard_done(
+    exp: &std::path::Path,
+    target: modeconn::shard::Target,
+    shard: modeconn::shard::Shard,
+    seconds: f64,
+    out: &Terminal,
+) {
+    let part = target.part(exp, shard);
+    out.result(
+        &format!(
+            "{}: shard {shard} of {} done ({seconds:.1}s of compute); when every shard is done: modeconn merge --exp {}\n",
+            part.display(),
+            target.output(),
+            exp.display()
+        ),
+        &json!({"part": part, "shard": shard, "of": target.output(), "seconds": seconds}),
+    );
 }
 
 fn plot(a: &PlotArgs, out: &Terminal) -> Result<()> {

@@ -9,8 +9,13 @@ use super::args::{choice, DataArgs, ModelArgs, OptimArgs, RuntimeArgs};
 use modeconn::curve::CurveKind;
 use modeconn::eval::ensemble::{Average, Sampling};
 use modeconn::eval::members::{MemberBn, MemberSet};
-use modeconn::landscape::Coords;
+use modeconn::landscape::{Coords, PlaneKind};
 use modeconn::optim::{OptimKind, Schedule};
+use modeconn::shard::{Shard, Target};
+
+fn shard(s: &str) -> Result<Shard, String> {
+    Shard::parse(s).map_err(|e| e.to_string())
+}
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
@@ -27,6 +32,10 @@ pub struct TrainArgs {
     /// starting points of `modeconn fge`).
     #[arg(long, value_name = "K")]
     pub save_every: Option<usize>,
+    /// Do only shard I of N of the work (I counted from 0; e.g. Slurm's
+    /// $SLURM_ARRAY_TASK_ID/N) into shards/, for `modeconn merge`.
+    #[arg(long, value_name = "I/N", value_parser = shard)]
+    pub shard: Option<Shard>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
@@ -178,6 +187,10 @@ pub struct EvalArgs {
     /// BatchNorm statistics of --members: keep (as trained, the reference) or recompute.
     #[arg(long, value_parser = choice::<MemberBn>(), default_value = "keep")]
     pub bn: MemberBn,
+    /// Do only shard I of N of the work (I counted from 0; e.g. Slurm's
+    /// $SLURM_ARRAY_TASK_ID/N) into shards/, for `modeconn merge`.
+    #[arg(long, value_name = "I/N", value_parser = shard)]
+    pub shard: Option<Shard>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
@@ -192,16 +205,51 @@ pub struct LandscapeArgs {
     /// Grid points per axis.
     #[arg(long, default_value_t = 21)]
     pub grid: usize,
-    /// Margin around the bends, as a fraction of the extent on each side.
-    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
-    pub margin: f64,
-    /// Plane coordinates: orthonormal (Gram–Schmidt, as the reference) or seed (θ at (0,0), w1 at (1,0), w2 at (0,1)).
-    #[arg(long, value_parser = choice::<Coords>(), default_value = "orthonormal")]
-    pub coords: Coords,
+    /// Which plane: the curve's, or random directions around --around.
+    #[arg(long, value_parser = choice::<PlaneKind>(), default_value = "curve")]
+    pub plane: PlaneKind,
+    /// Curve plane: margin around the bends, as a fraction of the extent on each side (default 0.2).
+    #[arg(long, allow_negative_numbers = true)]
+    pub margin: Option<f64>,
+    /// Curve plane: coordinates, orthonormal (Gram–Schmidt, as the reference; the default) or seed (θ at (0,0), w1 at (1,0), w2 at (0,1)).
+    #[arg(long, value_parser = choice::<Coords>())]
+    pub coords: Option<Coords>,
+    /// Random plane: the network at its centre, a model file or folder (relative to --exp when
+    /// there; default start_model).
+    #[arg(long)]
+    pub around: Option<PathBuf>,
+    /// Random plane: the grid covers [-S, S] along each direction (default 1).
+    #[arg(long, value_name = "S")]
+    pub span: Option<f64>,
+    /// Random plane: seed of the directions (default 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Random plane: move biases and BatchNorm weights too (by default they get no direction,
+    /// loss-landscape's --ignore biasbn).
+    #[arg(long)]
+    pub include_biasbn: bool,
+    /// Random plane: BatchNorm statistics at each point, recomputed (the default, as on the
+    /// curve's plane) or kept from the centre (as loss-landscape does).
+    #[arg(long, value_parser = choice::<MemberBn>())]
+    pub bn: Option<MemberBn>,
+    /// Do only shard I of N of the work (I counted from 0; e.g. Slurm's
+    /// $SLURM_ARRAY_TASK_ID/N) into shards/, for `modeconn merge`.
+    #[arg(long, value_name = "I/N", value_parser = shard)]
+    pub shard: Option<Shard>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
     pub rt: RuntimeArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MergeArgs {
+    /// Experiment directory whose shards/ holds the parts.
+    #[arg(long)]
+    pub exp: PathBuf,
+    /// Merge only this result (repeatable; default: every result with parts).
+    #[arg(long, value_parser = choice::<Target>())]
+    pub only: Vec<Target>,
 }
 
 #[derive(Args, Debug, Clone)]

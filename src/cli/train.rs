@@ -10,9 +10,10 @@ use modeconn::checkpoint;
 use modeconn::config::TrainConfig;
 use modeconn::experiment::{self as xp};
 use modeconn::loader;
-use modeconn::lock::ExperimentLock;
+use modeconn::lock::{ExperimentLock, StepLock};
 use modeconn::model::{ArchKind, Model, Precision};
 use modeconn::runtime::PrecisionChoice;
+use modeconn::shard::{Shard, Target};
 use modeconn::train::{curve, endpoints, Context};
 
 pub fn endpoints(a: &TrainArgs, out: &Terminal) -> Result<()> {
@@ -25,7 +26,8 @@ pub fn endpoints(a: &TrainArgs, out: &Terminal) -> Result<()> {
     let exp = a.exp.clone().unwrap_or_else(|| {
         PathBuf::from(format!("experiments/{}_{}", dcfg.dataset, arch_kind.name()))
     });
-    let _lock = ExperimentLock::acquire(&exp)?;
+    let shard = a.shard.unwrap_or(Shard::WHOLE);
+    let _lock = StepLock::acquire(&exp, Target::Endpoints, shard, true)?;
     let data = loader::load(&dcfg, rt.device, None)?;
     let model = Model::new(xp::arch_config(&a.model.request(), None, &data))?;
     let tcfg: TrainConfig = a.config(model.cfg.arch, data.channels, rt.precision);
@@ -35,9 +37,22 @@ pub fn endpoints(a: &TrainArgs, out: &Terminal) -> Result<()> {
         dcfg: &dcfg,
         rt: &rt,
     };
-    let dirs = endpoints::train_endpoints(&exp, &cx, &tcfg, a.resume, out)?;
+    let dirs = endpoints::train_endpoints(&exp, &cx, &tcfg, a.resume, shard, out)?;
     let human: String = dirs.iter().map(|d| format!("{}\n", d.display())).collect();
-    out.result(&human, &serde_json::json!({"endpoints": dirs}));
+    let part = (!shard.is_whole()).then(|| Target::Endpoints.part(&exp, shard));
+    let human = match &part {
+        Some(p) => format!(
+            "{human}{}: shard {shard} done; when every shard is done: modeconn merge --exp {}\n",
+            p.display(),
+            exp.display()
+        ),
+        None => human,
+    };
+    let value = match &part {
+        Some(p) => serde_json::json!({"endpoints": dirs, "part": p}),
+        None => serde_json::json!({"endpoints": dirs}),
+    };
+    out.result(&human, &value);
     Ok(())
 }
 

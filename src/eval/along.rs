@@ -126,31 +126,58 @@ pub fn sweep(
     wd: f64,
     prog: &mut Progress,
 ) -> anyhow::Result<Path> {
-    let group = sweep_group(ev, ts.len());
+    let ks: Vec<usize> = (0..ts.len()).collect();
     let mut rows = Vec::with_capacity(ts.len());
-    let mut prev: Option<Params> = None;
+    sweep_points(ev, ts, &ks, point, wd, prog, &mut |done| {
+        rows.extend(done.into_iter().map(|(_, r)| r));
+        Ok(())
+    })?;
+    Ok(finish_path(rows))
+}
+
+/// Evaluates the points `ks` (indices into `ts`, ascending) in groups that
+/// share each data batch, handing each group's rows to `save`. A row's step
+/// length is measured from the point before it in `ts`, evaluated or not,
+/// so any subset of the points (a shard's) gives the rows a whole sweep
+/// gives.
+pub fn sweep_points(
+    ev: &Evaluator,
+    ts: &[f64],
+    ks: &[usize],
+    point: &dyn Fn(f64) -> anyhow::Result<Params>,
+    wd: f64,
+    prog: &mut Progress,
+    save: &mut dyn FnMut(Vec<(usize, Row)>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let group = sweep_group(ev, ks.len());
+    let is_w = |n: &str| ev.model.is_weight(n);
     let mut tick = |n: u64| prog.inc(n);
-    for chunk in ts.chunks(group) {
+    // The point evaluated last, whose weights give the next step's length
+    // without making it again (a REPAIRed point costs a pass over data).
+    let mut last: Option<(usize, Params)> = None;
+    for chunk in ks.chunks(group) {
         let params = chunk
             .iter()
-            .map(|&t| point(t))
+            .map(|&k| point(ts[k]))
             .collect::<anyhow::Result<Vec<Params>>>()?;
         ev.update_bn_ticking(&params, &mut tick)?;
         let (train, _) = ev.evaluate_ticking(&params, &ev.data.train, false, &mut tick)?;
         let (test, _) = ev.evaluate_ticking(&params, &ev.data.test, false, &mut tick)?;
-        for (i, &t) in chunk.iter().enumerate() {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for (i, &k) in chunk.iter().enumerate() {
             let w = &params[i];
-            let is_w = |n: &str| ev.model.is_weight(n);
-            let dl = prev
-                .as_ref()
-                .map(|p| w.distance(p, is_w).unwrap_or(f64::NAN))
-                .unwrap_or(0.0);
+            let dl = match (k, &last) {
+                (0, _) => 0.0,
+                (_, Some((j, p))) if j + 1 == k => w.distance(p, is_w).unwrap_or(f64::NAN),
+                _ => w.distance(&point(ts[k - 1])?, is_w).unwrap_or(f64::NAN),
+            };
             let reg = 0.5 * wd * crate::optim::scalar(&w.sq_norm(is_w));
-            rows.push(row(t, &train[i], &test[i], reg, dl));
-            prev = Some(w.deep_clone());
+            rows.push((k, row(ts[k], &train[i], &test[i], reg, dl)));
+            last = Some((k, w.shallow_clone()));
         }
+        save(rows)?;
     }
-    Ok(finish_path(rows))
+    Ok(())
 }
 
 /// How many points a sweep evaluates together (sharing each batch).

@@ -13,9 +13,11 @@
 
 pub mod along;
 pub mod ensemble;
+mod ensemble_run;
 pub mod members;
 pub mod metrics;
 pub mod session;
+pub mod sweep;
 
 use tch::{Kind, Tensor};
 

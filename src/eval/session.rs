@@ -1,24 +1,25 @@
-//! The evaluation pipelines over a fitted curve: the sweep along t, the
-//! curve ensemble, the landscape plane and a point taken out for export.
+//! The evaluation pipelines over a fitted curve: the sweep along t and the
+//! curve ensemble (in `sweep.rs` and `ensemble_run.rs`), the landscape
+//! planes and a point taken out for export.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Result;
 
 use crate::checkpoint::Meta;
-use crate::config::{CurveConfig, DataRequest, EnsembleConfig, LandscapeConfig, SweepConfig};
-use crate::curve::line_point;
-use crate::eval::along::{self, Path as AlongPath};
-use crate::eval::ensemble::{self, Sampling};
+use crate::config::{CurveConfig, DataRequest, LandscapeConfig, RandomPlaneConfig};
 use crate::eval::Evaluator;
 use crate::experiment::{self as xp, LoadedCurve};
+use crate::landscape::grid::Run;
 use crate::landscape::{self, PlaneMeta};
 use crate::loader::{Data, DataConfig};
 use crate::model::Params;
-use crate::observe::{note, Observer, Progress};
+use crate::observe::Observer;
 use crate::runtime::Runtime;
-use crate::schema::{self, AlongFile, AlongMeta, EnsembleFile, EnsembleMeta, FORMAT};
+use crate::shard::{Shard, Target};
+
+pub use super::ensemble_run::{ensemble, ensemble_shard, merge as merge_ensemble};
+pub use super::sweep::{sweep, sweep_shard};
 
 /// A curve with its data, ready to evaluate.
 pub struct Session {
@@ -74,204 +75,111 @@ pub fn curve_id(path: &Path, meta: &Meta) -> String {
     format!("epoch {} / {} bytes", meta.epoch, len)
 }
 
-/// The sweep along the curve and the line; writes eval/along.json and .csv.
-pub fn sweep(s: &Session, exp: &Path, cfg: &SweepConfig, obs: &dyn Observer) -> Result<AlongFile> {
-    cfg.validate()?;
-    let ev = s.evaluator();
-    let ts = along::grid(cfg.points);
-    let model = &s.lc.model;
-    let curve = &s.lc.curve;
-    let n = curve.num_bends();
-    let (w1, w2) = (&curve.bends[0], &curve.bends[n - 1]);
-    let mut prog = Progress::new(obs, "eval", 2 * along::sweep_work(&ev, cfg.points));
-    let timer = std::time::Instant::now();
-    let c = along::sweep(&ev, &ts, &|t| Ok(curve.point(model, t)), s.wd, &mut prog)?;
-    let l = along::sweep(
-        &ev,
-        &ts,
-        &|t| Ok(line_point(model, w1, w2, t)),
-        s.wd,
-        &mut prog,
-    )?;
-    prog.finish();
-    let seconds = timer.elapsed().as_secs_f64();
-    let meta = AlongMeta {
-        dataset: s.lc.meta.dataset,
-        arch: s.lc.meta.arch.arch,
-        curve: s.lc.meta.curve.as_ref().map(|c| c.kind),
-        bends: n,
-        points: cfg.points,
-        wd: s.wd,
-        seconds,
-        precision: s.rt.precision,
-        train_subset: s.dcfg.train_subset,
-        test_subset: s.dcfg.test_subset,
-        n_train: s.data.train.len(),
-        n_test: s.data.test.len(),
-        full_train: s.data.full_train,
-        full_test: s.data.full_test,
-        stack_models: s.rt.stack,
-        curve_id: s.curve_id(),
-    };
-    let out = AlongFile {
-        format: FORMAT,
-        meta,
-        curve: c,
-        line: l,
-    };
-    let dir = exp.join("eval");
-    schema::write_json(&dir.join("along.json"), &out)?;
-    crate::checkpoint::write_atomic(
-        &dir.join("along.csv"),
-        along_csv(&out.curve, &out.line).as_bytes(),
-    )?;
-    note(
-        obs,
-        format!(
-            "sweep of {} points on curve and line took {seconds:.1}s",
-            cfg.points
-        ),
-    );
-    Ok(out)
-}
-
-fn along_csv(c: &AlongPath, l: &AlongPath) -> String {
-    let cols = [
-        "t",
-        "train_loss",
-        "train_nll",
-        "train_acc",
-        "test_loss",
-        "test_nll",
-        "test_acc",
-        "test_ece",
-        "dl",
-    ];
-    let mut out = String::from("path,");
-    out += &cols.join(",");
-    out.push('\n');
-    for (name, p) in [("curve", c), ("line", l)] {
-        for r in &p.rows {
-            let v = [
-                r.t,
-                r.train_loss,
-                r.train_nll,
-                r.train_acc,
-                r.test_loss,
-                r.test_nll,
-                r.test_acc,
-                r.test_ece,
-                r.dl,
-            ];
-            let cells: Vec<String> = v.iter().map(|x| format!("{x}")).collect();
-            // Writing to a String cannot fail.
-            let _ = writeln!(out, "{name},{}", cells.join(","));
-        }
-    }
-    out
-}
-
-/// Scores of the endpoints, their pair, and the curve ensemble of K; writes
-/// eval/ensemble.json.
-pub fn ensemble(
-    s: &Session,
-    exp: &Path,
-    cfg: &EnsembleConfig,
-    obs: &dyn Observer,
-) -> Result<EnsembleFile> {
-    cfg.validate()?;
-    let k = cfg.k;
-    let ev = s.evaluator();
-    let model = &s.lc.model;
-    let curve = &s.lc.curve;
-    let ts = ensemble::member_ts(k, cfg.sampling, cfg.seed);
-    let order = match cfg.sampling {
-        Sampling::Grid => ensemble::spread_order(&ts),
-        Sampling::Random => (0..k).collect(),
-    };
-    let timer = std::time::Instant::now();
-    let mut prog = Progress::new(obs, "ensemble", k as u64 + 2);
-    // The endpoints as trained (with their own BN statistics) when their files exist, else φ(0), φ(1).
-    let endpoint = |i: usize, t: f64| -> Result<Params> {
-        Ok(match xp::load_endpoint_if_present(exp, i, model, &s.rt)? {
-            Some(p) => p,
-            None => s.point(t)?,
-        })
-    };
-    let ends = [endpoint(0, 0.0)?, endpoint(1, 1.0)?];
-    let (_, end_logits) = ev.evaluate(&ends, &s.data.test, true)?;
-    prog.inc(2);
-    let mut members = Vec::with_capacity(k);
-    let group = ev.group_size(crate::eval::GROUP_BUDGET).max(1);
-    for chunk in ts.chunks(group) {
-        let ps: Vec<Params> = chunk.iter().map(|&t| curve.point(model, t)).collect();
-        ev.update_bn(&ps)?;
-        let (_, logits) = ev.evaluate(&ps, &s.data.test, true)?;
-        prog.inc(chunk.len() as u64);
-        members.extend(logits);
-    }
-    prog.finish();
-    let report = ensemble::report(
-        &end_logits[0],
-        &end_logits[1],
-        &members,
-        ts,
-        order,
-        &s.data.test.labels,
-        cfg.average,
-    )?;
-    let out = EnsembleFile {
-        format: FORMAT,
-        meta: EnsembleMeta {
-            dataset: s.lc.meta.dataset,
-            arch: s.lc.meta.arch.arch,
-            k,
-            sampling: cfg.sampling,
-            average: cfg.average,
-            seed: cfg.seed,
-            n_test: s.data.test.len(),
-            test_subset: s.dcfg.test_subset,
-            seconds: timer.elapsed().as_secs_f64(),
-            curve_id: s.curve_id(),
-        },
-        report,
-    };
-    schema::write_json(&exp.join("eval").join("ensemble.json"), &out)?;
-    Ok(out)
-}
-
-/// The loss landscape on the plane through w1, the bend and w2; writes
-/// (and resumes) landscape/plane.json.
+/// The loss landscape on the plane through w1, the bend and w2: the whole
+/// grid into landscape/plane.json, or one shard's points into its part
+/// (each resumed).
 pub fn landscape(
     s: &Session,
     exp: &Path,
     cfg: &LandscapeConfig,
+    shard: Shard,
     obs: &dyn Observer,
 ) -> Result<landscape::PlaneFile> {
     cfg.validate()?;
-    let ev = s.evaluator();
     let meta = PlaneMeta {
         dataset: s.lc.meta.dataset,
         arch: s.lc.meta.arch.arch,
-        coords: cfg.coords,
+        coords: Some(cfg.coords),
         grid: cfg.grid,
-        margin: cfg.margin,
-        plane_bend: 0,
+        margin: Some(cfg.margin),
+        plane_bend: None,
         caption: String::new(),
         train_subset: s.dcfg.train_subset,
         test_subset: s.dcfg.test_subset,
         curve_id: s.curve_id(),
         wd: s.wd,
+        random: None,
     };
-    landscape::compute(
-        &ev,
-        &s.lc.model,
-        &s.lc.curve,
-        cfg,
-        meta,
-        &exp.join("landscape").join("plane.json"),
-        obs,
-    )
+    let run = grid_run(exp, Target::Plane, shard, obs);
+    landscape::compute(&s.evaluator(), &s.lc.curve, cfg, meta, &run)
+}
+
+/// Where a landscape run keeps its points: the result itself, or a
+/// shard's part (resuming from a merged result too).
+fn grid_run<'a>(exp: &Path, target: Target, shard: Shard, obs: &'a dyn Observer) -> Run<'a> {
+    let whole = exp.join(target.output());
+    if shard.is_whole() {
+        Run {
+            shard,
+            out: whole,
+            merged: None,
+            obs,
+        }
+    } else {
+        Run {
+            shard,
+            out: target.part(exp, shard),
+            merged: Some(whole),
+            obs,
+        }
+    }
+}
+
+/// A landscape of random directions around one network (`cfg.around`, a
+/// model file or folder, taken relative to `exp` when it is there): the
+/// whole grid into landscape/random.json (random-1d.json for a line), or
+/// one shard's points into its part.
+pub fn random_landscape(
+    exp: &Path,
+    data: &DataRequest,
+    rt: &Runtime,
+    cfg: &RandomPlaneConfig,
+    shard: Shard,
+    obs: &dyn Observer,
+) -> Result<landscape::PlaneFile> {
+    cfg.validate()?;
+    let inside = exp.join(&cfg.around);
+    let around = if cfg.around.is_relative() && inside.exists() {
+        inside
+    } else {
+        cfg.around.clone()
+    };
+    let path = xp::resolve_model_path(&around);
+    let meta = xp::read_meta(&path)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} has no modeconn metadata (architecture, data), so its data cannot be chosen; import it first (e.g. as an endpoint of fit-curve)",
+            path.display()
+        )
+    })?;
+    let model = crate::model::Model::new(meta.arch.clone())?;
+    let (data, dcfg) = xp::load_data_for(&meta, Some(exp), data, rt, &path)?;
+    let centre = xp::load_params(&path, &model, rt)?;
+    let ev = Evaluator {
+        model: &model,
+        data: &data,
+        rt,
+    };
+    let base = PlaneMeta {
+        dataset: meta.dataset,
+        arch: meta.arch.arch,
+        coords: None,
+        grid: cfg.grid,
+        margin: None,
+        plane_bend: None,
+        caption: String::new(),
+        train_subset: dcfg.train_subset,
+        test_subset: dcfg.test_subset,
+        curve_id: curve_id(&path, &meta),
+        wd: 0.0,
+        random: None,
+    };
+    let target = if cfg.dims == 2 {
+        Target::Random
+    } else {
+        Target::Random1d
+    };
+    let run = grid_run(exp, target, shard, obs);
+    landscape::random::compute(&ev, centre, cfg, base, &run)
 }
 
 /// Refuses an export before any work: t outside [0, 1], or an output inside

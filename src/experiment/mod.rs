@@ -77,7 +77,13 @@ pub fn ensure_same<T: Serialize>(
         return Ok(());
     }
     let mut diffs = Vec::new();
-    json_diffs("", Some(&old), Some(&now), &mut diffs);
+    json_diffs(
+        "",
+        Some(&old),
+        Some(&now),
+        ("saved", "requested"),
+        &mut diffs,
+    );
     bail!(
         "{} holds {what} made with other '{key}' settings ({}). {fix}",
         exp.display(),
@@ -102,8 +108,15 @@ pub fn ensure_resumable<T: Serialize>(
 }
 
 /// "path: saved A, requested B" for every leaf where two JSON values differ
-/// (objects are compared key by key, with dotted paths).
-fn json_diffs(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<String>) {
+/// (objects are compared key by key, with dotted paths); `labels` name the
+/// two sides ("saved", "requested").
+pub fn json_diffs(
+    path: &str,
+    a: Option<&Value>,
+    b: Option<&Value>,
+    labels: (&str, &str),
+    out: &mut Vec<String>,
+) {
     if let (Some(Value::Object(x)), Some(Value::Object(y))) = (a, b) {
         let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
         for k in keys {
@@ -112,11 +125,12 @@ fn json_diffs(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<St
             } else {
                 format!("{path}.{k}")
             };
-            json_diffs(&p, x.get(k), y.get(k), out);
+            json_diffs(&p, x.get(k), y.get(k), labels, out);
         }
     } else if a != b {
         let show = |v: Option<&Value>| v.map_or("(absent)".to_string(), Value::to_string);
-        out.push(format!("{path}: saved {}, requested {}", show(a), show(b)));
+        let (la, lb) = labels;
+        out.push(format!("{path}: {la} {}, {lb} {}", show(a), show(b)));
     }
 }
 
@@ -178,6 +192,7 @@ pub fn owned_by_experiment(exp: &Path, path: &Path) -> Option<String> {
             | "eval"
             | "landscape"
             | "figures"
+            | "shards"
     ) || first.starts_with("model_")
         || (rel.components().count() == 1
             && matches!(first.as_str(), "config.json" | ".lock" | "report.html"));

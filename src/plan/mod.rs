@@ -23,6 +23,7 @@ use crate::observe::{note, Event, Observer};
 use crate::optim::OptimConfig;
 use crate::runtime::Runtime;
 use crate::schema::{self, AlongFile, EnsembleFile};
+use crate::shard::Shard;
 use crate::train::endpoints::{snapshot_dir, train_endpoints};
 use crate::train::fge::run_fge;
 use crate::train::{curve::fit_curve, Context};
@@ -101,7 +102,7 @@ pub fn run(
         ..DataRequest::default()
     };
     let ls = Session::open(exp, &ls_data, rt.clone())?;
-    session::landscape(&ls, exp, &landscape_config(p), obs)?;
+    session::landscape(&ls, exp, &landscape_config(p), Shard::WHOLE, obs)?;
     drop(ls);
     step("plots and report");
     let report = crate::report::plot_all(exp)?;
@@ -143,7 +144,7 @@ fn train_steps(
     let tcfg = train_config(p, augment, rt.precision);
     ensure_same(exp, "train", &tcfg, "start_model/ and end_model/")?;
     ensure_same(exp, "data", &dcfg, "every step's outputs")?;
-    train_endpoints(exp, &cx, &tcfg, true, obs)?;
+    train_endpoints(exp, &cx, &tcfg, true, Shard::WHOLE, obs)?;
 
     step("fit curve");
     let ccfg = curve_config(p, exp, augment, rt.precision);

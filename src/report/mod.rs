@@ -66,6 +66,7 @@ pub fn plot_all(exp_dir: &Path) -> Result<PlotSummary> {
             }
         }
     }
+    random_figures(&inputs, &title, &fig_dir, &mut written, &mut figures)?;
     line_figures(&inputs, &title, &fig_dir, &mut written, &mut figures)?;
 
     if figures.is_empty() {
@@ -78,6 +79,35 @@ pub fn plot_all(exp_dir: &Path) -> Result<PlotSummary> {
     )?;
     written.push(report);
     Ok(PlotSummary { written, missing })
+}
+
+/// The figures of the random landscapes that exist: the plane's two
+/// (`landscape_random_train_loss`, `landscape_random_test_error`) and the
+/// line's (`landscape_random_1d`).
+fn random_figures(
+    inputs: &data::Inputs,
+    title: &str,
+    fig_dir: &Path,
+    written: &mut Vec<PathBuf>,
+    figures: &mut Vec<&'static str>,
+) -> Result<()> {
+    if let Some(plane) = &inputs.random {
+        for metric in [landscape::Metric::TrainLoss, landscape::Metric::TestErr] {
+            if let Some(fig) = landscape::Landscape::new(plane, metric, title) {
+                written.extend(render(&fig, fig_dir, metric.random_figure_name())?);
+                figures.push(metric.random_figure_name());
+            }
+        }
+    }
+    if let Some(line) = &inputs.random_1d {
+        written.extend(render(
+            &figures::SliceFigure { line, title },
+            fig_dir,
+            "landscape_random_1d",
+        )?);
+        figures.push("landscape_random_1d");
+    }
+    Ok(())
 }
 
 /// The line-chart figures whose inputs exist: along_curve, ensemble, budget

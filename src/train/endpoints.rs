@@ -14,14 +14,20 @@ use crate::loader::{Data, DataConfig};
 use crate::model::{BnMode, Model, Params};
 use crate::observe::{Observer, Progress};
 use crate::optim::Optimizer;
+use crate::shard::Shard;
 
-/// Trains every endpoint of an experiment (resuming each from its saved
-/// state when `resume`); returns their directories.
+use super::endpoint_shards;
+
+/// Trains every endpoint of an experiment, or with a `shard` other than
+/// [`Shard::WHOLE`] the endpoints i with i mod n = shard (see
+/// [`super::endpoint_shards`]), resuming each from its saved state when
+/// `resume`; returns their directories.
 pub fn train_endpoints(
     exp: &Path,
     cx: &Context,
     tcfg: &TrainConfig,
     resume: bool,
+    shard: Shard,
     obs: &dyn Observer,
 ) -> Result<Vec<PathBuf>> {
     let Context {
@@ -31,7 +37,11 @@ pub fn train_endpoints(
         rt,
     } = *cx;
     tcfg.validate()?;
-    check_existing(exp, model, dcfg, tcfg, resume)?;
+    let mine = shard.units(tcfg.models);
+    check_existing(exp, model, dcfg, tcfg, resume, &mine)?;
+    if resume && !shard.is_whole() {
+        endpoint_shards::ensure_resumable(exp, shard, dcfg, &model.cfg, tcfg)?;
+    }
     let trainer = Trainer {
         lp: Loop {
             model,
@@ -44,25 +54,33 @@ pub fn train_endpoints(
     };
     // Checked before the first write, like everything else.
     trainer.lp.ensure_batches("endpoints")?;
-    xp::write_section(exp, "data", dcfg)?;
-    xp::write_section(exp, "arch", &model.cfg)?;
-    xp::record_runtime(exp, rt, model, obs)?;
-    xp::write_section(exp, "train", tcfg)?;
+    let mut part = None;
+    if shard.is_whole() {
+        xp::write_section(exp, "data", dcfg)?;
+        xp::write_section(exp, "arch", &model.cfg)?;
+        xp::record_runtime(exp, rt, model, obs)?;
+        xp::write_section(exp, "train", tcfg)?;
+    } else {
+        part = Some(endpoint_shards::start(exp, shard, cx, tcfg, obs)?);
+    }
     let plan = EpochPlan {
         epochs: tcfg.epochs,
         optim: tcfg.optim.clone(),
         rate: super::Rate::Schedule(tcfg.schedule),
     };
-    let total = tcfg.models as u64 * tcfg.epochs as u64 * trainer.lp.batches_per_epoch();
+    let total = mine.len() as u64 * tcfg.epochs as u64 * trainer.lp.batches_per_epoch();
     let mut prog = Progress::new(obs, "endpoints", total);
     let mut dirs = Vec::new();
-    for i in 0..tcfg.models {
+    for i in mine {
         let dir = xp::endpoint_dir(exp, i, tcfg.models);
         let mut job = EndpointJob::new(dir.clone(), tcfg.seed + i as u64, cx)?;
         job.save_every = tcfg.save_every;
         let start = job.start_epoch;
         let saved_optim = job.saved_optim.take();
         trainer.run(&job, &plan, start, saved_optim, &mut prog)?;
+        if let Some(p) = part.as_mut() {
+            endpoint_shards::finished(exp, p, i)?;
+        }
         dirs.push(dir);
     }
     prog.finish();
@@ -77,9 +95,10 @@ fn check_existing(
     dcfg: &DataConfig,
     tcfg: &TrainConfig,
     resume: bool,
+    mine: &[usize],
 ) -> Result<()> {
     let mut resuming = false;
-    for i in 0..tcfg.models {
+    for &i in mine {
         let dir = xp::endpoint_dir(exp, i, tcfg.models);
         let state = checkpoint::state_file(&dir);
         if !state.exists() {
@@ -103,7 +122,7 @@ fn check_existing(
         xp::ensure_resumable(exp, "train", tcfg, dcfg, &model.cfg, "endpoints")?;
         // Every saved state is read and checked now, before config.json is
         // touched: a damaged one is refused with the experiment unchanged.
-        for i in 0..tcfg.models {
+        for &i in mine {
             let dir = xp::endpoint_dir(exp, i, tcfg.models);
             if let Some(st) = SavedState::read(&dir)? {
                 let p = saved_params(&st, model)?;

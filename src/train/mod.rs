@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod curve;
+pub mod endpoint_shards;
 pub mod endpoints;
 pub mod fge;
 

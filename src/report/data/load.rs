@@ -60,6 +60,8 @@ impl Inputs {
         inp.align = load_align(exp, &mut inp.notes);
         inp.ensemble = load_ensemble(exp, &mut inp.notes);
         inp.plane = load_plane(exp, &mut inp.notes);
+        inp.random = load_random(exp, "landscape/random.json", 2, &mut inp.notes);
+        inp.random_1d = load_random(exp, "landscape/random-1d.json", 1, &mut inp.notes);
         inp.budget = crate::report::budget::Budget::load(exp, inp.config.as_ref());
         inp
     }
@@ -198,8 +200,24 @@ fn load_plane(exp: &Path, notes: &mut Vec<String>) -> Option<Plane> {
         |p| {
             let file = schema::read_versioned::<schema::PlaneFile>(p, &cmd)?;
             let plane: Plane = view(&file)?;
-            plane.check()?;
+            plane.check(2)?;
             Ok(plane)
         },
     )
+}
+
+/// A random landscape (`rows` 2: a plane, 1: a line) when one was made (no
+/// note when absent: it is optional).
+fn load_random(exp: &Path, rel: &str, rows: usize, notes: &mut Vec<String>) -> Option<Plane> {
+    if !exp.join(rel).exists() {
+        return None;
+    }
+    let plane = if rows == 2 { "random" } else { "random-1d" };
+    let cmd = format!("modeconn landscape --exp {} --plane {plane}", exp.display());
+    read_or_note(exp, rel, &cmd, "its figure", notes, |p| {
+        let file = schema::read_versioned::<schema::PlaneFile>(p, &cmd)?;
+        let plane: Plane = view(&file)?;
+        plane.check(rows)?;
+        Ok(plane)
+    })
 }

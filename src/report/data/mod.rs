@@ -127,13 +127,23 @@ pub(crate) struct Plane {
     pub curve: Vec<[f64; 2]>,
     #[serde(default)]
     pub line: Vec<[f64; 2]>,
+    /// A random plane's centre.
+    #[serde(default)]
+    pub centre: Option<[f64; 2]>,
 }
 
 impl Plane {
-    fn check(&self) -> anyhow::Result<()> {
+    /// Checks a grid of at least 2x2 points (`rows` 2), or a line of at
+    /// least 2 points (`rows` 1), whose value rows match it.
+    fn check(&self, rows: usize) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.xs.len() >= 2 && self.ys.len() >= 2,
-            "grid needs at least 2x2 points"
+            self.xs.len() >= 2 && (self.ys.len() >= 2) == (rows == 2) && !self.ys.is_empty(),
+            "{}",
+            if rows == 2 {
+                "grid needs at least 2x2 points"
+            } else {
+                "a line needs one row of at least 2 points"
+            }
         );
         for (name, g) in [
             ("train_loss", &self.train_loss),
@@ -204,6 +214,9 @@ pub(crate) struct Inputs {
     pub align: Option<Aligned>,
     pub ensemble: Option<Ensemble>,
     pub plane: Option<Plane>,
+    /// `landscape/random.json` and `landscape/random-1d.json`, when made.
+    pub random: Option<Plane>,
+    pub random_1d: Option<Plane>,
     /// Ensembles at equal training budget, when two methods have results.
     pub budget: Option<crate::report::budget::Budget>,
     /// One line per missing or unreadable input, naming the command that makes it.
@@ -217,6 +230,8 @@ impl Inputs {
             && self.align.is_none()
             && self.ensemble.is_none()
             && self.plane.is_none()
+            && self.random.is_none()
+            && self.random_1d.is_none()
     }
 
     fn image_folder_label(&self) -> Option<String> {
@@ -240,6 +255,8 @@ impl Inputs {
             self.align.as_ref().map(|a| &a.meta),
             self.ensemble.as_ref().map(|e| &e.meta),
             self.plane.as_ref().map(|p| &p.meta),
+            self.random.as_ref().map(|p| &p.meta),
+            self.random_1d.as_ref().map(|p| &p.meta),
         ];
         metas
             .into_iter()

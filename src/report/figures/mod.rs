@@ -4,13 +4,14 @@
 //! - [`style`]: font, colours and the dash pattern every figure uses;
 //! - [`axis`]: [`Axis`], a linear or log axis fitted to the data, with its tick positions;
 //! - [`panel`]: the building blocks of a figure (title, panel with grid, series, legend, text);
-//! - [`along`], [`ensemble`], [`training`]: one file per figure.
+//! - [`along`], [`ensemble`], [`training`], [`slice`]: one file per figure.
 
 mod along;
 mod axis;
 mod budget;
 mod ensemble;
 mod panel;
+mod slice;
 mod style;
 mod training;
 
@@ -19,5 +20,6 @@ pub(crate) use axis::Axis;
 pub(crate) use budget::BudgetFigure;
 pub(crate) use ensemble::EnsembleFigure;
 pub(crate) use panel::{draw_legend, legend_mark, panel, titled, Chart};
+pub(crate) use slice::SliceFigure;
 pub(crate) use style::font;
 pub(crate) use training::TrainingFigure;

@@ -90,6 +90,7 @@ pub(crate) fn report(exp: &Path, inp: &Inputs, figures: &[&str], notes: &[String
     if let Some(p) = &inp.plane {
         sections::landscape(&mut h, p, figures);
     }
+    sections::random_landscapes(&mut h, inp, figures);
     if let Some(c) = &inp.config {
         sections::configuration(&mut h, c);
     }

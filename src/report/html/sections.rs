@@ -192,6 +192,33 @@ pub(super) fn landscape(h: &mut String, p: &Plane, figures: &[&str]) {
     }
 }
 
+/// The random-direction landscapes that exist: their captions and figures.
+pub(super) fn random_landscapes(h: &mut String, inp: &Inputs, figures: &[&str]) {
+    let found = [
+        (
+            inp.random.as_ref(),
+            &["landscape_random_train_loss", "landscape_random_test_error"][..],
+        ),
+        (inp.random_1d.as_ref(), &["landscape_random_1d"][..]),
+    ];
+    if found.iter().all(|(p, _)| p.is_none()) {
+        return;
+    }
+    h.push_str("<h2>Random directions</h2>\n");
+    for (p, names) in found {
+        let Some(p) = p else { continue };
+        let caption = p
+            .meta
+            .get("caption")
+            .and_then(Value::as_str)
+            .unwrap_or("random directions");
+        let _ = writeln!(h, "<p>{}</p>", esc(caption));
+        for name in names.iter().filter(|n| figures.contains(n)) {
+            figure(h, name, "Grid point (α, β) is w + α·d₁ + β·d₂ for the centre network w and filter-normalised random directions d₁, d₂.");
+        }
+    }
+}
+
 /// The settings of config.json as a table, and the file itself folded away.
 pub(super) fn configuration(h: &mut String, c: &Value) {
     h.push_str("<h2>Configuration</h2>\n");

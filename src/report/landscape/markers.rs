@@ -62,6 +62,9 @@ impl Landscape<'_> {
         DB::ErrorType: 'static,
     {
         let p = self.plane;
+        if p.bends.is_empty() && p.endpoints.is_empty() {
+            return Ok(()); // a random plane: only its centre (`draw_centre`)
+        }
         let inside = within(xr, yr);
         // A label on a white box, centred `dy` pixels below (or above, if negative) the marker.
         let tag = |text: String, dy: i32| {
@@ -115,6 +118,41 @@ impl Landscape<'_> {
         chart
             .draw_series(ends)?
             .label("endpoints")
+            .legend(|(x, y)| Circle::new((x + 14, y), 8, BLACK.filled()));
+        Ok(())
+    }
+}
+
+impl Landscape<'_> {
+    /// A random plane's centre (the network it is drawn around), labelled
+    /// with its folder's name.
+    pub(super) fn draw_centre<'a, DB: DrawingBackend + 'a>(
+        &self,
+        chart: &mut Chart<'a, DB>,
+    ) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        let Some(c) = self.plane.centre else {
+            return Ok(());
+        };
+        let name = self
+            .plane
+            .meta
+            .pointer("/random/around")
+            .and_then(|v| v.as_str())
+            .and_then(|p| std::path::Path::new(p).file_name())
+            .map_or("centre".to_string(), |n| n.to_string_lossy().into_owned());
+        let style = font(21.0).pos(Pos::new(HPos::Center, VPos::Center));
+        let w = 12 * name.chars().count() as i32 + 12;
+        let mark = EmptyElement::at((c[0], c[1]))
+            + Circle::new((0, 0), 10, BLACK.filled())
+            + Circle::new((0, 0), 10, WHITE.stroke_width(2))
+            + Rectangle::new([(-w / 2, 16), (w / 2, 44)], WHITE.mix(0.85).filled())
+            + Text::new(name, (0, 30), style);
+        chart
+            .draw_series(std::iter::once(mark))?
+            .label("centre")
             .legend(|(x, y)| Circle::new((x + 14, y), 8, BLACK.filled()));
         Ok(())
     }

@@ -39,6 +39,13 @@ impl Metric {
             Metric::TestErr => "landscape_test_error",
         }
     }
+    /// The figure of this metric on a random plane.
+    pub fn random_figure_name(self) -> &'static str {
+        match self {
+            Metric::TrainLoss => "landscape_random_train_loss",
+            Metric::TestErr => "landscape_random_test_error",
+        }
+    }
     fn label(self) -> &'static str {
         match self {
             Metric::TrainLoss => "train loss",
@@ -163,6 +170,7 @@ impl Figure for Landscape<'_> {
         self.draw_missing_cells(&mut chart)?;
         self.draw_paths(&mut chart, (x0, x1), (y0, y1))?;
         self.draw_markers(&mut chart, (x0, x1), (y0, y1))?;
+        self.draw_centre(&mut chart)?;
         draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
 
         let (_, yr) = chart.plotting_area().get_pixel_range();

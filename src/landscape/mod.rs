@@ -7,16 +7,31 @@
 //! (a, b) ↦ θ + a·(w1−θ) + b·(w2−θ), so θ is (0,0), w1 (1,0) and w2 (0,1).
 //! For curves with more than three bends, θ is the inner bend farthest
 //! from the straight line.
-
-use std::path::Path;
+//!
+//! [`random`] draws planes of random directions around one network instead
+//! (Li et al. 2018); [`grid`] evaluates any plane's grid, sharded or not.
 
 use anyhow::{bail, Result};
 use tch::Kind;
 
-use crate::curve::{with_fresh_buffers, Curve};
+use crate::curve::Curve;
 use crate::eval::Evaluator;
-use crate::model::{Model, Params};
-use crate::observe::Progress;
+use crate::model::Params;
+
+pub mod grid;
+pub mod random;
+
+crate::choice! {
+    /// Which plane `landscape` evaluates.
+    pub enum PlaneKind {
+        /// The plane through w1, the curve's bend and w2.
+        Curve = "curve",
+        /// Two filter-normalised random directions around --around (Li et al. 2018).
+        Random = "random",
+        /// One filter-normalised random direction around --around: a 1-D slice.
+        Random1d = "random-1d",
+    }
+}
 
 crate::choice! {
     pub enum Coords {
@@ -163,35 +178,22 @@ pub fn axes(points: &[(f64, f64)], grid: usize, margin: f64) -> (Vec<f64>, Vec<f
     )
 }
 
-/// Computes (or resumes) the landscape grid and writes plane.json after
-/// every row, atomically.
+/// Computes (or resumes) the run's points of the landscape grid on the
+/// plane through the curve (see [`grid::fill`]).
 pub fn compute(
     ev: &Evaluator,
-    model: &Model,
     curve: &Curve,
     cfg: &crate::config::LandscapeConfig,
     meta_base: PlaneMeta,
-    out: &Path,
-    obs: &dyn crate::observe::Observer,
+    run: &grid::Run,
 ) -> Result<PlaneFile> {
-    let (plane, mut file) = layout(curve, cfg, meta_base)?;
-    resume_rows(&mut file, out);
-    let grid = cfg.grid;
-    let todo: Vec<usize> = (0..grid)
-        .filter(|&j| file.train_loss[j].iter().any(Option::is_none))
-        .collect();
-    let mut prog = Progress::new(obs, "landscape", (grid * grid) as u64);
-    prog.inc(((grid - todo.len()) * grid) as u64);
-    for j in todo {
-        let timer = std::time::Instant::now();
-        fill_row(ev, model, &plane, &mut file, j)?;
-        file.seconds += timer.elapsed().as_secs_f64();
-        crate::checkpoint::write_atomic(out, serde_json::to_string_pretty(&file)?.as_bytes())?;
-        prog.inc(grid as u64);
-        prog.set_message(format!("row {}/{grid}", j + 1));
-    }
-    prog.finish();
-    Ok(file)
+    let (plane, file) = layout(curve, cfg, meta_base)?;
+    let point = |xy: (f64, f64)| plane.point(xy);
+    let src = grid::Source {
+        point: &point,
+        recompute_bn: true,
+    };
+    grid::fill(ev, &src, file, run)
 }
 
 /// The plane through w1, the inner bend farthest from the line and w2, and
@@ -241,12 +243,14 @@ fn layout(
     let empty = || vec![vec![None; cfg.grid]; cfg.grid];
     let file = PlaneFile {
         format: crate::schema::FORMAT,
+        shard: None,
         meta: PlaneMeta {
-            coords: cfg.coords,
+            coords: Some(cfg.coords),
             grid: cfg.grid,
-            margin: cfg.margin,
-            plane_bend: bend,
+            margin: Some(cfg.margin),
+            plane_bend: Some(bend),
             caption,
+            random: None,
             ..meta_base
         },
         x_label: x_label.to_string(),
@@ -260,59 +264,10 @@ fn layout(
         endpoints,
         bends,
         curve: curve_pts,
+        centre: None,
         seconds: 0.0,
     };
     Ok((plane, file))
-}
-
-/// Keeps the finished rows of an earlier run with identical settings; a
-/// file of another shape (a damaged one) is ignored and recomputed.
-fn resume_rows(file: &mut PlaneFile, out: &Path) {
-    let Ok(old) = crate::schema::read_versioned::<PlaneFile>(out, "") else {
-        return;
-    };
-    let grid = file.meta.grid;
-    let whole = |g: &Vec<Vec<Option<f64>>>| g.len() == grid && g.iter().all(|r| r.len() == grid);
-    if old.meta == file.meta
-        && old.xs.len() == grid
-        && old.ys.len() == grid
-        && whole(&old.train_loss)
-        && whole(&old.test_err)
-        && whole(&old.test_nll)
-    {
-        file.train_loss = old.train_loss;
-        file.test_err = old.test_err;
-        file.test_nll = old.test_nll;
-        file.seconds = old.seconds;
-    }
-}
-
-/// Evaluates grid row `j` (every x at y = ys[j]) with BatchNorm statistics
-/// re-estimated per point; the train loss includes the curve's L2 term.
-fn fill_row(
-    ev: &Evaluator,
-    model: &Model,
-    plane: &Plane,
-    file: &mut PlaneFile,
-    j: usize,
-) -> Result<()> {
-    let y = file.ys[j];
-    let pts: Vec<Params> = file
-        .xs
-        .iter()
-        .map(|&x| with_fresh_buffers(model, plane.point((x, y))))
-        .collect();
-    ev.update_bn(&pts)?;
-    let (train, _) = ev.evaluate(&pts, &ev.data.train, false)?;
-    let (test, _) = ev.evaluate(&pts, &ev.data.test, false)?;
-    let is_w = |n: &str| model.is_weight(n);
-    for (i, p) in pts.iter().enumerate() {
-        let reg = 0.5 * file.meta.wd * crate::optim::scalar(&p.sq_norm(is_w));
-        file.train_loss[j][i] = Some(train[i].nll + reg);
-        file.test_err[j][i] = Some(100.0 - test[i].acc);
-        file.test_nll[j][i] = Some(test[i].nll);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
