@@ -103,7 +103,10 @@ fn quick() -> Preset {
         wd: 5e-4,
         batch_size: 128,
         schedule: Schedule::Reference,
-        curve_epochs: 6,
+        // 20 curve epochs, not 6: the barrier falls from 1.63 to 0.29 points
+        // and the curve ensemble's NLL from 0.2775 to 0.2611 for one more
+        // minute (docs/RESULTS.md, "Curve training at quick scale").
+        curve_epochs: 20,
         curve_lr: 0.05,
         curve: CurveKind::Bezier,
         bends: 3,
