@@ -48,7 +48,7 @@ pub(super) fn align(h: &mut String, a: &Aligned, along: Option<&Along>, figures:
         .map_or(0, |o| o.len().saturating_sub(1));
     let _ = writeln!(
         h,
-        "<p>Weight matching moved {} of {} hidden units of the end model in {sweeps} sweeps ({:.1} s); \
+        "<p>Weight matching moved {} of {} hidden units of the end model in {sweeps} sweeps ({:.2} s); \
          the permuted end model gives the same logits (largest difference {:.1e}).</p>",
         num("moved").unwrap_or(f64::NAN),
         num("permutable").unwrap_or(f64::NAN),
@@ -93,7 +93,7 @@ pub(super) fn align(h: &mut String, a: &Aligned, along: Option<&Along>, figures:
         figure(
             h,
             "align",
-            "Train loss, test error and test accuracy along the straight line from start to end before alignment, after it, and after it with REPAIR (dashed), and along the curve (solid).",
+            "Train loss and test error along the straight line from start to end before alignment, after it, and after it with REPAIR (dashed), and along the curve (solid); vertical segments mark the barriers.",
         );
     }
 }
