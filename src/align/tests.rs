@@ -82,9 +82,13 @@ fn a_permuted_network_computes_the_same_logits_for_every_architecture() {
         let x = Tensor::rand([6, c, hw, hw], (Kind::Float, Device::Cpu));
         let (y, z) = (logits(&model, &p, &x), logits(&model, &q, &x));
         let diff = (&y - &z).abs().max().double_value(&[]);
+        // 1e-4 for logits of order 1: random BN statistics make a deep
+        // PreResNet's logits large, and fp32 sums taken in another order
+        // differ in proportion.
+        let scale = y.abs().max().double_value(&[]).max(1.0);
         assert!(
-            diff < 1e-4,
-            "{arch:?} depth {}: max |Δlogit| = {diff}",
+            diff < 1e-4 * scale,
+            "{arch:?} depth {}: max |Δlogit| = {diff} for logits up to {scale}",
             model.cfg.depth
         );
         let moved = (p.get(&model.perms.axes[0].param) - q.get(&model.perms.axes[0].param))
