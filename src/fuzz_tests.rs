@@ -9,21 +9,7 @@ use std::path::Path;
 
 use crate::data::DatasetKind;
 
-/// splitmix64: small, seeded, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use crate::rng::SplitMix64 as Rng;
 
 /// One random damage: a truncation, flipped bytes, or an absurd 4- or
 /// 8-byte value (a length or dimension field) written somewhere.

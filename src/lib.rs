@@ -29,6 +29,7 @@ pub mod observe;
 pub mod optim;
 pub mod plan;
 pub mod report;
+pub mod rng;
 pub mod runtime;
 pub mod schema;
 pub mod shard;

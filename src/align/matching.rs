@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::model::{Model, Params, PermAxis};
+use crate::rng::SplitMix64;
 
 /// One permutation per group of [`Model::perms`]: position i of the aligned
 /// network takes channel `perm[i]` of the original.
@@ -63,31 +64,31 @@ pub struct Matching {
     pub seconds: f64,
 }
 
+/// `t`'s shape with `axis` split into `[channels, inner]`.
+fn split_axis(t: &Tensor, axis: usize, inner: i64) -> Vec<i64> {
+    let shape = t.size();
+    let mut split = shape[..axis].to_vec();
+    split.extend([shape[axis] / inner, inner]);
+    split.extend(&shape[axis + 1..]);
+    split
+}
+
 /// `t` with `axis` (of `size · inner` entries) reordered by `perm`.
 fn permute_axis(t: &Tensor, axis: usize, inner: i64, perm: &Tensor) -> Tensor {
-    let shape = t.size();
-    let size = shape[axis] / inner;
-    let mut split = shape[..axis].to_vec();
-    split.extend([size, inner]);
-    split.extend(&shape[axis + 1..]);
-    t.reshape(split.as_slice())
+    t.reshape(split_axis(t, axis, inner).as_slice())
         .index_select(axis as i64, perm)
-        .reshape(shape.as_slice())
+        .reshape(t.size().as_slice())
 }
 
 /// `t` as a matrix `[size, rest]` whose row c holds everything channel c of
 /// `axis` owns.
 fn channel_rows(t: &Tensor, axis: usize, inner: i64) -> Tensor {
-    let shape = t.size();
-    let size = shape[axis] / inner;
-    let mut split = shape[..axis].to_vec();
-    split.extend([size, inner]);
-    split.extend(&shape[axis + 1..]);
+    let split = split_axis(t, axis, inner);
     let mut order = vec![axis as i64];
     order.extend((0..split.len() as i64).filter(|&d| d != axis as i64));
     t.reshape(split.as_slice())
         .permute(order.as_slice())
-        .reshape([size, -1])
+        .reshape([split[axis], -1])
 }
 
 fn index(perm: &[i64]) -> Tensor {
@@ -182,26 +183,13 @@ pub fn assign(c: &Tensor) -> Result<Vec<i64>> {
     Ok(perm)
 }
 
-/// A small seeded generator for the visiting order (SplitMix64).
-struct Order(u64);
-
-impl Order {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+/// 0..n in a seeded random order (Fisher–Yates).
+fn shuffled(rng: &mut SplitMix64, n: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        v.swap(i, rng.below(i + 1));
     }
-
-    fn shuffled(&mut self, n: usize) -> Vec<usize> {
-        let mut v: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-        v
-    }
+    v
 }
 
 /// Finds the permutation of `b` closest to `a` by weight matching: from the
@@ -226,10 +214,10 @@ pub fn weight_matching(
     let (a, b) = (as_f64(model, a), as_f64(model, b));
     let mut perm = Permutation::identity(model);
     let mut objective = vec![inner_product(model, &a, &b, &perm)];
-    let mut order = Order(settings.seed);
+    let mut order = SplitMix64(settings.seed);
     for sweep in 0..settings.max_sweeps {
         let mut improved = false;
-        for g in order.shuffled(model.perms.groups.len()) {
+        for g in shuffled(&mut order, model.perms.groups.len()) {
             let c = similarity(model, &a, &b, &perm, g);
             let gain = |p: &[i64]| -> f64 {
                 let idx = index(p).unsqueeze(1);

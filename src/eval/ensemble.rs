@@ -30,18 +30,9 @@ pub fn member_ts(k: usize, sampling: Sampling, seed: u64) -> Vec<f64> {
         Sampling::Grid if k == 1 => vec![0.5],
         Sampling::Grid => (0..k).map(|i| i as f64 / (k - 1) as f64).collect(),
         Sampling::Random => {
-            let mut s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            (0..k)
-                .map(|_| {
-                    // splitmix64
-                    s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                    let mut z = s;
-                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                    z ^= z >> 31;
-                    (z >> 11) as f64 / (1u64 << 53) as f64
-                })
-                .collect()
+            // The stream starts one step past `seed`, as it always has.
+            let mut rng = crate::rng::SplitMix64(seed.wrapping_add(0x9E37_79B9_7F4A_7C15));
+            (0..k).map(|_| rng.unit()).collect()
         }
     }
 }

@@ -29,33 +29,23 @@ use crate::schema::RandomMeta;
 
 /// A seeded stream of standard normal numbers (splitmix64, Box–Muller).
 struct Gaussians {
-    state: u64,
+    rng: crate::rng::SplitMix64,
     spare: Option<f64>,
 }
 
 impl Gaussians {
     fn new(seed: u64) -> Gaussians {
         Gaussians {
-            state: seed,
+            rng: crate::rng::SplitMix64(seed),
             spare: None,
         }
-    }
-
-    /// A uniform number in (0, 1].
-    fn uniform(&mut self) -> f64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 11) + 1) as f64 / (1u64 << 53) as f64
     }
 
     fn next(&mut self) -> f64 {
         if let Some(v) = self.spare.take() {
             return v;
         }
-        let (u, v) = (self.uniform(), self.uniform());
+        let (u, v) = (self.rng.unit_open(), self.rng.unit_open());
         let r = (-2.0 * u.ln()).sqrt();
         let a = 2.0 * std::f64::consts::PI * v;
         self.spare = Some(r * a.sin());
