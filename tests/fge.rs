@@ -244,3 +244,91 @@ fn run_with_fge_compares_the_ensembles_at_equal_budget() {
         assert!(html.contains(&cell), "{row} at {epochs} epochs is missing");
     }
 }
+
+/// FGE with Adam from an Adam-trained snapshot keeps its moments and step count; SGD from the
+/// same snapshot starts its state at zero and says so; both train with the endpoints'
+/// augmentation unless told otherwise.
+#[test]
+fn adam_fge_keeps_the_moments_and_the_training_augmentation() {
+    let env = TestEnv::new();
+    let e = env.p("e");
+    let subsets = [
+        "--train-subset",
+        "400",
+        "--test-subset",
+        "200",
+        "--threads",
+        "1",
+    ];
+    let mut train = vec![
+        "train-endpoints",
+        "--exp",
+        &e,
+        "--models",
+        "1",
+        "--epochs",
+        "2",
+        "--save-every",
+        "1",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.001",
+        "--augment",
+    ];
+    train.extend(subsets);
+    env.ok(&train);
+    let exp = env.path().join("e");
+    let steps = |p: &Path| tensors(p)["optim.steps"].int64_value(&[0]);
+    let s1 = steps(&exp.join("start_model/epoch-1/state.safetensors"));
+    let per_epoch = steps(&exp.join("start_model/epoch-2/state.safetensors")) - s1;
+    assert!(per_epoch > 0);
+    let from = exp.join("start_model/epoch-1");
+    let fge = |optimizer: &str| {
+        let mut a = vec![
+            "fge",
+            "--exp",
+            &e,
+            "--from",
+            from.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--cycle",
+            "2",
+            "--optimizer",
+            optimizer,
+            "--lr1",
+            "0.001",
+            "--lr2",
+            "0.0001",
+        ];
+        a.extend(subsets);
+        env.ok(&a)
+    };
+    let out = fge("adam");
+    assert!(!stderr(&out).contains("starts at zero"), "{}", stderr(&out));
+    assert_eq!(
+        steps(&exp.join("fge/state.safetensors")),
+        s1 + per_epoch,
+        "Adam's step count continues from the snapshot's"
+    );
+    let cfg = read_json(&exp.join("config.json"));
+    assert_eq!(cfg["fge"]["optimizer"], "adam");
+    assert_eq!(
+        cfg["fge"]["augment"], true,
+        "the endpoints were trained with --augment"
+    );
+
+    std::fs::remove_dir_all(exp.join("fge")).unwrap();
+    let out = fge("sgd");
+    assert!(
+        stderr(&out).contains("trained with adam, FGE runs sgd: its state starts at zero"),
+        "{}",
+        stderr(&out)
+    );
+    let cfg = read_json(&exp.join("config.json"));
+    assert!(
+        cfg["fge"].get("optimizer").is_none(),
+        "sgd is the default, left out"
+    );
+}

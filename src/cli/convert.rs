@@ -116,7 +116,9 @@ impl FitCurveArgs {
 
 impl FgeArgs {
     /// The FGE config: the reference's defaults, overridden by the flags.
-    pub fn config(&self, channels: i64, precision: Precision) -> FgeConfig {
+    /// Augmentation follows the flags, else `trained` (what the endpoints
+    /// were trained with), else the data's default.
+    pub fn config(&self, channels: i64, precision: Precision, trained: Option<bool>) -> FgeConfig {
         let from = self
             .from
             .clone()
@@ -129,6 +131,18 @@ impl FgeArgs {
         over!(c.epochs => self.epochs, c.cycle => self.cycle, c.lr1 => self.lr1, c.lr2 => self.lr2,
               c.wd => self.wd, c.momentum => self.momentum, c.batch_size => self.batch_size,
               c.seed => self.seed);
+        c.optimizer = self.optimizer;
+        if let Some(a) = self.augment_flag().or(trained) {
+            c.augment = a;
+        }
         c
+    }
+
+    fn augment_flag(&self) -> Option<bool> {
+        if self.no_augment {
+            Some(false)
+        } else {
+            self.augment.then_some(true)
+        }
     }
 }

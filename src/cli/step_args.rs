@@ -145,12 +145,23 @@ pub struct FgeArgs {
     /// SGD momentum (default 0.9).
     #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f64>,
+    /// Optimiser: sgd (the reference's) or adam, for a network trained with Adam (its moments
+    /// are kept, as SGD's momentum is).
+    #[arg(long, value_parser = choice::<OptimKind>(), default_value = "sgd")]
+    pub optimizer: OptimKind,
     /// Mini-batch size (default 128).
     #[arg(long)]
     pub batch_size: Option<i64>,
     /// Random seed of the data order.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Data augmentation (random crop + flip). Default: what the experiment's endpoints were
+    /// trained with (config.json), else on for CIFAR-like RGB data.
+    #[arg(long, conflicts_with = "no_augment")]
+    pub augment: bool,
+    /// Turn augmentation off.
+    #[arg(long)]
+    pub no_augment: bool,
     /// Continue an interrupted FGE run.
     #[arg(long)]
     pub resume: bool,

@@ -143,10 +143,10 @@ pub fn curve(a: &FitCurveArgs, out: &Terminal) -> Result<()> {
 }
 
 pub fn fge(a: &FgeArgs, out: &Terminal) -> Result<()> {
-    a.config(1, Precision::Fp32).validate()?;
+    a.config(1, Precision::Fp32, None).validate()?;
     let rt = super::runtime(&a.rt, PrecisionChoice::Fp32, out)?;
     let _lock = ExperimentLock::acquire_existing(&a.exp)?;
-    let probe = a.config(1, rt.precision);
+    let probe = a.config(1, rt.precision, None);
     let from = xp::resolve_model_path(&probe.from);
     let meta = xp::read_meta(&from)?.ok_or_else(|| {
         anyhow::anyhow!(
@@ -156,7 +156,8 @@ pub fn fge(a: &FgeArgs, out: &Terminal) -> Result<()> {
     })?;
     let model = Model::new(meta.arch.clone())?;
     let (data, dcfg) = xp::load_data_for(&meta, Some(&a.exp), &a.data.request(), &rt, &from)?;
-    let cfg = a.config(data.channels, rt.precision);
+    let trained = xp::section::<TrainConfig>(&a.exp, "train")?.map(|t| t.augment);
+    let cfg = a.config(data.channels, rt.precision, trained);
     let cx = Context {
         model: &model,
         data: &data,

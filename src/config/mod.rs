@@ -250,6 +250,10 @@ pub struct FgeConfig {
     pub lr1: f64,
     /// The rate in the middle of each cycle, where members are taken.
     pub lr2: f64,
+    /// SGD with momentum (the reference), or Adam for networks trained
+    /// with Adam, whose moments it then keeps.
+    #[serde(default = "sgd", skip_serializing_if = "is_sgd")]
+    pub optimizer: OptimKind,
     pub momentum: f64,
     pub wd: f64,
     pub batch_size: i64,
@@ -268,6 +272,7 @@ impl FgeConfig {
             cycle: 4,
             lr1: 0.05,
             lr2: 1e-4,
+            optimizer: OptimKind::Sgd,
             momentum: 0.9,
             wd: 1e-4,
             batch_size: 128,

@@ -1,6 +1,6 @@
 //! Fast Geometric Ensembling (the reference implementation's `fge.py`):
 //! from a trained network and its momentum buffers, SGD with a cyclic
-//! learning rate; the network at each cycle's low point (the end of epoch e
+//! learning rate (or Adam with its moments, for Adam-trained networks); the network at each cycle's low point (the end of epoch e
 //! with e mod c + 1 = c/2) is a member of the ensemble, saved as a PyTorch
 //! state dict in `<exp>/fge/member_<k>/`.
 
@@ -31,7 +31,7 @@ pub fn member_dir(exp: &Path, k: usize) -> PathBuf {
 
 fn optim(cfg: &FgeConfig) -> OptimConfig {
     OptimConfig {
-        kind: OptimKind::Sgd,
+        kind: cfg.optimizer,
         lr: cfg.lr1,
         momentum: cfg.momentum,
         nesterov: false,
@@ -91,8 +91,8 @@ pub fn run_fge(
 }
 
 /// The network, epoch and optimiser state FGE starts from: its own saved
-/// state when resuming, else `cfg.from` with the momentum buffers of the
-/// resume state beside it (SGD states only). Everything is checked before
+/// state when resuming, else `cfg.from` with the optimiser state beside it
+/// when it is of FGE's kind (SGD's momentum, or Adam's moments). Everything is checked before
 /// the first write.
 fn starting_point(
     exp: &Path,
@@ -127,37 +127,50 @@ fn starting_point(
     }
     let params = xp::load_params(&from, model, cx.rt)?;
     let state_dir = from.parent().unwrap_or(Path::new("."));
-    let momentum = match SavedState::read(state_dir)? {
-        Some(st) if st.optim.iter().any(|(n, _)| n.starts_with("optim.v.")) => {
-            note(
-                obs,
-                "fge: the starting state was trained with Adam; momentum starts at zero",
-            );
-            None
-        }
+    let kept = match SavedState::read(state_dir)? {
         Some(st) => {
-            let (_, names, leaves) = trainable(model, &params);
-            check_saved_optim(&optim(cfg), &names, &leaves, &st.optim, &st.path)?;
-            // Steps restart at 0: FGE's own schedule, momentum kept.
-            Some(
-                st.optim
-                    .into_iter()
-                    .filter(|(n, _)| n != "optim.steps")
-                    .collect(),
-            )
+            let saved = if st.optim.iter().any(|(n, _)| n.starts_with("optim.v.")) {
+                OptimKind::Adam
+            } else {
+                OptimKind::Sgd
+            };
+            if saved != cfg.optimizer {
+                note(
+                    obs,
+                    format!(
+                        "fge: the starting network was trained with {}, FGE runs {}: its state starts at zero",
+                        saved.name(),
+                        cfg.optimizer.name()
+                    ),
+                );
+                None
+            } else {
+                let (_, names, leaves) = trainable(model, &params);
+                check_saved_optim(&optim(cfg), &names, &leaves, &st.optim, &st.path)?;
+                // SGD keeps its momentum and restarts its step count; Adam
+                // keeps its step count too, whose bias correction matches
+                // the moments it keeps.
+                let keep_steps = cfg.optimizer == OptimKind::Adam;
+                Some(
+                    st.optim
+                        .into_iter()
+                        .filter(|(n, _)| keep_steps || n != "optim.steps")
+                        .collect(),
+                )
+            }
         }
         None => {
             note(
                 obs,
                 format!(
-                    "fge: no resume state beside {}; momentum starts at zero",
+                    "fge: no resume state beside {}; the optimiser state starts at zero",
                     from.display()
                 ),
             );
             None
         }
     };
-    Ok((params, 0, momentum))
+    Ok((params, 0, kept))
 }
 
 /// One FGE run: the network's weights are the leaves.
@@ -175,8 +188,9 @@ impl FgeJob<'_> {
     fn meta(&self, epoch: usize) -> Meta {
         let mut m = xp::meta_for(&self.cx.model.cfg, self.cx.data, self.cx.dcfg, epoch);
         m.note = format!(
-            "FGE from {} (cycle {}, lr {} to {})",
+            "FGE from {} ({}, cycle {}, lr {} to {})",
             self.cfg.from.display(),
+            self.cfg.optimizer.name(),
             self.cfg.cycle,
             self.cfg.lr1,
             self.cfg.lr2
