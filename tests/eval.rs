@@ -262,6 +262,25 @@ fn landscape_and_plots() {
         "plot rewrote landscape/plane.json"
     );
     assert!(exp.join("report.html").is_file());
+
+    // Another experiment's curve on the same axes; a folder without a sweep is a clean error.
+    let other = env.path().join("other");
+    copy_dir(&exp, &other);
+    let theirs = format!("theirs={}", other.display());
+    env.ok(&["plot", "--exp", &e, "--label", "ours", "--compare", &theirs]);
+    assert!(exp.join("figures/compare.png").is_file());
+    let html = fs::read_to_string(exp.join("report.html")).unwrap();
+    assert!(html.contains("Curves compared") && html.contains("theirs") && html.contains("ours"));
+    let bare = env.p("bare");
+    fs::create_dir_all(&bare).unwrap();
+    let err = assert_clean_error(
+        &env.modeconn(&["plot", "--exp", &e, "--compare", &bare]),
+        "plot --compare without a sweep",
+    );
+    assert!(
+        err.contains("eval/along.json") && err.contains("modeconn eval --exp"),
+        "{err}"
+    );
 }
 
 /// landscape/plane.json of a 5×5 grid: every value finite, a good point on the plane.

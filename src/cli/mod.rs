@@ -71,9 +71,12 @@ fn shard_done(
     );
 }
 
+use modeconn::report::Compared;
+
 fn plot(a: &PlotArgs, out: &Terminal) -> Result<()> {
     let _lock = modeconn::lock::ExperimentLock::acquire_existing(&a.exp)?;
-    let s = modeconn::report::plot_all(&a.exp)?;
+    let others: Vec<Compared> = a.compare.iter().map(|c| compared(c)).collect();
+    let s = modeconn::report::plot_compared(&a.exp, a.label.as_deref(), &others)?;
     for m in &s.missing {
         out.warn(&format!("note: {m}"));
     }
@@ -84,6 +87,23 @@ fn plot(a: &PlotArgs, out: &Terminal) -> Result<()> {
         .collect();
     out.result(&human, &json!({"written": s.written, "missing": s.missing}));
     Ok(())
+}
+
+/// `--compare DIR` (labelled by the folder's name) or `--compare LABEL=DIR`.
+fn compared(arg: &str) -> Compared {
+    let as_dir = std::path::Path::new(arg);
+    let (label, exp) = match arg.split_once('=') {
+        Some((label, dir)) if !as_dir.is_dir() && !label.is_empty() => {
+            (label.to_string(), dir.into())
+        }
+        _ => {
+            let name = as_dir
+                .file_name()
+                .map_or(arg.to_string(), |n| n.to_string_lossy().into_owned());
+            (name, as_dir.to_path_buf())
+        }
+    };
+    Compared { label, exp }
 }
 
 fn download(a: &DownloadArgs, out: &Terminal) -> Result<()> {

@@ -268,6 +268,13 @@ pub struct PlotArgs {
     /// Experiment directory.
     #[arg(long)]
     pub exp: PathBuf,
+    /// Another experiment whose curve to draw beside this one's (figures/compare.png and a
+    /// report section), as DIR or LABEL=DIR; repeat for more. Each needs eval/along.json.
+    #[arg(long, value_name = "[LABEL=]DIR")]
+    pub compare: Vec<String>,
+    /// This experiment's name in the comparison (default: its folder's name).
+    #[arg(long, requires = "compare")]
+    pub label: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -32,7 +32,26 @@ pub struct PlotSummary {
 /// inputs exist, and `report.html`. Returns the written paths and notes about missing inputs.
 /// Fails only if nothing at all can be drawn.
 pub fn plot_all(exp_dir: &Path) -> Result<PlotSummary> {
+    plot_compared(exp_dir, None, &[])
+}
+
+/// Another experiment whose curve `plot --compare` draws beside this one's.
+#[derive(Debug, Clone)]
+pub struct Compared {
+    pub label: String,
+    pub exp: PathBuf,
+}
+
+/// [`plot_all`], plus the `compare` figure and report section when `others` is not empty: this
+/// experiment's curve (named `label`, else by its folder's name) and each other's, swept along
+/// t, on the same axes. A missing `eval/along.json` in any of them is an error.
+pub fn plot_compared(
+    exp_dir: &Path,
+    label: Option<&str>,
+    others: &[Compared],
+) -> Result<PlotSummary> {
     register_font()?;
+    let compared = load_compared(exp_dir, label, others)?;
     let inputs = data::Inputs::load(exp_dir);
     let mut missing = inputs.notes.clone();
     let nothing = |missing: &[String]| {
@@ -68,6 +87,14 @@ pub fn plot_all(exp_dir: &Path) -> Result<PlotSummary> {
     }
     random_figures(&inputs, &title, &fig_dir, &mut written, &mut figures)?;
     line_figures(&inputs, &title, &fig_dir, &mut written, &mut figures)?;
+    if !compared.is_empty() {
+        let fig = figures::CompareFigure {
+            runs: &compared,
+            title: &title,
+        };
+        written.extend(render(&fig, &fig_dir, "compare")?);
+        figures.push("compare");
+    }
 
     if figures.is_empty() {
         return Err(nothing(&missing));
@@ -75,10 +102,32 @@ pub fn plot_all(exp_dir: &Path) -> Result<PlotSummary> {
     let report = exp_dir.join("report.html");
     atomic_write(
         &report,
-        html::report(exp_dir, &inputs, &figures, &missing).as_bytes(),
+        html::report(exp_dir, &inputs, &compared, &figures, &missing).as_bytes(),
     )?;
     written.push(report);
     Ok(PlotSummary { written, missing })
+}
+
+/// This experiment's sweep and each compared one's, labelled; empty when nothing is compared.
+fn load_compared(
+    exp_dir: &Path,
+    label: Option<&str>,
+    others: &[Compared],
+) -> Result<Vec<(String, data::Along)>> {
+    if others.is_empty() {
+        return Ok(Vec::new());
+    }
+    let own = label.map(str::to_string).unwrap_or_else(|| {
+        exp_dir
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| exp_dir.display().to_string())
+    });
+    std::iter::once((own, exp_dir))
+        .chain(others.iter().map(|c| (c.label.clone(), c.exp.as_path())))
+        .map(|(label, exp)| Ok((label, data::along_of(exp)?)))
+        .collect()
 }
 
 /// The figures of the random landscapes that exist: the plane's two
@@ -326,6 +375,67 @@ mod tests {
             .file_name()
             .to_string_lossy()
             .ends_with(".tmp")));
+    }
+
+    #[test]
+    fn compare_draws_each_curve_and_needs_every_sweep() {
+        let (_keep, dir) = out_dir("compare");
+        let (ours, theirs) = (dir.join("ours"), dir.join("theirs"));
+        testdata::write_config(&ours);
+        testdata::write_along(&ours, 100.0);
+        testdata::write_along(&theirs, 50.0);
+        let other = |exp: &Path| Compared {
+            label: "the <seed>".into(),
+            exp: exp.to_path_buf(),
+        };
+        let s = plot_compared(&ours, Some("modeconn"), &[other(&theirs)]).unwrap();
+        check_figure(&ours, "compare");
+        assert!(s.written.contains(&ours.join("figures/compare.png")));
+        let html = std::fs::read_to_string(ours.join("report.html")).unwrap();
+        for needle in [
+            "Curves compared",
+            "modeconn",
+            "the &lt;seed&gt;",
+            "figures/compare.svg",
+        ] {
+            assert!(html.contains(needle), "report lacks {needle}");
+        }
+        // Without --compare the figure is not listed.
+        plot_all(&ours).unwrap();
+        let html = std::fs::read_to_string(ours.join("report.html")).unwrap();
+        assert!(!html.contains("Curves compared"));
+        // A compared experiment without a sweep: an error naming the command, nothing written.
+        let bare = dir.join("bare");
+        testdata::write_config(&bare);
+        std::fs::remove_dir_all(ours.join("figures")).unwrap();
+        let err = format!(
+            "{:#}",
+            plot_compared(&ours, None, &[other(&bare)]).unwrap_err()
+        );
+        assert!(
+            err.contains("bare/eval/along.json") && err.contains("modeconn eval --exp"),
+            "{err}"
+        );
+        assert!(!ours.join("figures").exists());
+    }
+
+    #[test]
+    fn the_accuracy_dip_is_measured_from_the_ends_mean() {
+        let p: data::PathEval = serde_json::from_value(serde_json::json!({"rows": [
+            {"t": 0.0, "test_acc": 80.0}, {"t": 0.25, "test_acc": 76.0},
+            {"t": 0.5, "test_acc": 70.0}, {"t": 0.75, "test_acc": null}, {"t": 1.0, "test_acc": 78.0}
+        ]}))
+        .unwrap();
+        let d = p.accuracy_dip().unwrap();
+        assert_eq!(
+            (d.start, d.end, d.worst, d.worst_t),
+            (80.0, 78.0, 70.0, 0.5)
+        );
+        assert!((d.dip - 9.0).abs() < 1e-12);
+        let one: data::PathEval =
+            serde_json::from_value(serde_json::json!({"rows": [{"t": 0.0, "test_acc": 80.0}]}))
+                .unwrap();
+        assert!(one.accuracy_dip().is_none());
     }
 
     #[test]

@@ -159,6 +159,20 @@ fn load_along(exp: &Path, notes: &mut Vec<String>) -> Option<Along> {
     )
 }
 
+/// eval/along.json of an experiment compared with this one (`plot --compare`): required, so a
+/// missing or broken file is an error naming the command that makes it.
+pub(crate) fn along_of(exp: &Path) -> anyhow::Result<Along> {
+    let path = exp.join("eval/along.json");
+    let cmd = format!("modeconn eval --exp {}", exp.display());
+    if !path.exists() {
+        anyhow::bail!(
+            "{} not found: run `{cmd}` to sweep that experiment's curve before comparing with it",
+            path.display()
+        );
+    }
+    view(&schema::read_versioned::<schema::AlongFile>(&path, &cmd)?)
+}
+
 /// eval/align.json, only when `align` wrote it (it is an optional step).
 fn load_align(exp: &Path, notes: &mut Vec<String>) -> Option<Aligned> {
     if !exp.join("eval/align.json").exists() {

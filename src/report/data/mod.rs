@@ -7,6 +7,8 @@
 
 mod load;
 
+pub(crate) use load::along_of;
+
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -48,6 +50,37 @@ impl PathEval {
         let (v0, v1) = (s.first()?.1, s.last()?.1);
         let chord = (1.0 - t) * v0 + t * v1;
         Some((t, chord, chord + b, b))
+    }
+}
+
+/// Test accuracy along a curve in brief: its ends, its worst point and how far that sits below
+/// the ends' mean (the seed experiment's targets are stated in these terms).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AccuracyDip {
+    pub start: f64,
+    pub end: f64,
+    pub worst: f64,
+    pub worst_t: f64,
+    /// The ends' mean minus the worst accuracy (points).
+    pub dip: f64,
+}
+
+impl PathEval {
+    /// The test-accuracy summary, when the path has at least two accuracy values.
+    pub fn accuracy_dip(&self) -> Option<AccuracyDip> {
+        let s = self.series("test_acc");
+        let (start, end) = (s.first()?.1, s.last()?.1);
+        if s.len() < 2 {
+            return None;
+        }
+        let &(worst_t, worst) = s.iter().min_by(|a, b| a.1.total_cmp(&b.1))?;
+        Some(AccuracyDip {
+            start,
+            end,
+            worst,
+            worst_t,
+            dip: (start + end) / 2.0 - worst,
+        })
     }
 }
 

@@ -25,8 +25,18 @@ pub(crate) struct AlignFigure<'a> {
     pub title: &'a str,
 }
 
-/// The three panels: metric key, y-axis description, caption, whether a log axis is allowed.
-const PANELS: [(&str, &str, &str, bool); 3] = [
+/// The curves of several experiments on the same axes (`plot --compare`): the first is this
+/// experiment's.
+pub(crate) struct CompareFigure<'a> {
+    pub runs: &'a [(String, Along)],
+    pub title: &'a str,
+}
+
+/// A panel: metric key, y-axis description, caption, whether a log axis is allowed.
+type PanelSpec = (&'static str, &'static str, &'static str, bool);
+
+/// The three panels of a path figure.
+const PANELS: [PanelSpec; 3] = [
     ("train_loss", "train loss", "Train loss", true),
     ("test_err", "test error (%)", "Test error", false),
     ("test_acc", "test accuracy (%)", "Test accuracy", false),
@@ -35,59 +45,91 @@ const PANELS: [(&str, &str, &str, bool); 3] = [
 /// A path as drawn: legend name, its evaluation, colour, dashed or not.
 type StyledPath<'a> = (&'a str, &'a PathEval, RGBColor, bool);
 
-/// Draws the panels of `paths` under a title. With `shared_legend`, one legend above the panels
-/// names every path with its barriers (for figures with more paths than labels beside the
-/// segments fit), and the accuracy panel (the test error mirrored) is left out.
+/// How a figure names its paths and marks their barriers.
+#[derive(Clone, Copy)]
+enum Labels<'a> {
+    /// Each panel labels its own paths and barriers.
+    InPanels,
+    /// One legend strip above the panels (one text per path), for figures with more paths than
+    /// labels beside the segments fit; barriers are marked without labels.
+    Strip(&'a [String]),
+    /// A legend strip, and no barrier marks (their texts give the numbers).
+    StripOnly(&'a [String]),
+}
+
+/// Draws the panels `specs` of `paths` under a title, labelled as `labels` says.
 fn draw_paths<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     (heading, sub): (&str, &str),
     paths: &[StyledPath],
-    shared_legend: bool,
+    specs: &[PanelSpec],
+    labels: Labels,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     let mut body = titled(root, heading, Some(sub))?;
-    if shared_legend {
-        let rows = paths.len().div_ceil(2) as u32;
+    if let Labels::Strip(texts) | Labels::StripOnly(texts) = labels {
+        let rows = legend_rows(texts) as u32;
         let (strip, rest) = body.split_vertically(34 * rows + 10);
-        legend_strip(&strip, paths)?;
+        legend_strip(&strip, paths, texts)?;
         body = rest;
     }
-    let specs: &[_] = if shared_legend { &PANELS[..2] } else { &PANELS };
     let panels = body.split_evenly((1, specs.len()));
     for (&spec, area) in specs.iter().zip(&panels) {
-        draw_panel(area, paths, spec, shared_legend)?;
+        draw_panel(area, paths, spec, labels)?;
     }
     Ok(())
 }
 
-/// Two columns of legend entries: a line sample and "name: barriers".
+/// Legend columns: two when every text fits half the width at 18 px (about 60 characters).
+fn legend_columns(texts: &[String]) -> usize {
+    if texts.iter().all(|t| t.chars().count() <= 60) {
+        2
+    } else {
+        1
+    }
+}
+
+fn legend_rows(texts: &[String]) -> usize {
+    texts.len().div_ceil(legend_columns(texts)).max(1)
+}
+
+/// Legend entries in one or two columns: a line sample and its text.
 fn legend_strip<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     paths: &[StyledPath],
+    texts: &[String],
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     let w = area.dim_in_pixel().0 as i32;
+    let cols = legend_columns(texts) as i32;
     let left = Pos::new(HPos::Left, VPos::Center);
-    for (i, path) in paths.iter().enumerate() {
-        let (name, p, colour, dashed) = *path;
-        let (x, y) = (
-            w / 8 + (i as i32 % 2) * (w * 7 / 16),
-            18 + 34 * (i as i32 / 2),
-        );
+    for (i, (path, text)) in paths.iter().zip(texts).enumerate() {
+        let (_, _, colour, dashed) = *path;
+        let i = i as i32;
+        let (x, y) = (w / 8 + (i % cols) * (w * 7 / 16), 18 + 34 * (i / cols));
         area.draw(&legend_mark::<DB>(x, y, colour.stroke_width(3), dashed))?;
-        let b = |k: &str| barrier_of(p, k).map_or("–".into(), |b| fmt_sig(b.3.abs(), 3));
-        let text = format!(
-            "{name}: test-error barrier {} points, train-loss barrier {}",
-            b("test_err"),
-            b("train_loss")
-        );
-        area.draw_text(&text, &font(18.0).pos(left), (x + 42, y))?;
+        area.draw_text(text, &font(18.0).pos(left), (x + 42, y))?;
     }
     Ok(())
+}
+
+/// "name: test-error barrier B points, train-loss barrier L" for each path.
+fn barrier_legend(paths: &[StyledPath]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|&(name, p, _, _)| {
+            let b = |k: &str| barrier_of(p, k).map_or("–".into(), |b| fmt_sig(b.3.abs(), 3));
+            format!(
+                "{name}: test-error barrier {} points, train-loss barrier {}",
+                b("test_err"),
+                b("train_loss")
+            )
+        })
+        .collect()
 }
 
 impl Figure for AlignFigure<'_> {
@@ -112,7 +154,15 @@ impl Figure for AlignFigure<'_> {
         let sub = "lines from start to end before and after permutation alignment (weight \
                    matching); barrier = largest excess over the chord between the end values";
         let heading = format!("{} — barriers before and after alignment", self.title);
-        draw_paths(root, (&heading, sub), &paths, true)
+        let legend = barrier_legend(&paths);
+        // The accuracy panel would mirror the test error.
+        draw_paths(
+            root,
+            (&heading, sub),
+            &paths,
+            &PANELS[..2],
+            Labels::Strip(&legend),
+        )
     }
 }
 
@@ -133,7 +183,59 @@ impl Figure for AlongFigure<'_> {
             "{} — metrics along the curve and the line segment",
             self.title
         );
-        draw_paths(root, (&heading, &along_subtitle(a)), &paths, false)
+        draw_paths(
+            root,
+            (&heading, &along_subtitle(a)),
+            &paths,
+            &PANELS,
+            Labels::InPanels,
+        )
+    }
+}
+
+impl Figure for CompareFigure<'_> {
+    fn size(&self) -> (u32, u32) {
+        let rows = legend_rows(&self.legend()) as u32;
+        (1400, 686 + 34 * rows)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        let heading = format!("{} — curves compared", self.title);
+        let sub = "each experiment's curve as swept by `modeconn eval`";
+        draw_paths(
+            root,
+            (&heading, sub),
+            &self.paths(),
+            &[PANELS[0], PANELS[2]],
+            Labels::StripOnly(&self.legend()),
+        )
+    }
+}
+
+impl CompareFigure<'_> {
+    fn paths(&self) -> Vec<StyledPath<'_>> {
+        self.runs
+            .iter()
+            .enumerate()
+            .map(|(i, (label, a))| (label.as_str(), &a.curve, PALETTE[i % PALETTE.len()], false))
+            .collect()
+    }
+
+    /// Each curve's ends, worst point and dip below the ends' mean, in test accuracy.
+    fn legend(&self) -> Vec<String> {
+        self.paths()
+            .iter()
+            .map(|&(name, p, _, _)| match p.accuracy_dip() {
+                Some(d) => format!(
+                    "{name}: ends {:.2}% / {:.2}%, worst {:.2}% (t = {:.2}, {:.2} below their mean)",
+                    d.start, d.end, d.worst, d.worst_t, d.dip
+                ),
+                None => format!("{name}: no test accuracy"),
+            })
+            .collect()
     }
 }
 
@@ -141,8 +243,8 @@ impl Figure for AlongFigure<'_> {
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     paths: &[StyledPath],
-    (key, ydesc, caption, allow_log): (&str, &str, &str, bool),
-    shared_legend: bool,
+    (key, ydesc, caption, allow_log): PanelSpec,
+    labels: Labels,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -159,8 +261,8 @@ where
     if vals.is_empty() {
         return Ok(());
     }
-    let top_pad = if shared_legend { 0.08 } else { 0.32 };
-    let y = y_axis(key, vals, allow_log, top_pad);
+    let shared_legend = !matches!(labels, Labels::InPanels);
+    let y = y_axis(key, vals, allow_log, shared_legend);
     let x = Axis::linear(0.0, 1.0);
     let mut chart = panel(area, caption, &x, &y, "t", ydesc)?;
     for (name, p, colour, dashed) in paths {
@@ -172,8 +274,10 @@ where
         let label = (!shared_legend).then_some(*name);
         series(&mut chart, pts, colour.stroke_width(3), *dashed, label)?;
     }
-    for (i, path) in paths.iter().enumerate() {
-        mark_barrier(&mut chart, path, i == 0, !shared_legend, key, &y)?;
+    if !matches!(labels, Labels::StripOnly(_)) {
+        for (i, path) in paths.iter().enumerate() {
+            mark_barrier(&mut chart, path, i == 0, !shared_legend, key, &y)?;
+        }
     }
     if shared_legend {
         return Ok(());
@@ -186,14 +290,13 @@ where
     draw_legend(&mut chart, pos)
 }
 
-/// The y axis of `key`'s panel: padding for the legend (above; below for accuracy, whose legend
-/// sits lower right), and a percentage stays within 0–100.
-fn y_axis(key: &str, vals: Vec<f64>, allow_log: bool, top_pad: f64) -> Axis {
-    let top_pad = if key == "test_acc" { 0.12 } else { top_pad };
-    let (lo_pad, hi_pad) = if key == "test_acc" {
-        (0.35, top_pad)
-    } else {
-        (0.06, top_pad)
+/// The y axis of `key`'s panel: padding for the panel's own legend (above; below for accuracy,
+/// whose legend sits lower right) unless the legend is shared, and a percentage stays within 0–100.
+fn y_axis(key: &str, vals: Vec<f64>, allow_log: bool, shared_legend: bool) -> Axis {
+    let (lo_pad, hi_pad) = match (shared_legend, key == "test_acc") {
+        (true, _) => (0.06, 0.08),
+        (false, true) => (0.35, 0.12),
+        (false, false) => (0.06, 0.32),
     };
     let mut y = Axis::fit(vals, allow_log, lo_pad, hi_pad);
     if matches!(key, "test_acc" | "test_err") {

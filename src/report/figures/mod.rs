@@ -15,7 +15,7 @@ mod slice;
 mod style;
 mod training;
 
-pub(crate) use along::{AlignFigure, AlongFigure};
+pub(crate) use along::{AlignFigure, AlongFigure, CompareFigure};
 pub(crate) use axis::Axis;
 pub(crate) use budget::BudgetFigure;
 pub(crate) use ensemble::EnsembleFigure;

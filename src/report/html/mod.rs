@@ -9,7 +9,7 @@
 mod sections;
 mod tables;
 
-use super::data::Inputs;
+use super::data::{Along, Inputs};
 use super::levels::fmt_sig;
 use std::fmt::Write;
 use std::path::Path;
@@ -72,13 +72,22 @@ details{margin:.8em 0}
 ";
 
 /// The whole page.
-pub(crate) fn report(exp: &Path, inp: &Inputs, figures: &[&str], notes: &[String]) -> String {
+pub(crate) fn report(
+    exp: &Path,
+    inp: &Inputs,
+    compared: &[(String, Along)],
+    figures: &[&str],
+    notes: &[String],
+) -> String {
     let mut h = String::new();
     head(&mut h, exp, &inp.title());
     missing_pieces(&mut h, notes);
     sections::training(&mut h, inp, figures);
     if let Some(a) = &inp.along {
         sections::along(&mut h, a, figures);
+    }
+    if !compared.is_empty() {
+        sections::compare(&mut h, compared, figures);
     }
     if let Some(a) = &inp.align {
         sections::align(&mut h, a, inp.along.as_ref(), figures);

@@ -37,6 +37,37 @@ pub(super) fn along(h: &mut String, a: &Along, figures: &[&str]) {
     }
 }
 
+/// Curves of other experiments next to this one's (`plot --compare`): test accuracy at the ends
+/// and the worst point, and the barriers, with the `compare` figure.
+pub(super) fn compare(h: &mut String, runs: &[(String, Along)], figures: &[&str]) {
+    h.push_str("<h2>Curves compared</h2>\n");
+    h.push_str("<table><tr><th>experiment</th><th>test accuracy at t = 0 / 1 (%)</th><th>worst test accuracy (%)</th><th>at t</th><th>below the ends' mean (points)</th><th>test-error barrier (points)</th><th>train-loss barrier</th></tr>\n");
+    let num = |v: Option<f64>, d: usize| v.map_or("–".to_string(), |v| format!("{v:.d$}"));
+    for (label, a) in runs {
+        let d = a.curve.accuracy_dip();
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td class=\"n\">{} / {}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            esc(label),
+            num(d.map(|d| d.start), 2),
+            num(d.map(|d| d.end), 2),
+            num(d.map(|d| d.worst), 2),
+            num(d.map(|d| d.worst_t), 2),
+            num(d.map(|d| d.dip), 2),
+            num(get(&a.curve.barrier, "test_err"), 2),
+            num(get(&a.curve.barrier, "train_loss"), 4),
+        );
+    }
+    h.push_str("</table>\n");
+    if figures.contains(&"compare") {
+        figure(
+            h,
+            "compare",
+            "Train loss and test accuracy along each experiment's curve, on the same axes.",
+        );
+    }
+}
+
 /// The line barriers before and after alignment (and the curve's), and the `align` figure.
 pub(super) fn align(h: &mut String, a: &Aligned, along: Option<&Along>, figures: &[&str]) {
     h.push_str("<h2>Permutation alignment</h2>\n");
