@@ -520,3 +520,70 @@ fn batchnorm_architecture_runs_the_whole_curve_pipeline() {
     assert!(max_abs_diff(rv, &Tensor::ones_like(rv)) > 1e-3);
     assert!(t.contains_key("layer1.0.bn1.num_batches_tracked"));
 }
+
+/// `fit-curve --dropout` trains the curve at its own dropout (the seed experiment's curve uses
+/// 0.3 between endpoints trained at 0.5): recorded in the curve section, the endpoints'
+/// architecture unchanged, the fit different from one at the endpoints' dropout.
+#[test]
+fn curve_dropout_is_the_fits_own_and_changes_the_fit() {
+    let env = TestEnv::new();
+    let exp = env.copy_of_fixture("e");
+    let e = exp.display().to_string();
+    let arch_before = read_json(&exp.join("config.json"))["arch"].clone();
+    let fit = |extra: &[&str]| {
+        fs::remove_dir_all(exp.join("curve_model")).ok();
+        let mut a = vec![
+            "fit-curve",
+            "--exp",
+            &e,
+            "--epochs",
+            "1",
+            "--train-subset",
+            "500",
+            "--test-subset",
+            "100",
+            "--threads",
+            "1",
+        ];
+        a.extend_from_slice(extra);
+        env.ok(&a);
+        tensors(&exp.join("curve_model/curve.safetensors"))
+    };
+    let plain = fit(&[]);
+    let low = fit(&["--dropout", "0.0"]);
+    let cfg = read_json(&exp.join("config.json"));
+    assert_eq!(cfg["curve"]["dropout"], 0.0);
+    assert_eq!(
+        cfg["arch"], arch_before,
+        "the endpoints' architecture is unchanged"
+    );
+    let moved: f64 = plain
+        .iter()
+        .map(|(k, t)| max_abs_diff(t, &low[k]))
+        .fold(0.0, f64::max);
+    assert!(moved > 1e-4, "dropout 0 fitted the same bends ({moved})");
+    env.ok(&[
+        "eval",
+        "--exp",
+        &e,
+        "--points",
+        "3",
+        "--train-subset",
+        "200",
+        "--test-subset",
+        "100",
+    ]);
+    let err = assert_clean_error(
+        &env.modeconn(&[
+            "fit-curve",
+            "--exp",
+            &e,
+            "--epochs",
+            "1",
+            "--dropout",
+            "1.5",
+        ]),
+        "dropout out of range",
+    );
+    assert!(err.contains("--dropout must be in [0, 1)"), "{err}");
+}

@@ -94,6 +94,7 @@ impl FitCurveArgs {
         c.bends = self.bends;
         c.t_per_batch = self.t_per_batch;
         c.optimizer = o.optimizer.unwrap_or(OptimKind::Sgd);
+        c.dropout = self.model.dropout;
         c.precision = precision;
         macro_rules! over {
             ($($dst:expr => $src:expr),*) => { $( if let Some(v) = $src { $dst = v; } )* };

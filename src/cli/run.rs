@@ -57,6 +57,9 @@ fn with_flags(mut p: Preset, a: &RunArgs) -> Preset {
           optimizer <- a.optimizer, schedule <- a.schedule, curve_optimizer <- a.curve_optimizer,
           curve_t_per_batch <- a.curve_t_per_batch);
     p.fge |= a.fge;
+    if a.curve_dropout.is_some() {
+        p.curve_dropout = a.curve_dropout;
+    }
     if a.augment || a.no_augment {
         p.augment = Some(a.augment);
     }

@@ -378,6 +378,9 @@ pub struct RunArgs {
     /// Values of t per curve batch (stratified: group i of K at t in [i/K, (i+1)/K)).
     #[arg(long, value_name = "K")]
     pub curve_t_per_batch: Option<usize>,
+    /// Dropout while fitting the curve (default: the endpoints').
+    #[arg(long, value_name = "P")]
+    pub curve_dropout: Option<f64>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]

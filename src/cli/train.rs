@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use super::args::{FgeArgs, FitCurveArgs, TrainArgs};
 use super::output::Terminal;
 use modeconn::checkpoint;
-use modeconn::config::TrainConfig;
+use modeconn::config::{ArchRequest, TrainConfig};
 use modeconn::experiment::{self as xp};
 use modeconn::loader;
 use modeconn::lock::{ExperimentLock, StepLock};
@@ -118,14 +118,13 @@ pub fn curve(a: &FitCurveArgs, out: &Terminal) -> Result<()> {
             bail!(missing_endpoint(p, &exp));
         }
     }
-    let (model, data, dcfg) = curve::setup(
-        &exp,
-        &start,
-        &end,
-        &a.data.request(),
-        &a.model.request(),
-        &rt,
-    )?;
+    // --dropout is the curve's training dropout (CurveConfig::dropout), not
+    // a change of the endpoints' architecture.
+    let arch_req = ArchRequest {
+        dropout: None,
+        ..a.model.request()
+    };
+    let (model, data, dcfg) = curve::setup(&exp, &start, &end, &a.data.request(), &arch_req, &rt)?;
     let cfg = a.config(start, end, data.channels, rt.precision)?;
     let cx = Context {
         model: &model,

@@ -149,6 +149,10 @@ pub struct CurveConfig {
     /// per batch.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub t_per_batch: usize,
+    /// Dropout while fitting (None: the endpoints' architecture's). The seed
+    /// experiment's curve trains at 0.3 between endpoints trained at 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<f64>,
 }
 
 // The paper's defaults are left out of config.json, so experiments made
@@ -191,6 +195,7 @@ impl CurveConfig {
             precision: Precision::Fp32,
             optimizer: OptimKind::Sgd,
             t_per_batch: 1,
+            dropout: None,
         }
     }
 
@@ -218,6 +223,9 @@ impl CurveConfig {
                 self.batch_size,
                 self.t_per_batch
             );
+        }
+        if let Some(p) = self.dropout.filter(|p| !(0.0..1.0).contains(p)) {
+            bail!("--dropout must be in [0, 1), got {p}");
         }
         for (k, _) in &self.init_bends {
             if *k == 0 || k + 1 >= self.bends {

@@ -306,6 +306,7 @@ fn curve_config(p: &Preset, exp: &Path, augment: bool, precision: Precision) -> 
         precision,
         optimizer: p.curve_optimizer,
         t_per_batch: p.curve_t_per_batch,
+        dropout: p.curve_dropout,
     }
 }
 

@@ -60,6 +60,9 @@ pub struct Preset {
     /// Values of t per curve batch (stratified; 1 = the paper's objective).
     #[serde(default = "one")]
     pub curve_t_per_batch: usize,
+    /// Dropout while fitting the curve (None: the endpoints').
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve_dropout: Option<f64>,
 }
 
 fn sgd() -> OptimKind {
@@ -123,6 +126,7 @@ fn quick() -> Preset {
         augment: None,
         curve_optimizer: OptimKind::Sgd,
         curve_t_per_batch: 1,
+        curve_dropout: None,
     }
 }
 
