@@ -75,12 +75,15 @@ impl Budget {
         }
         if let (Some(fge), Some(m)) = (config.get("fge"), members(MemberSet::Fge.name())) {
             let cycle = fge.get("cycle")?.as_f64()?;
-            let start = fge
-                .get("from")
-                .and_then(Value::as_str)
-                .map(|p| crate::experiment::resolve_model_path(Path::new(p)))
+            let from = fge.get("from").and_then(Value::as_str).map(Path::new);
+            // The snapshot's own metadata; else its folder's name (`epoch-N`), for a path
+            // recorded relative to another working directory.
+            let start = from
+                .map(crate::experiment::resolve_model_path)
                 .and_then(|p| crate::checkpoint::read_meta(&p).ok().flatten())
-                .map_or(e, |m| m.epoch as f64);
+                .map(|m| m.epoch as f64)
+                .or_else(|| snapshot_epoch(from?))
+                .unwrap_or(e);
             b.fge = m
                 .by_size
                 .iter()
@@ -102,5 +105,32 @@ impl Budget {
 
     pub fn all(&self) -> impl Iterator<Item = &Point> {
         self.independent.iter().chain(&self.curve).chain(&self.fge)
+    }
+}
+
+/// N of a path with a component `epoch-N` (the snapshots of `train-endpoints --save-every`).
+fn snapshot_epoch(p: &Path) -> Option<f64> {
+    p.components().rev().find_map(|c| {
+        c.as_os_str()
+            .to_str()?
+            .strip_prefix("epoch-")?
+            .parse::<usize>()
+            .ok()
+            .map(|n| n as f64)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snapshot_epoch;
+    use std::path::Path;
+
+    #[test]
+    fn the_snapshot_epoch_comes_from_the_folder_name() {
+        let e = |p: &str| snapshot_epoch(Path::new(p));
+        assert_eq!(e("runs/x/start_model/epoch-80"), Some(80.0));
+        assert_eq!(e("x/start_model/epoch-160/model.safetensors"), Some(160.0));
+        assert_eq!(e("x/start_model"), None);
+        assert_eq!(e("x/epoch-last"), None);
     }
 }
