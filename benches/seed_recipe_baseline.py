@@ -53,7 +53,7 @@ def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="/work/shared/datasets/cifar10-jpg")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--train-images", type=int, help="first N training images of each class order")
+    ap.add_argument("--train-images", type=int, help="the first N training images of a fixed shuffle")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json-out")
     return ap.parse_args()
@@ -64,8 +64,9 @@ def decode(root, limit=None):
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     files = [(os.path.join(root, c, f), i) for i, c in enumerate(classes)
              for f in sorted(os.listdir(os.path.join(root, c)))]
-    if limit is not None:
-        files = [files[i] for i in np.random.default_rng(0).permutation(len(files))[:limit]]
+    # One fixed shuffle, as CIFAR-10's own files come (the seed's loader never shuffles, and
+    # ImageFolder's order is by class).
+    files = [files[i] for i in np.random.default_rng(0).permutation(len(files))[:limit]]
     x = np.stack([np.asarray(Image.open(p).convert("RGB")) for p, _ in files])
     return x, np.array([c for _, c in files], dtype=np.int64)
 

@@ -20,7 +20,7 @@ use crate::landscape::Coords;
 use crate::loader::{self, DataConfig};
 use crate::model::{Model, Precision};
 use crate::observe::{note, Event, Observer};
-use crate::optim::OptimConfig;
+use crate::optim::{OptimConfig, OptimKind};
 use crate::runtime::Runtime;
 use crate::schema::{self, AlongFile, EnsembleFile};
 use crate::shard::Shard;
@@ -167,18 +167,29 @@ fn fge_start(p: &Preset) -> usize {
 
 /// FGE from the start endpoint's snapshot at 80% of its training, for the
 /// remaining 20% of the epochs in cycles of 2: as many members as a single
-/// network's budget allows.
+/// network's budget allows. It uses the endpoints' optimiser: SGD at the
+/// reference's rates, or Adam from lr/4 down to lr/100 (from the seed
+/// recipe's snapshot, lr/4 was the best of lr/8 … lr; SGD from an
+/// Adam-trained network diverges at the reference's lr1).
 fn fge_config(p: &Preset, exp: &Path, augment: bool, precision: Precision) -> FgeConfig {
     let start = fge_start(p);
+    let reference = FgeConfig::defaults(snapshot_dir(&xp::endpoint_dir(exp, 0, 2), start), 3);
+    let (lr1, lr2) = match p.optimizer {
+        OptimKind::Sgd => (reference.lr1, reference.lr2),
+        OptimKind::Adam => (p.lr / 4.0, p.lr / 100.0),
+    };
     FgeConfig {
         epochs: p.epochs - start,
         cycle: 2,
+        optimizer: p.optimizer,
+        lr1,
+        lr2,
         wd: p.wd,
         batch_size: p.batch_size,
         seed: p.seed,
         augment,
         precision,
-        ..FgeConfig::defaults(snapshot_dir(&xp::endpoint_dir(exp, 0, 2), start), 3)
+        ..reference
     }
 }
 
