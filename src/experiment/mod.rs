@@ -85,8 +85,8 @@ pub fn ensure_same<T: Serialize>(
         &mut diffs,
     );
     bail!(
-        "{} holds {what} made with other '{key}' settings ({}). {fix}",
-        exp.display(),
+        "{} records {what} made with other '{key}' settings ({}). {fix}",
+        config_path(exp).display(),
         diffs.join("; ")
     );
 }
