@@ -19,6 +19,7 @@ use serde_json::json;
 pub use args::Cli;
 use args::{Command, DownloadArgs, PlotArgs};
 use modeconn::data::{self, DatasetKind};
+use modeconn::report::Compared;
 use output::Terminal;
 
 pub fn dispatch(cli: Cli) -> Result<()> {
@@ -70,8 +71,6 @@ fn shard_done(
         &json!({"part": part, "shard": shard, "of": target.output(), "seconds": seconds}),
     );
 }
-
-use modeconn::report::Compared;
 
 fn plot(a: &PlotArgs, out: &Terminal) -> Result<()> {
     let _lock = modeconn::lock::ExperimentLock::acquire_existing(&a.exp)?;
