@@ -48,14 +48,19 @@ impl RuntimeArgs {
     }
 }
 
+/// The augmentation a command's `--augment` / `--no-augment` pair asks for, if any.
+pub(super) fn augment_choice(augment: bool, no_augment: bool) -> Option<bool> {
+    if no_augment {
+        Some(false)
+    } else {
+        augment.then_some(true)
+    }
+}
+
 impl OptimArgs {
     /// The augmentation asked for, if any.
     fn augment(&self) -> Option<bool> {
-        if self.no_augment {
-            Some(false)
-        } else {
-            self.augment.then_some(true)
-        }
+        augment_choice(self.augment, self.no_augment)
     }
 }
 
@@ -133,17 +138,9 @@ impl FgeArgs {
               c.wd => self.wd, c.momentum => self.momentum, c.batch_size => self.batch_size,
               c.seed => self.seed);
         c.optimizer = self.optimizer;
-        if let Some(a) = self.augment_flag().or(trained) {
+        if let Some(a) = augment_choice(self.augment, self.no_augment).or(trained) {
             c.augment = a;
         }
         c
-    }
-
-    fn augment_flag(&self) -> Option<bool> {
-        if self.no_augment {
-            Some(false)
-        } else {
-            self.augment.then_some(true)
-        }
     }
 }

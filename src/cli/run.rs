@@ -60,8 +60,8 @@ fn with_flags(mut p: Preset, a: &RunArgs) -> Preset {
     if a.curve_dropout.is_some() {
         p.curve_dropout = a.curve_dropout;
     }
-    if a.augment || a.no_augment {
-        p.augment = Some(a.augment);
+    if let Some(v) = super::convert::augment_choice(a.augment, a.no_augment) {
+        p.augment = Some(v);
     }
     for (dst, src) in [
         (&mut p.eval_train_subset, a.eval_train_subset),

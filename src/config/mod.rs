@@ -224,8 +224,8 @@ impl CurveConfig {
                 self.t_per_batch
             );
         }
-        if let Some(p) = self.dropout.filter(|p| !(0.0..1.0).contains(p)) {
-            bail!("--dropout must be in [0, 1), got {p}");
+        if let Some(p) = self.dropout {
+            crate::model::check_dropout(p)?;
         }
         for (k, _) in &self.init_bends {
             if *k == 0 || k + 1 >= self.bends {

@@ -118,9 +118,14 @@ pub(super) fn validate(cfg: &ArchConfig) -> Result<()> {
             )
         }
         _ if cfg.widen < 1 => bail!("--widen must be at least 1 (percent of the standard widths)"),
-        _ if !(0.0..1.0).contains(&cfg.dropout) => {
-            bail!("--dropout must be in [0, 1), got {}", cfg.dropout)
-        }
-        _ => Ok(()),
+        _ => check_dropout(cfg.dropout),
     }
+}
+
+/// The rule for a dropout probability, wherever one is given (`--dropout`).
+pub fn check_dropout(p: f64) -> Result<()> {
+    if !(0.0..1.0).contains(&p) {
+        bail!("--dropout must be in [0, 1), got {p}");
+    }
+    Ok(())
 }

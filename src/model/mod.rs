@@ -25,7 +25,7 @@ mod wrn;
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-pub use arch::{ArchConfig, ArchKind};
+pub use arch::{check_dropout, ArchConfig, ArchKind};
 pub use layers::{onednn_mishandles_pointwise, BnMode, Fwd, Precision, ONEDNN_IC_BLOCK_MAX};
 pub use params::{channels_last, is_channels_last, Params, Role};
 pub use seed_convnet::pytorch_order as seed_convnet_pytorch_order;
