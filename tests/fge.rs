@@ -127,6 +127,18 @@ fn check_budget_report(env: &TestEnv, exp: &Path) {
         let cell = format!("<tr><td>{row}</td><td class=\"n\">{epochs}</td>");
         assert!(html.contains(&cell), "{row} at {epochs} epochs is missing");
     }
+    let err = assert_clean_error(
+        &env.modeconn(&["run", "--exp", &env.p("f"), "--fge", "--fge-dropout", "1.5"]),
+        "--fge-dropout out of range",
+    );
+    assert!(
+        err.contains("--dropout must be in [0, 1)") && err.contains("nothing was run"),
+        "{err}"
+    );
+    assert!(
+        !env.path().join("f").exists(),
+        "a refused run writes nothing"
+    );
 }
 
 #[test]
@@ -197,6 +209,8 @@ fn run_with_fge_compares_the_ensembles_at_equal_budget() {
         "--exp",
         &e,
         "--fge",
+        "--fge-dropout",
+        "0.2",
         "--train-subset",
         "600",
         "--test-subset",
@@ -229,6 +243,9 @@ fn run_with_fge_compares_the_ensembles_at_equal_budget() {
     // The snapshot at 80% of 2 epochs (epoch 1), one FGE epoch of cycle 2: one member.
     assert!(exp.join("start_model/epoch-1/state.safetensors").is_file());
     assert!(exp.join("fge/member_0/model.safetensors").is_file());
+    let cfg = read_json(&exp.join("config.json"));
+    assert_eq!(cfg["fge"]["dropout"], 0.2, "--fge-dropout is FGE's");
+    assert_ne!(cfg["arch"]["dropout"], 0.2, "and not the endpoints'");
     for f in ["eval/endpoints.json", "eval/fge.json", "figures/budget.png"] {
         assert!(exp.join(f).is_file(), "{f} missing");
     }
@@ -243,6 +260,18 @@ fn run_with_fge_compares_the_ensembles_at_equal_budget() {
         let cell = format!("<tr><td>{row}</td><td class=\"n\">{epochs}</td>");
         assert!(html.contains(&cell), "{row} at {epochs} epochs is missing");
     }
+    let err = assert_clean_error(
+        &env.modeconn(&["run", "--exp", &env.p("f"), "--fge", "--fge-dropout", "1.5"]),
+        "--fge-dropout out of range",
+    );
+    assert!(
+        err.contains("--dropout must be in [0, 1)") && err.contains("nothing was run"),
+        "{err}"
+    );
+    assert!(
+        !env.path().join("f").exists(),
+        "a refused run writes nothing"
+    );
 }
 
 /// FGE with Adam from an Adam-trained snapshot keeps its moments and step count; SGD from the
@@ -331,4 +360,56 @@ fn adam_fge_keeps_the_moments_and_the_training_augmentation() {
         cfg["fge"].get("optimizer").is_none(),
         "sgd is the default, left out"
     );
+}
+
+/// `fge --dropout` trains at its own dropout, as `fit-curve --dropout` does: recorded in the fge
+/// section, the architecture unchanged, the members different from those at the network's own
+/// dropout; a value out of range is refused before anything is written.
+#[test]
+fn fge_dropout_is_the_runs_own_and_changes_the_members() {
+    let env = TestEnv::new();
+    let exp = env.copy_of_fixture("e");
+    let e = exp.display().to_string();
+    let arch_before = read_json(&exp.join("config.json"))["arch"].clone();
+    let run = |extra: &[&str]| {
+        fs::remove_dir_all(exp.join("fge")).ok();
+        let mut a = vec![
+            "fge",
+            "--exp",
+            &e,
+            "--epochs",
+            "1",
+            "--cycle",
+            "2",
+            "--train-subset",
+            "400",
+            "--test-subset",
+            "100",
+            "--threads",
+            "1",
+        ];
+        a.extend_from_slice(extra);
+        env.ok(&a);
+        tensors(&exp.join("fge/member_0/model.safetensors"))
+    };
+    let plain = run(&[]);
+    assert!(read_json(&exp.join("config.json"))["fge"]
+        .get("dropout")
+        .is_none());
+    let low = run(&["--dropout", "0.0"]);
+    let cfg = read_json(&exp.join("config.json"));
+    assert_eq!(cfg["fge"]["dropout"], 0.0);
+    assert_eq!(cfg["arch"], arch_before, "the architecture is unchanged");
+    let moved: f64 = plain
+        .iter()
+        .map(|(k, t)| max_abs_diff(t, &low[k]))
+        .fold(0.0, f64::max);
+    assert!(moved > 1e-4, "dropout 0 trained the same member ({moved})");
+    fs::remove_dir_all(exp.join("fge")).unwrap();
+    let err = assert_clean_error(
+        &env.modeconn(&["fge", "--exp", &e, "--dropout", "1.5"]),
+        "dropout out of range",
+    );
+    assert!(err.contains("--dropout must be in [0, 1)"), "{err}");
+    assert!(!exp.join("fge").exists(), "a refused run writes nothing");
 }

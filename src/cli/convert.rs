@@ -138,6 +138,7 @@ impl FgeArgs {
               c.wd => self.wd, c.momentum => self.momentum, c.batch_size => self.batch_size,
               c.seed => self.seed);
         c.optimizer = self.optimizer;
+        c.dropout = self.dropout;
         if let Some(a) = augment_choice(self.augment, self.no_augment).or(trained) {
             c.augment = a;
         }

@@ -60,6 +60,9 @@ fn with_flags(mut p: Preset, a: &RunArgs) -> Preset {
     if a.curve_dropout.is_some() {
         p.curve_dropout = a.curve_dropout;
     }
+    if a.fge_dropout.is_some() {
+        p.fge_dropout = a.fge_dropout;
+    }
     if let Some(v) = super::convert::augment_choice(a.augment, a.no_augment) {
         p.augment = Some(v);
     }

@@ -162,6 +162,10 @@ pub struct FgeArgs {
     /// Turn augmentation off.
     #[arg(long)]
     pub no_augment: bool,
+    /// Dropout while training (default: the starting network's). Members are evaluated without
+    /// dropout; the architecture recorded for them is unchanged.
+    #[arg(long)]
+    pub dropout: Option<f64>,
     /// Continue an interrupted FGE run.
     #[arg(long)]
     pub resume: bool,
@@ -381,6 +385,10 @@ pub struct RunArgs {
     /// Dropout while fitting the curve (default: the endpoints').
     #[arg(long, value_name = "P")]
     pub curve_dropout: Option<f64>,
+    /// Dropout while training FGE's members, with --fge (default: the preset's, else the
+    /// endpoints').
+    #[arg(long, value_name = "P")]
+    pub fge_dropout: Option<f64>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]

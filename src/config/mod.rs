@@ -268,6 +268,10 @@ pub struct FgeConfig {
     pub seed: u64,
     pub augment: bool,
     pub precision: Precision,
+    /// Dropout while training (None: the starting network's architecture's).
+    /// Members are evaluated without dropout, as every network is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<f64>,
 }
 
 impl FgeConfig {
@@ -287,10 +291,14 @@ impl FgeConfig {
             seed: 1,
             augment: default_augment(channels),
             precision: Precision::Fp32,
+            dropout: None,
         }
     }
 
     pub fn validate(&self) -> Result<()> {
+        if let Some(p) = self.dropout {
+            crate::model::check_dropout(p)?;
+        }
         if self.cycle < 2 || !self.cycle.is_multiple_of(2) {
             bail!(
                 "--cycle must be an even number of epochs (at least 2), got {}",

@@ -82,6 +82,19 @@ impl Model {
         })
     }
 
+    /// The same network trained at dropout `p` instead of its own (a curve's
+    /// or an FGE run's training dropout); None when `p` is None or the same.
+    /// The parameters are unchanged: dropout has none.
+    pub fn with_training_dropout(&self, p: Option<f64>) -> Result<Option<Model>> {
+        match p.filter(|&p| p != self.cfg.dropout) {
+            Some(p) => Ok(Some(Model::new(ArchConfig {
+                dropout: p,
+                ..self.cfg.clone()
+            })?)),
+            None => Ok(None),
+        }
+    }
+
     /// Logits `[batch, classes]` in fp32 for inputs `[batch, C, H, W]`.
     pub fn forward(
         &self,

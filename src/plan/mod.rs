@@ -189,6 +189,7 @@ fn fge_config(p: &Preset, exp: &Path, augment: bool, precision: Precision) -> Fg
         seed: p.seed,
         augment,
         precision,
+        dropout: p.fge_dropout,
         ..reference
     }
 }
@@ -335,6 +336,9 @@ pub fn validate(p: &Preset, exp: &Path, req: &RunRequest) -> Result<()> {
             }
             if p.fge && p.epochs < 2 {
                 bail!("FGE at equal budget needs at least 2 endpoint epochs (it takes the last 20%), got {}", p.epochs);
+            }
+            if p.fge {
+                fge_config(p, exp, false, Precision::Fp32).validate()?;
             }
             if p.curve_epochs < 1 {
                 bail!("--curve-epochs must be at least 1, got {}", p.curve_epochs);

@@ -14,7 +14,7 @@ use crate::curve::Curve;
 use crate::eval::{Evaluator, Stats};
 use crate::experiment::{self as xp};
 use crate::loader::{self, Data, DataConfig};
-use crate::model::{ArchConfig, BnMode, Model, Params};
+use crate::model::{BnMode, Model, Params};
 use crate::observe::{Event, Observer, Progress};
 use crate::optim::{OptimConfig, Optimizer};
 use crate::runtime::Runtime;
@@ -163,13 +163,7 @@ pub fn fit_curve(
         None => (0, None),
     };
     // The same network with the curve's own training dropout, if it has one.
-    let fitted = match cfg.dropout.filter(|&p| p != model.cfg.dropout) {
-        Some(p) => Some(Model::new(ArchConfig {
-            dropout: p,
-            ..model.cfg.clone()
-        })?),
-        None => None,
-    };
+    let fitted = model.with_training_dropout(cfg.dropout)?;
     let trainer = Trainer {
         lp: Loop {
             model: fitted.as_ref().unwrap_or(model),

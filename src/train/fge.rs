@@ -51,9 +51,11 @@ pub fn run_fge(
     cfg.validate()?;
     let dir = fge_dir(exp);
     let (params, start_epoch, saved_optim) = starting_point(exp, &dir, cx, cfg, resume, obs)?;
+    // The same network with FGE's own training dropout, if it has one.
+    let trained = cx.model.with_training_dropout(cfg.dropout)?;
     let trainer = Trainer {
         lp: Loop {
-            model: cx.model,
+            model: trained.as_ref().unwrap_or(cx.model),
             data: cx.data,
             rt: cx.rt,
             batch_size: cfg.batch_size,
