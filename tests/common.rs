@@ -284,8 +284,13 @@ pub fn max_diff_files(a: &Path, b: &Path) -> f64 {
         a.display(),
         b.display()
     );
-    ta.iter()
-        .map(|(k, t)| max_abs_diff(t, &tb[k]))
+    max_diff_all(&ta, &tb)
+}
+
+/// Max abs difference over every tensor of `a` and its namesake in `b`.
+pub fn max_diff_all(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>) -> f64 {
+    a.iter()
+        .map(|(k, t)| max_abs_diff(t, &b[k]))
         .fold(0.0, f64::max)
 }
 

@@ -557,10 +557,7 @@ fn curve_dropout_is_the_fits_own_and_changes_the_fit() {
         cfg["arch"], arch_before,
         "the endpoints' architecture is unchanged"
     );
-    let moved: f64 = plain
-        .iter()
-        .map(|(k, t)| max_abs_diff(t, &low[k]))
-        .fold(0.0, f64::max);
+    let moved = max_diff_all(&plain, &low);
     assert!(moved > 1e-4, "dropout 0 fitted the same bends ({moved})");
     env.ok(&[
         "eval",
