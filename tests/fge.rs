@@ -118,6 +118,10 @@ fn check_budget_report(env: &TestEnv, exp: &Path) {
         html.contains("Ensembles at equal training budget"),
         "no budget section"
     );
+    assert!(
+        html.contains("FGE: from ") && html.contains("every 2 epochs (members at its low points)"),
+        "the report does not say how FGE ran"
+    );
     for (row, epochs) in [
         ("1 independent network(s)", 3),
         ("2 independent network(s)", 6),

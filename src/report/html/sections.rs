@@ -172,6 +172,9 @@ pub(super) fn budget(h: &mut String, inp: &Inputs, figures: &[&str]) {
         );
     }
     h.push_str("</table>\n");
+    if let Some(f) = inp.config.as_ref().and_then(fge_settings) {
+        let _ = writeln!(h, "<p class=\"sub\">{}</p>", esc(&f));
+    }
     if figures.contains(&"budget") {
         figure(
             h,
@@ -179,6 +182,29 @@ pub(super) fn budget(h: &mut String, inp: &Inputs, figures: &[&str]) {
             "Test accuracy and NLL of independent networks (1 to N), the curve ensemble and FGE (first k members) against the epochs of training each cost: endpoints count their epochs, the curve ensemble two endpoints plus the curve, FGE the starting network plus its epochs up to the last member.",
         );
     }
+}
+
+/// How the FGE members were trained, from config.json's `fge` section.
+fn fge_settings(config: &Value) -> Option<String> {
+    let f: crate::config::FgeConfig = serde_json::from_value(config.get("fge")?.clone()).ok()?;
+    let mut line = format!(
+        "FGE: from {}, {} epochs, {} with the rate cycling from {} to {} every {} epochs (members at its low points)",
+        f.from.display(),
+        f.epochs,
+        f.optimizer.name(),
+        f.lr1,
+        f.lr2,
+        f.cycle
+    );
+    if let Some(p) = f.dropout {
+        let _ = write!(line, ", trained at dropout {p}");
+    }
+    line.push_str(if f.augment {
+        ", with augmentation."
+    } else {
+        ", without augmentation."
+    });
+    Some(line)
 }
 
 /// The plane's caption and settings, and the two landscape figures.
