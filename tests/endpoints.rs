@@ -575,3 +575,56 @@ fn diverging_loss_stops_with_the_epoch_and_a_lower_lr() {
         "no checkpoint of a diverged epoch may be written"
     );
 }
+
+/// `--final-dropout P --final-epochs N` trains the last N epochs at dropout P: the epochs before
+/// are those of a plain run to the last digit, the last one differs; config.json records it and
+/// the architecture (the saved networks') keeps its own dropout; a span longer than the run is
+/// refused before anything is written.
+#[test]
+fn final_dropout_changes_only_the_last_epochs() {
+    let env = TestEnv::new();
+    let train = |exp: &str, extra: &[&str]| {
+        let mut a = one_endpoint(exp, "2");
+        a.extend(["--save-every", "1"].iter().map(|s| s.to_string()));
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        env.ok(&a);
+        env.path().join(exp)
+    };
+    let plain = train("plain", &[]);
+    let late = train("late", &["--final-dropout", "0.0", "--final-epochs", "1"]);
+    let snap = |exp: &Path, n: usize| exp.join(format!("start_model/epoch-{n}/model.safetensors"));
+    assert_eq!(
+        max_diff_files(&snap(&plain, 1), &snap(&late, 1)),
+        0.0,
+        "the first epoch is the plain run's"
+    );
+    assert!(
+        max_diff_files(&snap(&plain, 2), &snap(&late, 2)) > 1e-4,
+        "the last epoch at dropout 0 trained the same weights"
+    );
+    let (cp, cl) = (
+        read_json(&plain.join("config.json")),
+        read_json(&late.join("config.json")),
+    );
+    assert_eq!(cl["train"]["final_dropout"]["dropout"], 0.0);
+    assert_eq!(cl["train"]["final_dropout"]["epochs"], 1);
+    assert!(cp["train"].get("final_dropout").is_none());
+    assert_eq!(cl["arch"], cp["arch"], "the architecture keeps its dropout");
+    let mut a = one_endpoint(&env.p("bad"), "2");
+    a.extend(
+        ["--final-dropout", "0.4", "--final-epochs", "3"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let err = assert_clean_error(&env.modeconn(&a), "final epochs beyond the run");
+    assert!(
+        err.contains("--final-epochs must be between 1 and --epochs (2)"),
+        "{err}"
+    );
+    assert!(
+        !env.path().join("bad").exists(),
+        "a refused run writes nothing"
+    );
+}

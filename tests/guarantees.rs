@@ -190,6 +190,11 @@ fn run_checks_every_step_s_flags_before_the_first_step() {
         ("--ensemble", "0", "--ensemble must be at least 1"),
         ("--grid", "1", "--grid must be at least 2"),
         ("--bends", "2", "--bends must be at least 3"),
+        (
+            "--final-dropout",
+            "1.5",
+            "--final-dropout must be in [0, 1)",
+        ),
     ] {
         let e = env.p(&format!("run{}", flag.trim_start_matches('-')));
         let out = env.modeconn_within(

@@ -44,3 +44,30 @@ fn defaults_pass_their_own_rules_and_broken_values_do_not() {
         assert!(bad.validate().is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn a_final_dropout_covers_the_last_epochs_within_the_run() {
+    let t = TrainConfig {
+        epochs: 100,
+        final_dropout: Some(FinalDropout {
+            dropout: 0.4,
+            epochs: 20,
+        }),
+        ..TrainConfig::defaults(ArchKind::SeedConvnet, 3)
+    };
+    t.validate().unwrap();
+    assert_eq!(t.final_dropout.unwrap().from_epoch(t.epochs), 80);
+    for (dropout, epochs, flag) in [
+        (1.5, 20, "--final-dropout"),
+        (-0.1, 20, "--final-dropout"),
+        (0.4, 0, "--final-epochs"),
+        (0.4, 101, "--final-epochs"),
+    ] {
+        let bad = TrainConfig {
+            final_dropout: Some(FinalDropout { dropout, epochs }),
+            ..t.clone()
+        };
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.starts_with(flag), "{e}");
+    }
+}

@@ -296,6 +296,7 @@ fn train_config(p: &Preset, augment: bool, precision: Precision) -> TrainConfig 
         augment,
         precision,
         save_every: p.fge.then(|| fge_start(p)),
+        final_dropout: p.final_dropout,
     }
 }
 

@@ -63,6 +63,9 @@ pub struct Preset {
     /// Dropout while fitting the curve (None: the endpoints').
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub curve_dropout: Option<f64>,
+    /// Another dropout for the endpoints' last epochs (None: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_dropout: Option<crate::config::FinalDropout>,
     /// Dropout while training FGE's members (None: the endpoints').
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fge_dropout: Option<f64>,
@@ -134,6 +137,7 @@ fn quick() -> Preset {
         optimizer: OptimKind::Sgd,
         augment: None,
         curve_t_per_batch: 1,
+        final_dropout: None,
         fge_dropout: None,
     }
 }

@@ -17,6 +17,7 @@ use crate::runtime::Runtime;
 /// going through set i, and the loss is their mean.
 pub type BatchParams<'a> = dyn FnMut() -> Vec<(Params, Option<Tensor>)> + 'a;
 
+#[derive(Clone, Copy)]
 pub struct Loop<'a> {
     pub model: &'a Model,
     pub data: &'a Data,

@@ -173,6 +173,7 @@ pub fn fit_curve(
             augment: cfg.augment,
             bn: BnMode::Train(None),
         },
+        late: None,
     };
     if cfg.epochs > 0 {
         trainer.lp.ensure_batches("curve")?;

@@ -42,6 +42,13 @@ pub fn train_endpoints(
     if resume && !shard.is_whole() {
         endpoint_shards::ensure_resumable(exp, shard, dcfg, &model.cfg, tcfg)?;
     }
+    // The same network at the final dropout, for the last epochs.
+    let late = match tcfg.final_dropout {
+        Some(f) => model
+            .with_training_dropout(Some(f.dropout))?
+            .map(|m| (f.from_epoch(tcfg.epochs), m)),
+        None => None,
+    };
     let trainer = Trainer {
         lp: Loop {
             model,
@@ -51,6 +58,7 @@ pub fn train_endpoints(
             augment: tcfg.augment,
             bn: BnMode::Train(Some(0.1)),
         },
+        late: late.as_ref().map(|(from, m)| (*from, m)),
     };
     // Checked before the first write, like everything else.
     trainer.lp.ensure_batches("endpoints")?;

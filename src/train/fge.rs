@@ -62,6 +62,7 @@ pub fn run_fge(
             augment: cfg.augment,
             bn: BnMode::Train(Some(0.1)),
         },
+        late: None,
     };
     trainer.lp.ensure_batches("fge")?;
     xp::write_section(exp, "fge", cfg)?;

@@ -141,6 +141,10 @@ impl SavedState {
 /// The epoch engine.
 pub struct Trainer<'a> {
     pub lp: Loop<'a>,
+    /// From this epoch (0-based) on, train this network instead of
+    /// `lp.model`: the same architecture at another dropout (endpoints'
+    /// `--final-dropout`). Evaluation always uses `lp.model`.
+    pub late: Option<(usize, &'a Model)>,
 }
 
 impl Trainer<'_> {
@@ -200,7 +204,11 @@ impl Trainer<'_> {
             ));
             let mut batch = || job.batch();
             let rate = |i: usize| plan.lr(epoch, i, per_epoch);
-            let (loss, acc) = self.lp.epoch(leaves, &mut opt, &rate, &mut batch, prog)?;
+            let (loss, acc) = match self.late {
+                Some((from, model)) if epoch >= from => Loop { model, ..self.lp },
+                _ => self.lp,
+            }
+            .epoch(leaves, &mut opt, &rate, &mut batch, prog)?;
             check_finite(loss, epoch + 1, job.label(), lr, job.dir())?;
             let (test, test_t) = job.test(&ev)?;
             let entry = EpochLog {
