@@ -33,8 +33,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "K")]
     pub save_every: Option<usize>,
     /// Train the last epochs (--final-epochs) at this dropout instead of the architecture's;
-    /// the saved networks keep the architecture's. The seed recipe's networks gain about half
-    /// a point at 0.4 for the last 20 of 100 epochs.
+    /// the saved networks keep the architecture's. The seed recipe's networks gained 0.35
+    /// points at 0.4 for the last 20 of 100 epochs (docs/RESULTS.md §2).
     #[arg(long, value_name = "P")]
     pub final_dropout: Option<f64>,
     /// How many of the last epochs --final-dropout covers (default: a fifth of --epochs).
