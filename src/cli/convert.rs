@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 
 use super::args::{DataArgs, FgeArgs, FitCurveArgs, ModelArgs, OptimArgs, RuntimeArgs, TrainArgs};
-use modeconn::config::{
-    ArchRequest, CurveConfig, DataRequest, FgeConfig, FinalDropout, TrainConfig,
-};
+use modeconn::config::{ArchRequest, CurveConfig, DataRequest, FgeConfig, TrainConfig};
 use modeconn::model::{ArchKind, Precision};
 use modeconn::optim::OptimKind;
 use modeconn::runtime::{PrecisionChoice, Runtime};
@@ -82,9 +80,7 @@ impl TrainArgs {
               c.optim.kind => o.optimizer, c.optim.lr => o.lr, c.optim.momentum => o.momentum,
               c.optim.wd => o.wd, c.schedule => o.schedule, c.augment => o.augment());
         c.optim.nesterov = o.nesterov;
-        c.final_dropout = self
-            .final_dropout
-            .map(|d| FinalDropout::last(d, self.final_epochs, c.epochs));
+        c.final_dropout = self.final_dropout.config(c.epochs);
         c
     }
 }

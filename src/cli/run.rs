@@ -7,7 +7,6 @@ use serde_json::json;
 
 use super::args::RunArgs;
 use super::output::Terminal;
-use modeconn::config::FinalDropout;
 use modeconn::lock::ExperimentLock;
 use modeconn::observe::fmt_secs;
 use modeconn::plan::{self, Preset, RunRequest, RunSummary};
@@ -64,8 +63,8 @@ fn with_flags(mut p: Preset, a: &RunArgs) -> Preset {
     if a.fge_dropout.is_some() {
         p.fge_dropout = a.fge_dropout;
     }
-    if let Some(d) = a.final_dropout {
-        p.final_dropout = Some(FinalDropout::last(d, a.final_epochs, p.epochs));
+    if let Some(f) = a.final_dropout.config(p.epochs) {
+        p.final_dropout = Some(f);
     }
     if let Some(v) = super::convert::augment_choice(a.augment, a.no_augment) {
         p.augment = Some(v);

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::args::{choice, DataArgs, ModelArgs, OptimArgs, RuntimeArgs};
+use modeconn::config::FinalDropout;
 use modeconn::curve::CurveKind;
 use modeconn::eval::ensemble::{Average, Sampling};
 use modeconn::eval::members::{MemberBn, MemberSet};
@@ -32,14 +33,8 @@ pub struct TrainArgs {
     /// starting points of `modeconn fge`).
     #[arg(long, value_name = "K")]
     pub save_every: Option<usize>,
-    /// Train the last epochs (--final-epochs) at this dropout instead of the architecture's;
-    /// the saved networks keep the architecture's. The seed recipe's networks gained 0.35
-    /// points at 0.4 for the last 20 of 100 epochs (docs/RESULTS.md §2).
-    #[arg(long, value_name = "P")]
-    pub final_dropout: Option<f64>,
-    /// How many of the last epochs --final-dropout covers (default: a fifth of --epochs).
-    #[arg(long, value_name = "N", requires = "final_dropout")]
-    pub final_epochs: Option<usize>,
+    #[command(flatten)]
+    pub final_dropout: FinalDropoutArgs,
     /// Do only shard I of N of the work (I counted from 0; e.g. Slurm's
     /// $SLURM_ARRAY_TASK_ID/N) into shards/, for `modeconn merge`.
     #[arg(long, value_name = "I/N", value_parser = shard)]
@@ -52,6 +47,27 @@ pub struct TrainArgs {
     pub optim: OptimArgs,
     #[command(flatten)]
     pub rt: RuntimeArgs,
+}
+
+/// The endpoints' final dropout, for `train-endpoints` and `run`.
+#[derive(Args, Debug, Clone)]
+pub struct FinalDropoutArgs {
+    /// Train the endpoints' last epochs (--final-epochs) at this dropout instead of the
+    /// architecture's; the saved networks keep the architecture's. The seed recipe's networks
+    /// gained 0.35 points at 0.4 for the last 20 of 100 epochs (docs/RESULTS.md §2).
+    #[arg(long, value_name = "P")]
+    pub final_dropout: Option<f64>,
+    /// How many of the last epochs --final-dropout covers (default: a fifth of the epochs).
+    #[arg(long, value_name = "N", requires = "final_dropout")]
+    pub final_epochs: Option<usize>,
+}
+
+impl FinalDropoutArgs {
+    /// What the flags ask for, for a training of `epochs` epochs.
+    pub fn config(&self, epochs: usize) -> Option<FinalDropout> {
+        self.final_dropout
+            .map(|d| FinalDropout::last(d, self.final_epochs, epochs))
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -393,12 +409,8 @@ pub struct RunArgs {
     /// Dropout while fitting the curve (default: the endpoints').
     #[arg(long, value_name = "P")]
     pub curve_dropout: Option<f64>,
-    /// Train the endpoints' last epochs (--final-epochs) at this dropout.
-    #[arg(long, value_name = "P")]
-    pub final_dropout: Option<f64>,
-    /// How many of the endpoints' last epochs --final-dropout covers (default: a fifth).
-    #[arg(long, value_name = "N", requires = "final_dropout")]
-    pub final_epochs: Option<usize>,
+    #[command(flatten)]
+    pub final_dropout: FinalDropoutArgs,
     /// Dropout while training FGE's members, with --fge (default: the preset's, else the
     /// endpoints').
     #[arg(long, value_name = "P")]
