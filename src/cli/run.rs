@@ -50,12 +50,15 @@ fn with_flags(mut p: Preset, a: &RunArgs) -> Preset {
     macro_rules! over {
         ($($f:ident <- $a:expr),*) => { $( if let Some(v) = $a { p.$f = v; } )* };
     }
-    over!(arch <- a.model.arch, normalize <- a.data.normalize, epochs <- a.epochs,
+    over!(arch <- a.model.arch, normalize <- a.data.normalize,
           curve_epochs <- a.curve_epochs, lr <- a.lr, curve_lr <- a.curve_lr,
           batch_size <- a.batch_size, wd <- a.wd, seed <- a.seed, curve <- a.curve,
           bends <- a.bends, points <- a.points, ensemble <- a.ensemble, grid <- a.grid,
           optimizer <- a.optimizer, schedule <- a.schedule, curve_optimizer <- a.curve_optimizer,
           curve_t_per_batch <- a.curve_t_per_batch);
+    if let Some(n) = a.epochs {
+        p.set_epochs(n);
+    }
     p.fge |= a.fge;
     if a.curve_dropout.is_some() {
         p.curve_dropout = a.curve_dropout;
