@@ -611,6 +611,13 @@ fn final_dropout_changes_only_the_last_epochs() {
     assert_eq!(cl["train"]["final_dropout"]["epochs"], 1);
     assert!(cp["train"].get("final_dropout").is_none());
     assert_eq!(cl["arch"], cp["arch"], "the architecture keeps its dropout");
+    // The report says why the late run's training curve steps at its last epoch.
+    let says = "trained their last 1 of 2 epochs (from epoch 2) at dropout 0";
+    for (exp, expected) in [(&plain, false), (&late, true)] {
+        env.ok(&["plot", "--exp", &exp.display().to_string()]);
+        let html = fs::read_to_string(exp.join("report.html")).unwrap();
+        assert_eq!(html.contains(says), expected, "{}", exp.display());
+    }
     let mut a = one_endpoint(&env.p("bad"), "2");
     a.extend(
         ["--final-dropout", "0.4", "--final-epochs", "3"]

@@ -15,6 +15,9 @@ pub(super) fn training(h: &mut String, inp: &Inputs, figures: &[&str]) {
     }
     h.push_str("<h2>Training</h2>\n");
     training_table(h, inp);
+    if let Some(line) = inp.config.as_ref().and_then(final_dropout_line) {
+        let _ = writeln!(h, "<p class=\"sub\">{}</p>", esc(&line));
+    }
     if has_figure {
         figure(
             h,
@@ -22,6 +25,21 @@ pub(super) fn training(h: &mut String, inp: &Inputs, figures: &[&str]) {
             "Loss, accuracy and learning rate per epoch (train solid, test dashed).",
         );
     }
+}
+
+/// The endpoints' final dropout, from config.json's `train` section: it
+/// explains the step in their training curves.
+fn final_dropout_line(config: &Value) -> Option<String> {
+    let t: crate::config::TrainConfig =
+        serde_json::from_value(config.get("train")?.clone()).ok()?;
+    let f = t.final_dropout?;
+    Some(format!(
+        "The endpoints trained their last {} of {} epochs (from epoch {}) at dropout {} (--final-dropout). The saved networks keep their architecture's dropout, which is off at evaluation.",
+        f.epochs,
+        t.epochs,
+        f.from_epoch(t.epochs) + 1,
+        f.dropout
+    ))
 }
 
 /// Statistics of the metrics along the curve and the line segment, and the `along_curve` figure.
