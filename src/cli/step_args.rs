@@ -54,7 +54,7 @@ pub struct TrainArgs {
 pub struct FinalDropoutArgs {
     /// Train the endpoints' last epochs (--final-epochs) at this dropout instead of the
     /// architecture's; the saved networks keep the architecture's. seed-cifar10 trains the
-    /// last 20 of its 100 epochs at 0.35, which lifted its weakest network by half a point
+    /// last 20 of its 100 epochs at 0.35, which lifted its weakest network by about half a point
     /// (docs/RESULTS.md §2).
     #[arg(long, value_name = "P")]
     pub final_dropout: Option<f64>,

@@ -59,7 +59,7 @@ pub struct TrainConfig {
 
 /// Dropout `dropout` for the last `epochs` epochs of an endpoint's training.
 /// Measured on the seed recipe (docs/RESULTS.md §2): its networks underfit at
-/// 0.5, and their last 20 of 100 epochs at 0.35 added half a point to the
+/// 0.5, and their last 20 of 100 epochs at 0.35 added about half a point to the
 /// weakest (at 0.4, 0.35 points).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FinalDropout {
