@@ -4,6 +4,7 @@
 use super::tables::{along_table, config_table, ensemble_table, training_table};
 use super::{esc, figure};
 use crate::report::data::{get, Aligned, Along, Ensemble, Inputs, PathEval, Plane};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::fmt::Write;
 
@@ -27,11 +28,16 @@ pub(super) fn training(h: &mut String, inp: &Inputs, figures: &[&str]) {
     }
 }
 
+/// config.json's section `name` read through its own schema (None when it is
+/// absent or does not parse: the report then leaves out what it would say).
+fn typed_section<T: DeserializeOwned>(config: &Value, name: &str) -> Option<T> {
+    T::deserialize(config.get(name)?).ok()
+}
+
 /// The endpoints' final dropout, from config.json's `train` section: it
 /// explains the step in their training curves.
 fn final_dropout_line(config: &Value) -> Option<String> {
-    let t: crate::config::TrainConfig =
-        serde_json::from_value(config.get("train")?.clone()).ok()?;
+    let t: crate::config::TrainConfig = typed_section(config, "train")?;
     let f = t.final_dropout?;
     Some(format!(
         "The endpoints trained their last {} of {} epochs (from epoch {}) at dropout {} (--final-dropout). The saved networks keep their architecture's dropout, which is off at evaluation.",
@@ -204,7 +210,7 @@ pub(super) fn budget(h: &mut String, inp: &Inputs, figures: &[&str]) {
 
 /// How the FGE members were trained, from config.json's `fge` section.
 fn fge_settings(config: &Value) -> Option<String> {
-    let f: crate::config::FgeConfig = serde_json::from_value(config.get("fge")?.clone()).ok()?;
+    let f: crate::config::FgeConfig = typed_section(config, "fge")?;
     let mut line = format!(
         "FGE: from {}, {} epochs, {} with the rate cycling from {} to {} every {} epochs (members at its low points)",
         f.from.display(),
