@@ -146,7 +146,7 @@ impl Curve {
 /// Adds the model's buffers (BatchNorm statistics at their initial values)
 /// to a set of weights.
 pub fn with_fresh_buffers(model: &Model, weights: Params) -> Params {
-    if !model.has_bn {
+    if !model.has_buffers() {
         return weights;
     }
     let device = weights
@@ -267,6 +267,7 @@ mod tests {
         let y = Tensor::from_slice(&[1i64, 2, 3, 4]);
         let loss = model
             .forward(&c.weights_at(0.4), &x, BnMode::Train(None), Precision::Fp32)
+            .unwrap()
             .cross_entropy_for_logits(&y);
         loss.backward();
         for l in &leaves {

@@ -387,12 +387,14 @@ pub fn logits(
     x: &Tensor,
 ) -> Tensor {
     tch::no_grad(|| {
-        model.forward(
-            params,
-            x,
-            modeconn::model::BnMode::Eval,
-            modeconn::model::Precision::Fp32,
-        )
+        model
+            .forward(
+                params,
+                x,
+                modeconn::model::BnMode::Eval,
+                modeconn::model::Precision::Fp32,
+            )
+            .expect("the forward of a checked model")
     })
 }
 

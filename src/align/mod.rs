@@ -186,8 +186,8 @@ fn evaluate_lines(
         let t0 = Instant::now();
         let rt = ev.rt;
         let batches = repair::sample(ev.data, cfg.repair_images, rt.eval_batch, rt.channels_last)?;
-        let sa = repair::stats(model, &pair.start, &batches);
-        let sb = repair::stats(model, aligned, &batches);
+        let sa = repair::stats(model, &pair.start, &batches)?;
+        let sb = repair::stats(model, aligned, &batches)?;
         let stats_s = t0.elapsed().as_secs_f64();
         let point = |t| repair::repair(model, &pair.start, aligned, (&sa, &sb), t, &batches);
         let (p, s) = timed(&point, &mut prog)?;
@@ -215,8 +215,8 @@ fn max_logit_diff(ev: &Evaluator, a: &Params, b: &Params) -> Result<f64> {
     let mode = crate::model::BnMode::Eval;
     let prec = crate::model::Precision::Fp32;
     let (ya, yb) = (
-        ev.model.forward(a, &x, mode, prec),
-        ev.model.forward(b, &x, mode, prec),
+        ev.model.forward(a, &x, mode, prec)?,
+        ev.model.forward(b, &x, mode, prec)?,
     );
     Ok((ya - yb)
         .abs()

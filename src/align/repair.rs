@@ -59,13 +59,13 @@ pub fn sample(data: &Data, images: i64, batch: i64, channels_last: bool) -> Resu
 }
 
 /// Mean and std per channel of every repaired layer's output, over `batches`.
-pub fn stats(model: &Model, params: &Params, batches: &[Tensor]) -> LayerStats {
+pub fn stats(model: &Model, params: &Params, batches: &[Tensor]) -> Result<LayerStats> {
     let _g = tch::no_grad_guard();
     let tap = Tap::record(layers(model));
     for x in batches {
-        let _ = model.forward_tapped(params, x, &tap);
+        let _ = model.forward_tapped(params, x, &tap)?;
     }
-    tap.stats()
+    Ok(tap.stats())
 }
 
 /// The point `(1 − α)·a + α·b` with every repaired layer's channels reset to
@@ -102,7 +102,7 @@ pub fn repair(
     }
     let tap = Tap::correct(targets);
     for x in batches {
-        let _ = model.forward_tapped(&point, x, &tap);
+        let _ = model.forward_tapped(&point, x, &tap)?;
     }
     let now = tap.stats();
     let mut out = point.deep_clone();

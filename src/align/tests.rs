@@ -63,7 +63,7 @@ fn random_perm(model: &Model) -> Permutation {
 }
 
 fn logits(model: &Model, p: &Params, x: &Tensor) -> Tensor {
-    model.forward(p, x, BnMode::Eval, Precision::Fp32)
+    model.forward(p, x, BnMode::Eval, Precision::Fp32).unwrap()
 }
 
 #[test]
@@ -259,8 +259,8 @@ fn repair_gives_each_layer_the_interpolated_statistics() {
         .map(|_| Tensor::rand([64, c, hw, hw], (Kind::Float, Device::Cpu)))
         .collect();
     let (sa, sb) = (
-        repair::stats(&model, &a, &batches),
-        repair::stats(&model, &b, &batches),
+        repair::stats(&model, &a, &batches).unwrap(),
+        repair::stats(&model, &b, &batches).unwrap(),
     );
     assert_eq!(sa.len(), repair::layers(&model).len());
     assert_eq!(
@@ -268,7 +268,7 @@ fn repair_gives_each_layer_the_interpolated_statistics() {
         ["features.0", "features.3", "features.6", "classifier.2"]
     );
     let fixed = repair::repair(&model, &a, &b, (&sa, &sb), 0.5, &batches).unwrap();
-    let now = repair::stats(&model, &fixed, &batches);
+    let now = repair::stats(&model, &fixed, &batches).unwrap();
     let mut worst: HashMap<String, f64> = HashMap::new();
     for l in repair::layers(&model) {
         let target = sa[&l].lerp(&sb[&l], 0.5);

@@ -86,11 +86,39 @@ pub struct DataArgs {
     pub test_subset: Option<usize>,
 }
 
+/// A TorchScript archive named on the command line: made absolute, and the
+/// only kind of archive modeconn will load (loading one can run its code).
+fn archive(s: &str) -> Result<PathBuf, String> {
+    let p = std::fs::canonicalize(s).map_err(|e| {
+        format!("{s}: {e}; export the network with python/modeconn_export.py first")
+    })?;
+    if !p.is_file() {
+        return Err(format!(
+            "{s} is not a file (a TorchScript archive, e.g. model.pt)"
+        ));
+    }
+    modeconn::model::script::trust(&p);
+    Ok(p)
+}
+
+/// The TorchScript archive, for the commands that load networks an
+/// experiment already holds.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ScriptArgs {
+    /// The TorchScript archive of a --arch torchscript experiment (python/modeconn_export.py
+    /// writes it). Needed on every command that runs such a network: loading an archive can
+    /// run code, so modeconn loads only one the command names.
+    #[arg(long, value_name = "F.pt", value_parser = archive)]
+    pub model_file: Option<PathBuf>,
+}
+
 #[derive(Args, Debug, Clone, Default)]
 pub struct ModelArgs {
-    /// Architecture.
+    /// Architecture (torchscript: your own PyTorch network, with --model-file).
     #[arg(long, value_parser = choice::<ArchKind>())]
     pub arch: Option<ArchKind>,
+    #[command(flatten)]
+    pub script: ScriptArgs,
     /// Depth for preresnet (20, 110, 164) and wrn (28).
     #[arg(long)]
     pub depth: Option<i64>,

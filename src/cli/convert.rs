@@ -30,6 +30,7 @@ impl ModelArgs {
             depth: self.depth,
             widen: self.widen,
             dropout: self.dropout,
+            model_file: self.script.model_file.clone(),
         }
     }
 }

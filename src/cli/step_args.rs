@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::args::{choice, DataArgs, ModelArgs, OptimArgs, RuntimeArgs};
+use super::args::{choice, DataArgs, ModelArgs, OptimArgs, RuntimeArgs, ScriptArgs};
 use modeconn::config::FinalDropout;
 use modeconn::curve::CurveKind;
 use modeconn::eval::ensemble::{Average, Sampling};
@@ -234,6 +234,8 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
+    pub script: ScriptArgs,
+    #[command(flatten)]
     pub rt: RuntimeArgs,
 }
 
@@ -279,6 +281,8 @@ pub struct LandscapeArgs {
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
+    pub script: ScriptArgs,
+    #[command(flatten)]
     pub rt: RuntimeArgs,
 }
 
@@ -319,6 +323,8 @@ pub struct ExportArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub script: ScriptArgs,
     #[command(flatten)]
     pub rt: RuntimeArgs,
 }

@@ -29,7 +29,7 @@ pub fn endpoints(a: &TrainArgs, out: &Terminal) -> Result<()> {
     let shard = a.shard.unwrap_or(Shard::WHOLE);
     let _lock = StepLock::acquire(&exp, Target::Endpoints, shard, true)?;
     let data = loader::load(&dcfg, rt.device, None)?;
-    let model = Model::new(xp::arch_config(&a.model.request(), None, &data))?;
+    let model = Model::new(xp::arch_config(&a.model.request(), None, &data)?)?;
     let tcfg: TrainConfig = a.config(model.cfg.arch, data.channels, rt.precision);
     let cx = Context {
         model: &model,

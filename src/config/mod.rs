@@ -35,6 +35,8 @@ pub struct ArchRequest {
     pub depth: Option<i64>,
     pub widen: Option<i64>,
     pub dropout: Option<f64>,
+    /// The TorchScript archive (`--model-file`); implies `--arch torchscript`.
+    pub model_file: Option<std::path::PathBuf>,
 }
 
 /// Everything that determines an endpoint run (the `train` section of config.json).

@@ -121,7 +121,7 @@ impl Evaluator<'_> {
         min: i64,
     ) -> impl Iterator<Item = (i64, i64)> {
         let n = split.len();
-        let k = (self.rt.stack.max(1) as usize).min(models.max(1)) as i64;
+        let k = self.stack_size().min(models.max(1)) as i64;
         let b = (self.rt.eval_batch / k)
             .max(32.min(self.rt.eval_batch))
             .max(min);
@@ -135,9 +135,19 @@ impl Evaluator<'_> {
         self.batches_of_at_least(&self.data.train, models, 32)
     }
 
+    /// Models per stacked pass: `rt.stack`, or 1 for a TorchScript network
+    /// (which runs one parameter set at a time).
+    fn stack_size(&self) -> usize {
+        if self.model.is_script() {
+            1
+        } else {
+            self.rt.stack.max(1) as usize
+        }
+    }
+
     /// The parameter sets in stacks of at most `rt.stack` models each.
     fn stacks(&self, params: &[Params]) -> Vec<(usize, i64, Params)> {
-        let s = self.rt.stack.max(1) as usize;
+        let s = self.stack_size();
         params
             .chunks(s)
             .enumerate()
@@ -156,7 +166,13 @@ impl Evaluator<'_> {
     }
 
     /// Logits `[B, k, classes]` of a stack for one input batch.
-    fn stack_logits(&self, stacked: &Params, k: i64, x: &Tensor, mode: BnMode) -> Tensor {
+    fn stack_logits(
+        &self,
+        stacked: &Params,
+        k: i64,
+        x: &Tensor,
+        mode: BnMode,
+    ) -> anyhow::Result<Tensor> {
         self.model
             .forward_stacked(stacked, k, x, mode, self.rt.precision)
     }
@@ -210,7 +226,7 @@ impl Evaluator<'_> {
             let (x, _) = self.batch(&self.data.train, s, len)?;
             let momentum = len as f64 / (seen + len) as f64;
             for (_, k, p) in &stacks {
-                let _ = self.stack_logits(p, *k, &x, BnMode::Train(Some(momentum)));
+                let _ = self.stack_logits(p, *k, &x, BnMode::Train(Some(momentum)))?;
             }
             seen += len;
             tick(params.len() as u64);
@@ -266,7 +282,7 @@ impl Evaluator<'_> {
             // Cast once for every model of the group, not in each forward.
             let x = x.to_kind(self.rt.precision.compute_kind());
             for (first, k, p) in &stacks {
-                let all = self.stack_logits(p, *k, &x, BnMode::Eval);
+                let all = self.stack_logits(p, *k, &x, BnMode::Eval)?;
                 for i in 0..*k as usize {
                     let logits = all.select(1, i as i64);
                     accs[first + i].add(&logits, &y);

@@ -248,11 +248,22 @@ pub fn data_config(
 }
 
 /// Architecture from flags (falling back on `base`) and the data's shape.
-pub fn arch_config(args: &ArchRequest, base: Option<&ArchConfig>, data: &Data) -> ArchConfig {
+pub fn arch_config(
+    args: &ArchRequest,
+    base: Option<&ArchConfig>,
+    data: &Data,
+) -> Result<ArchConfig> {
     let arch = args
         .arch
+        .or(args.model_file.as_ref().map(|_| ArchKind::Torchscript))
         .or(base.map(|b| b.arch))
         .unwrap_or(ArchKind::SeedConvnet);
+    if args.model_file.is_some() && arch != ArchKind::Torchscript {
+        bail!(
+            "--model-file is the archive of --arch torchscript, but --arch is {}; drop one of the two",
+            arch.name()
+        );
+    }
     let mut cfg = ArchConfig::new(
         arch,
         data.channels,
@@ -264,6 +275,7 @@ pub fn arch_config(args: &ArchRequest, base: Option<&ArchConfig>, data: &Data) -
         cfg.depth = b.depth;
         cfg.widen = b.widen;
         cfg.dropout = b.dropout;
+        cfg.script = b.script.clone();
     }
     if let Some(d) = args.depth {
         cfg.depth = d;
@@ -274,7 +286,21 @@ pub fn arch_config(args: &ArchRequest, base: Option<&ArchConfig>, data: &Data) -
     if let Some(p) = args.dropout {
         cfg.dropout = p;
     }
-    cfg
+    if let Some(f) = &args.model_file {
+        let r = crate::model::ScriptRef::of(f)?;
+        if let Some(old) = cfg.script.as_ref().filter(|o| **o != r) {
+            bail!(
+                "--model-file {} (MD5 {}) is not the archive these networks were made with ({}, MD5 {}); use that archive, or start a new experiment",
+                r.path.display(),
+                r.md5,
+                old.path.display(),
+                old.md5
+            );
+        }
+        crate::model::script::trust(&r.path);
+        cfg.script = Some(r);
+    }
+    Ok(cfg)
 }
 
 /// Checkpoint metadata for a model trained or evaluated on `data`.

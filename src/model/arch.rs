@@ -21,6 +21,8 @@ crate::choice! {
         Wrn = "wrn",
         /// A multilayer perceptron (--depth 3 hidden layers of 512 by default).
         Mlp = "mlp",
+        /// Any PyTorch network, exported by python/modeconn_export.py (--model-file F.pt).
+        Torchscript = "torchscript",
     }
 }
 
@@ -40,6 +42,9 @@ pub struct ArchConfig {
     pub widen: i64,
     /// Dropout probability where the architecture has dropout.
     pub dropout: f64,
+    /// The TorchScript archive of `--arch torchscript`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<super::ScriptRef>,
 }
 
 impl ArchConfig {
@@ -56,6 +61,7 @@ impl ArchConfig {
             ArchKind::SeedConvnet | ArchKind::Vgg16 | ArchKind::Vgg16Bn => (0, 100, 0.5),
             ArchKind::Convfc => (0, 100, 0.0),
             ArchKind::Mlp => (3, 100, 0.0),
+            ArchKind::Torchscript => (0, 100, 0.0),
         };
         ArchConfig {
             arch,
@@ -66,6 +72,7 @@ impl ArchConfig {
             depth,
             widen,
             dropout,
+            script: None,
         }
     }
 
@@ -116,6 +123,9 @@ pub(super) fn validate(cfg: &ArchConfig) -> Result<()> {
                 "mlp --depth is its number of hidden layers, 1 to 16; got {}",
                 cfg.depth
             )
+        }
+        ArchKind::Torchscript if cfg.depth != 0 || cfg.widen != 100 || cfg.dropout != 0.0 => {
+            bail!("--depth, --widen and --dropout shape the built-in architectures; a TorchScript network's depth, width and dropout are part of its code (export it again to change them)")
         }
         _ if cfg.widen < 1 => bail!("--widen must be at least 1 (percent of the standard widths)"),
         _ => check_dropout(cfg.dropout),

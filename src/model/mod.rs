@@ -16,11 +16,14 @@ mod layers;
 mod mlp;
 pub mod params;
 mod preresnet;
+pub mod script;
 mod seed_convnet;
 mod spec;
 mod tap;
 mod vgg;
 mod wrn;
+
+use std::rc::Rc;
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
@@ -28,6 +31,7 @@ use tch::{Device, Kind, Tensor};
 pub use arch::{check_dropout, ArchConfig, ArchKind};
 pub use layers::{onednn_mishandles_pointwise, BnMode, Fwd, Precision, ONEDNN_IC_BLOCK_MAX};
 pub use params::{channels_last, is_channels_last, Params, Role};
+pub use script::{ScriptNet, ScriptRef};
 pub use seed_convnet::pytorch_order as seed_convnet_pytorch_order;
 pub use spec::{PermAxis, PermGroup, PermSpec};
 pub use tap::{rescale, ChannelStats, Tap};
@@ -40,6 +44,8 @@ pub enum Init {
     Normal(f64),
     Zeros,
     Ones,
+    /// The value a TorchScript archive holds (see [`ScriptNet::fresh`]).
+    Archive,
 }
 
 #[derive(Clone, Debug)]
@@ -59,13 +65,20 @@ pub struct Model {
     /// The permutation symmetries of the network (for alignment).
     pub perms: PermSpec,
     pub has_bn: bool,
+    /// The user's TorchScript network (`--arch torchscript`), which runs
+    /// instead of a built-in forward.
+    pub script: Option<Rc<ScriptNet>>,
 }
 
 impl Model {
     pub fn new(cfg: ArchConfig) -> Result<Model> {
         arch::validate(&cfg)?;
+        if cfg.arch == ArchKind::Torchscript {
+            return Model::from_script(cfg);
+        }
         let mut b = layers::SpecBuilder::default();
         match cfg.arch {
+            ArchKind::Torchscript => unreachable!("handled above"),
             ArchKind::SeedConvnet => seed_convnet::spec(&cfg, &mut b),
             ArchKind::Convfc => convfc::spec(&cfg, &mut b),
             ArchKind::Vgg16 | ArchKind::Vgg16Bn => vgg::spec(&cfg, &mut b),
@@ -79,13 +92,66 @@ impl Model {
             spec: b.specs,
             perms: b.perms,
             has_bn,
+            script: None,
         })
+    }
+
+    /// A TorchScript network: the archive `cfg.script` names, checked
+    /// against the data's shape and class count.
+    fn from_script(cfg: ArchConfig) -> Result<Model> {
+        let Some(r) = &cfg.script else {
+            bail!("--arch torchscript needs --model-file F.pt (an archive written by python/modeconn_export.py)");
+        };
+        let net = ScriptNet::load(r)?;
+        let want = &net.meta.input_shape;
+        if [cfg.in_channels, cfg.height, cfg.width] != [want[0], want[1], want[2]] {
+            bail!(
+                "{} takes {}x{}x{} images (channels x height x width), but the dataset's are {}x{}x{}; export the network with --input-shape {},{},{} or use data of its shape",
+                r.path.display(),
+                want[0], want[1], want[2],
+                cfg.in_channels, cfg.height, cfg.width,
+                cfg.in_channels, cfg.height, cfg.width
+            );
+        }
+        if net.meta.classes != cfg.num_classes {
+            bail!(
+                "{} gives {} logits, but the dataset has {} classes; export the network with --classes {} (and the factory's class count to match)",
+                r.path.display(),
+                net.meta.classes,
+                cfg.num_classes,
+                cfg.num_classes
+            );
+        }
+        Ok(Model {
+            spec: net.spec(),
+            perms: PermSpec::default(),
+            has_bn: net.has_bn(),
+            script: Some(Rc::new(net)),
+            cfg,
+        })
+    }
+
+    /// Is this a TorchScript network (no stacking, fp32, no taps)?
+    pub fn is_script(&self) -> bool {
+        self.script.is_some()
+    }
+
+    /// Does a parameter set of this model carry buffers (BatchNorm
+    /// statistics, or a TorchScript network's fixed buffers)?
+    pub fn has_buffers(&self) -> bool {
+        self.spec.iter().any(|s| s.role == Role::Buffer)
     }
 
     /// The same network trained at dropout `p` instead of its own (a curve's
     /// or an FGE run's training dropout); None when `p` is None or the same.
     /// The parameters are unchanged: dropout has none.
     pub fn with_training_dropout(&self, p: Option<f64>) -> Result<Option<Model>> {
+        if let (Some(p), Some(s)) = (p, &self.script) {
+            bail!(
+                "a training dropout of {p} was asked for, but the dropout of the TorchScript network {} is part of its code; export it with the dropout you want instead",
+                s.source.path.display()
+            );
+        }
         match p.filter(|&p| p != self.cfg.dropout) {
             Some(p) => Ok(Some(Model::new(ArchConfig {
                 dropout: p,
@@ -102,7 +168,7 @@ impl Model {
         x: &Tensor,
         mode: BnMode,
         precision: Precision,
-    ) -> Tensor {
+    ) -> Result<Tensor> {
         self.forward_k(params, 1, x, mode, precision)
     }
 
@@ -115,15 +181,37 @@ impl Model {
         x: &Tensor,
         mode: BnMode,
         precision: Precision,
-    ) -> Tensor {
+    ) -> Result<Tensor> {
         let b = x.size()[0];
-        self.forward_k(stacked, k, x, mode, precision)
-            .reshape([b, k, self.cfg.num_classes])
+        if let Some(s) = &self.script {
+            if k == 1 {
+                return Ok(s.forward(stacked, x, script_bn(mode))?.reshape([
+                    b,
+                    1,
+                    self.cfg.num_classes,
+                ]));
+            }
+            let parts = stacked
+                .unstack(k)
+                .iter()
+                .map(|p| s.forward(p, x, script_bn(mode)))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Tensor::stack(&parts, 1));
+        }
+        Ok(self
+            .forward_k(stacked, k, x, mode, precision)?
+            .reshape([b, k, self.cfg.num_classes]))
     }
 
     /// The fp32 evaluation forward of one model, with `tap` seeing every
     /// convolution's and linear layer's output.
-    pub fn forward_tapped(&self, params: &Params, x: &Tensor, tap: &Tap) -> Tensor {
+    pub fn forward_tapped(&self, params: &Params, x: &Tensor, tap: &Tap) -> Result<Tensor> {
+        if let Some(s) = &self.script {
+            bail!(
+                "REPAIR needs each layer's outputs, which a TorchScript network ({}) does not expose; use align --repair-images 0",
+                s.source.path.display()
+            );
+        }
         let f = Fwd {
             p: params,
             mode: BnMode::Eval,
@@ -131,7 +219,7 @@ impl Model {
             models: 1,
             tap: Some(tap),
         };
-        self.run(&f, x)
+        Ok(self.run(&f, x))
     }
 
     fn forward_k(
@@ -141,7 +229,10 @@ impl Model {
         x: &Tensor,
         mode: BnMode,
         precision: Precision,
-    ) -> Tensor {
+    ) -> Result<Tensor> {
+        if let Some(s) = &self.script {
+            return s.forward(params, x, script_bn(mode));
+        }
         let f = Fwd {
             p: params,
             mode,
@@ -149,7 +240,18 @@ impl Model {
             models,
             tap: None,
         };
-        self.run(&f, x)
+        Ok(self.run(&f, x))
+    }
+
+    /// After `loss.backward()` on logits of this model's forward of
+    /// `params`: nothing for the built-in architectures (autograd already
+    /// reached `params`); for a TorchScript network, the chain rule from
+    /// the module's tensors on to `params` ([`ScriptNet::chain_grads`]).
+    pub fn chain_grads(&self, params: &Params) -> Result<()> {
+        match &self.script {
+            Some(s) => s.chain_grads(params),
+            None => Ok(()),
+        }
     }
 
     fn run(&self, f: &Fwd, x: &Tensor) -> Tensor {
@@ -160,6 +262,7 @@ impl Model {
             ArchKind::Preresnet => preresnet::forward(&self.cfg, f, x),
             ArchKind::Wrn => wrn::forward(&self.cfg, f, x),
             ArchKind::Mlp => mlp::forward(&self.cfg, f, x),
+            ArchKind::Torchscript => unreachable!("a TorchScript network runs through ScriptNet"),
         };
         logits.to_kind(Kind::Float)
     }
@@ -198,6 +301,8 @@ impl Model {
                     Init::Ones => Tensor::ones(s.shape.as_slice(), opts),
                     Init::Uniform(b) => Tensor::empty(s.shape.as_slice(), opts).uniform_(-b, b),
                     Init::Normal(std) => Tensor::empty(s.shape.as_slice(), opts).normal_(0.0, std),
+                    Init::Archive if s.role == Role::Buffer => self.fresh_buffer(&s.name, device),
+                    Init::Archive => self.script_net().fresh(&s.name, device),
                 };
                 (s.name.clone(), t)
             })
@@ -215,12 +320,37 @@ impl Model {
                     let opts = (s.kind, device);
                     let t = match s.init {
                         Init::Ones => Tensor::ones(s.shape.as_slice(), opts),
+                        Init::Archive => self.fresh_buffer(&s.name, device),
                         _ => Tensor::zeros(s.shape.as_slice(), opts),
                     };
                     (s.name.clone(), t)
                 })
                 .collect(),
         )
+    }
+
+    fn script_net(&self) -> &ScriptNet {
+        self.script
+            .as_deref()
+            .expect("Init::Archive belongs to TorchScript networks")
+    }
+
+    /// A TorchScript network's buffer at its initial value: BatchNorm
+    /// statistics as PyTorch initialises them (mean 0, variance 1, counter
+    /// 0), any other buffer at the archive's value.
+    fn fresh_buffer(&self, name: &str, device: Device) -> Tensor {
+        let t = self
+            .script_net()
+            .initial(name)
+            .expect("spec names come from the archive");
+        let fresh = if name.ends_with("running_var") {
+            t.ones_like()
+        } else if name.ends_with("running_mean") || name.ends_with("num_batches_tracked") {
+            t.zeros_like()
+        } else {
+            t.copy()
+        };
+        fresh.to_device(device)
     }
 
     /// Is `name` a trainable weight (as opposed to a buffer)?
@@ -282,19 +412,21 @@ impl Model {
     }
 
     pub fn check(&self, params: &Params, origin: &str) -> Result<()> {
+        let arch = match &self.script {
+            Some(s) => format!("the TorchScript network {}", s.source.path.display()),
+            None => format!("--arch {}", self.cfg.arch.name()),
+        };
         for s in &self.spec {
             match params.try_get(&s.name) {
                 None => bail!(
-                    "{origin}: missing key '{}' required by --arch {} (expected shape {:?}); is this checkpoint for another architecture?",
+                    "{origin}: missing key '{}' required by {arch} (expected shape {:?}); is this checkpoint for another architecture?",
                     s.name,
-                    self.cfg.arch.name(),
                     s.shape
                 ),
                 Some(t) if t.size() != s.shape => bail!(
-                    "{origin}: key '{}' has shape {:?}, but --arch {} with {} input channels and {} classes expects {:?}",
+                    "{origin}: key '{}' has shape {:?}, but {arch} with {} input channels and {} classes expects {:?}",
                     s.name,
                     t.size(),
-                    self.cfg.arch.name(),
                     self.cfg.in_channels,
                     self.cfg.num_classes,
                     s.shape
@@ -304,11 +436,11 @@ impl Model {
         }
         for n in params.names() {
             if !self.spec.iter().any(|s| s.name == n) {
-                bail!(
-                    "{origin}: unexpected key '{n}', which --arch {} does not have",
-                    self.cfg.arch.name()
-                );
+                bail!("{origin}: unexpected key '{n}', which {arch} does not have");
             }
+        }
+        if let Some(s) = &self.script {
+            s.check_fixed(params, origin)?;
         }
         Ok(())
     }
@@ -330,6 +462,14 @@ impl Model {
                 t.contiguous()
             }
         })
+    }
+}
+
+/// The TorchScript forward's BatchNorm request for a [`BnMode`].
+fn script_bn(mode: BnMode) -> Option<Option<f64>> {
+    match mode {
+        BnMode::Eval => None,
+        BnMode::Train(m) => Some(m),
     }
 }
 

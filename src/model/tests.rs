@@ -39,7 +39,7 @@ fn every_architecture_gives_logits_of_the_right_shape() {
         m.check(&p, "init").unwrap();
         let x = Tensor::randn([3, c, hw, hw], (Kind::Float, Device::Cpu));
         for mode in [BnMode::Eval, BnMode::Train(None), BnMode::Train(Some(0.1))] {
-            let y = m.forward(&p, &x, mode, Precision::Fp32);
+            let y = m.forward(&p, &x, mode, Precision::Fp32).unwrap();
             assert_eq!(y.size(), vec![3, 10], "{arch:?} {mode:?}");
             assert!(y.isfinite().all().int64_value(&[]) == 1, "{arch:?}");
         }
@@ -107,11 +107,11 @@ fn channels_last_gives_the_same_logits_as_the_plain_layout() {
         let m = tiny(arch, c, hw);
         let p = m.init(Device::Cpu);
         let x = Tensor::rand([8, c, hw, hw], (Kind::Float, Device::Cpu));
-        let plain = m.forward(&p, &x, BnMode::Eval, Precision::Fp32);
+        let plain = m.forward(&p, &x, BnMode::Eval, Precision::Fp32).unwrap();
         let pc = m.prepare(&p, Device::Cpu, true);
         let xc = channels_last(&x);
         assert!(is_channels_last(&xc));
-        let cl = m.forward(&pc, &xc, BnMode::Eval, Precision::Fp32);
+        let cl = m.forward(&pc, &xc, BnMode::Eval, Precision::Fp32).unwrap();
         let diff = (&plain - &cl).abs().max().double_value(&[]);
         assert!(diff <= 1e-4, "{arch:?}: max abs diff {diff}");
     }
@@ -151,7 +151,9 @@ fn rewritten_strided_pointwise_convolutions_give_the_same_values_and_gradients()
         } else {
             x.shallow_clone()
         };
-        let y = m.forward(&p, &xin, BnMode::Train(None), Precision::Fp32);
+        let y = m
+            .forward(&p, &xin, BnMode::Train(None), Precision::Fp32)
+            .unwrap();
         (y.square().sum(Kind::Float)).backward();
         let grads: Vec<(String, Tensor)> = p
             .iter()
@@ -182,8 +184,8 @@ fn bf16_logits_are_close_to_fp32() {
     let m = tiny(ArchKind::SeedConvnet, 3, 32);
     let p = m.init(Device::Cpu);
     let x = Tensor::rand([16, 3, 32, 32], (Kind::Float, Device::Cpu));
-    let a = m.forward(&p, &x, BnMode::Eval, Precision::Fp32);
-    let b = m.forward(&p, &x, BnMode::Eval, Precision::Bf16);
+    let a = m.forward(&p, &x, BnMode::Eval, Precision::Fp32).unwrap();
+    let b = m.forward(&p, &x, BnMode::Eval, Precision::Bf16).unwrap();
     assert_eq!(b.kind(), Kind::Float, "logits are returned in fp32");
     let spread = a.std(true).double_value(&[]);
     let diff = (&a - &b).abs().max().double_value(&[]);
@@ -248,7 +250,9 @@ fn invalid_configs_are_refused_with_guidance() {
         cfg.widen = 25;
         let m = Model::new(cfg).unwrap();
         let x = Tensor::zeros([2, 1, hw, hw], (Kind::Float, Device::Cpu));
-        let y = m.forward(&m.init(Device::Cpu), &x, BnMode::Eval, Precision::Fp32);
+        let y = m
+            .forward(&m.init(Device::Cpu), &x, BnMode::Eval, Precision::Fp32)
+            .unwrap();
         assert_eq!(y.size(), [2, 10]);
     }
 }
@@ -274,7 +278,7 @@ mod tuned_ops {
         let (b, gb) = grads(&|q| seed_convnet_pytorch_order(q, &x, false));
         // Plain layout, and channels-last (where the flatten is reordered too).
         for xs in [x.shallow_clone(), channels_last(&x)] {
-            let (a, ga) = grads(&|q| m.forward(q, &xs, BnMode::Eval, Precision::Fp32));
+            let (a, ga) = grads(&|q| m.forward(q, &xs, BnMode::Eval, Precision::Fp32).unwrap());
             let d = (&a - &b).abs().max().double_value(&[]);
             assert!(d <= 1e-5, "logits differ by {d}");
             for ((n, _), (g1, g2)) in p.iter().zip(ga.iter().zip(&gb)) {
@@ -410,10 +414,14 @@ mod stacked {
                     x.shallow_clone()
                 };
                 let stacked = Params::stack(&prepared);
-                let all = m.forward_stacked(&stacked, 3, &xs, BnMode::Train(None), Precision::Fp32);
+                let all = m
+                    .forward_stacked(&stacked, 3, &xs, BnMode::Train(None), Precision::Fp32)
+                    .unwrap();
                 assert_eq!(all.size(), vec![5, 3, 10]);
                 for (i, p) in prepared.iter().enumerate() {
-                    let one = m.forward(p, &xs, BnMode::Train(None), Precision::Fp32);
+                    let one = m
+                        .forward(p, &xs, BnMode::Train(None), Precision::Fp32)
+                        .unwrap();
                     let d = (&one - all.select(1, i as i64))
                         .abs()
                         .max()

@@ -133,7 +133,7 @@ fn train_steps(
         depth: req.arch.depth.or(p.depth),
         ..req.arch.clone()
     };
-    let model = Model::new(xp::arch_config(&arch_req, None, &data))?;
+    let model = Model::new(xp::arch_config(&arch_req, None, &data)?)?;
     let cx = Context {
         model: &model,
         data: &data,

@@ -69,9 +69,8 @@ impl Loop<'_> {
                 self.augment.then_some(4),
                 self.rt.channels_last,
             )?;
-            let (logits, loss) = self.forward_groups(params_for_batch(), &x, &y);
             opt.zero_grad(leaves)?;
-            loss.backward();
+            let (logits, loss) = self.forward_groups(params_for_batch(), &x, &y, true)?;
             opt.step(leaves, lr(batch_no))?;
             {
                 let _g = tch::no_grad_guard();
@@ -94,13 +93,19 @@ impl Loop<'_> {
 
     /// Logits and loss of one batch through one parameter set, or split
     /// into equal contiguous groups through several (at most as many groups
-    /// as the batch has examples, two each with BatchNorm).
+    /// as the batch has examples, two each with BatchNorm). With `backward`,
+    /// the gradients of the loss reach the sets' leaves: one backward pass
+    /// for the whole batch, or one per group for a TorchScript network
+    /// (whose tensors hold one group's gradient at a time, which
+    /// [`Model::chain_grads`] passes on).
     fn forward_groups(
         &self,
         sets: Vec<(Params, Option<Tensor>)>,
         x: &Tensor,
         y: &Tensor,
-    ) -> (Tensor, Tensor) {
+        backward: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let per_group = backward && self.model.is_script();
         let len = x.size()[0];
         let per = if self.model.has_bn { 2 } else { 1 };
         let k = (sets.len() as i64).min(len / per).max(1);
@@ -114,7 +119,7 @@ impl Loop<'_> {
             } else {
                 (x.narrow(0, s, e - s), y.narrow(0, s, e - s))
             };
-            let lg = self.model.forward(&p, &xi, self.bn, self.rt.precision);
+            let lg = self.model.forward(&p, &xi, self.bn, self.rt.precision)?;
             let ce = lg.cross_entropy_for_logits(&yi);
             let mut term = if k == 1 {
                 ce
@@ -128,6 +133,11 @@ impl Loop<'_> {
                     term + extra / k as f64
                 };
             }
+            if per_group {
+                term.f_backward()?;
+                self.model.chain_grads(&p)?;
+                term = term.detach();
+            }
             loss = Some(match loss {
                 Some(l) => l + term,
                 None => term,
@@ -139,10 +149,11 @@ impl Loop<'_> {
         } else {
             Tensor::cat(&logits, 0)
         };
-        (
-            logits,
-            loss.unwrap_or_else(|| Tensor::zeros([], (Kind::Float, x.device()))),
-        )
+        let loss = loss.unwrap_or_else(|| Tensor::zeros([], (Kind::Float, x.device())));
+        if backward && !per_group {
+            loss.f_backward()?;
+        }
+        Ok((logits, loss))
     }
 
     /// Number of batches per epoch (for progress totals).
@@ -278,16 +289,16 @@ mod tests {
                 .map(|_| (p.shallow_clone(), Some(reg.shallow_clone())))
                 .collect()
         };
-        let (l1, whole) = lp.forward_groups(one(1), &x, &y);
+        let (l1, whole) = lp.forward_groups(one(1), &x, &y, false).unwrap();
         // Three groups of 3, 3 and 4 images through the same weights: the
         // same logits and, weighted by group size, the same loss.
-        let (l3, split) = lp.forward_groups(one(3), &x, &y);
+        let (l3, split) = lp.forward_groups(one(3), &x, &y, false).unwrap();
         assert_eq!(l3.size(), l1.size());
         assert!((l1 - l3).abs().max().double_value(&[]) < 1e-6);
         let (a, b) = (whole.double_value(&[]), split.double_value(&[]));
         assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         // More groups than images: one image per group at most.
-        let (l20, _) = lp.forward_groups(one(20), &x, &y);
+        let (l20, _) = lp.forward_groups(one(20), &x, &y, false).unwrap();
         assert_eq!(l20.size()[0], 10);
     }
 

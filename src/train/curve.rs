@@ -82,7 +82,7 @@ pub fn setup(
         .map(|m| (m.norm_mean.clone(), m.norm_std.clone()))
         .filter(|(m, _)| !m.is_empty());
     let data = loader::load(&dcfg, rt.device, norm)?;
-    let arch = xp::arch_config(arch_req, meta.as_ref().map(|m| &m.arch), &data);
+    let arch = xp::arch_config(arch_req, meta.as_ref().map(|m| &m.arch), &data)?;
     if let Some(m) = &meta {
         if m.arch.arch != arch.arch {
             bail!(
