@@ -6,13 +6,16 @@
 #
 # libtorch comes from PyPI (torch==2.13.0, the version tch 0.26 expects) into
 # a project-local venv; build.rs embeds its path as an rpath, so the binary
-# runs with no environment variables.
+# runs with no environment variables. The same venv gets a working `import
+# torch` (torch with its dependencies, about 4.8 GB), torchvision and
+# safetensors: python/modeconn_export.py turns PyTorch networks into the
+# TorchScript archives of --arch torchscript, and the tests run it.
 
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 TORCH_DIR := $(CURDIR)/$(VENV)/lib/python3.11/site-packages/torch
-TORCH_STAMP := $(VENV)/.torch-2.13.0
+TORCH_STAMP := $(VENV)/.torch-2.13.0-torchvision-0.28.0
 BIN := target/release/modeconn
 
 .PHONY: setup run test gpu build data slurm bench clean-build
@@ -21,8 +24,8 @@ setup: $(TORCH_STAMP) data build
 
 $(TORCH_STAMP):
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps torch==2.13.0 \
-		nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.13.0 torchvision==0.28.0 \
+		safetensors nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
 	touch $@
 
 # Fashion-MNIST from Debian when apt is available and the dataset is missing.
@@ -56,19 +59,16 @@ build: $(TORCH_STAMP)
 run: setup
 	$(BIN) run --preset quick
 
-# Lints first (warnings are errors), then every test; `cargo test` also builds
-# examples/, which tests/example.rs runs.
+# Lints first (warnings are errors; clippy is installed when missing, never
+# skipped), then every test; `cargo test` also builds examples/, which
+# tests/example.rs runs.
 test: setup slurm
+	cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 	export LIBTORCH=$$($(VENV)/bin/python -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')/torch; \
-	if cargo clippy --version >/dev/null 2>&1; then \
-		cargo clippy --release --locked --all-targets -- -D warnings; \
-	else \
-		echo "cargo clippy is not installed: lints skipped (rustup component add clippy)"; \
-	fi && cargo test --release --locked
+	cargo clippy --release --locked --all-targets -- -D warnings && cargo test --release --locked
 
-# GPU machines: the full CUDA stack from PyPI (about 4.7 GB), then relink with libtorch_cuda.
+# GPU machines: setup already installs the full CUDA stack; relink with libtorch_cuda.
 gpu: $(TORCH_STAMP)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
 	touch build.rs
 	LIBTORCH=$$($(VENV)/bin/python -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')/torch \
 		MODECONN_CUDA=1 cargo build --release --locked

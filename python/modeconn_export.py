@@ -284,7 +284,7 @@ def export(args):
             net.load_state_dict(sd, strict=True)
         except RuntimeError as e:
             raise Refused(f"{args.state_dict} does not fit the module: {str(e).splitlines()[0]}")
-    net = net.float().cpu()
+    net = net.cpu()
     entries, bn_layers = check_model(net, input_shape, args.classes)
     eager = copy.deepcopy(net)
     meta = {

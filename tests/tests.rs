@@ -12,3 +12,4 @@ mod hostile;
 mod run;
 mod shard;
 mod slurm;
+mod torchscript;

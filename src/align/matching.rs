@@ -203,6 +203,12 @@ pub fn weight_matching(
     settings: &MatchSettings,
     on_sweep: &mut dyn FnMut(usize, f64),
 ) -> Result<Matching> {
+    if let Some(s) = &model.script {
+        bail!(
+            "align needs the network's permutation symmetries, which modeconn declares for its built-in architectures only; the TorchScript network {} has none yet. Its curve needs no alignment: fit-curve works as it is",
+            s.source.path.display()
+        );
+    }
     if model.perms.groups.is_empty() {
         bail!(
             "{} has no permutation spec (no hidden units to align)",

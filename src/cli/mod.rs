@@ -45,7 +45,21 @@ fn runtime(
     precision: modeconn::runtime::PrecisionChoice,
     out: &Terminal,
 ) -> Result<modeconn::runtime::Runtime> {
-    let rt = a.runtime(precision)?;
+    use modeconn::runtime::PrecisionChoice;
+    // A TorchScript network computes in fp32 (bf16 would need autocast
+    // inside the user's module, which the archive does not have).
+    let rt = if modeconn::model::script::any_trusted() {
+        if a.precision == Some(PrecisionChoice::Bf16) {
+            bail!("--precision bf16: a TorchScript network (--model-file) computes in fp32; drop --precision or give fp32");
+        }
+        args::RuntimeArgs {
+            precision: Some(PrecisionChoice::Fp32),
+            ..a.clone()
+        }
+        .runtime(precision)?
+    } else {
+        a.runtime(precision)?
+    };
     for w in &rt.warnings {
         out.warn(w);
     }

@@ -8,6 +8,7 @@ use serde_json::json;
 use super::args::RunArgs;
 use super::output::Terminal;
 use modeconn::lock::ExperimentLock;
+use modeconn::model::ArchKind;
 use modeconn::observe::fmt_secs;
 use modeconn::plan::{self, Preset, RunRequest, RunSummary};
 
@@ -56,6 +57,17 @@ fn with_flags(mut p: Preset, a: &RunArgs) -> Preset {
           bends <- a.bends, points <- a.points, ensemble <- a.ensemble, grid <- a.grid,
           optimizer <- a.optimizer, schedule <- a.schedule, curve_optimizer <- a.curve_optimizer,
           curve_t_per_batch <- a.curve_t_per_batch);
+    if a.model.script.model_file.is_some() && a.model.arch.is_none() {
+        p.arch = ArchKind::Torchscript;
+    }
+    if p.arch == ArchKind::Torchscript {
+        // The network's dropout is part of its code: the preset's curve,
+        // FGE and final dropouts do not apply (flags that ask for one are
+        // refused by the steps).
+        p.curve_dropout = None;
+        p.fge_dropout = None;
+        p.final_dropout = None;
+    }
     if let Some(n) = a.epochs {
         p.set_epochs(n);
     }

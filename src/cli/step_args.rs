@@ -197,6 +197,8 @@ pub struct FgeArgs {
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
+    pub script: ScriptArgs,
+    #[command(flatten)]
     pub rt: RuntimeArgs,
 }
 

@@ -389,13 +389,18 @@ impl ScriptNet {
                     let _ = slot.f_zero_()?;
                     continue;
                 }
-                let src = params.try_get(&e.name).ok_or_else(|| {
-                    anyhow!(
+                match (params.try_get(&e.name), e.role) {
+                    (Some(src), _) => slot.f_copy_(src)?,
+                    // Weights alone (a curve point in training): fixed
+                    // buffers are the archive's, and batch statistics
+                    // need no running ones.
+                    (None, EntryRole::Fixed) => slot.f_copy_(&self.initial[i])?,
+                    (None, EntryRole::Bn) if training => {}
+                    (None, _) => bail!(
                         "parameter '{}' missing: Model::check should have caught this",
                         e.name
-                    )
-                })?;
-                slot.f_copy_(src)?;
+                    ),
+                }
             }
         }
         let method = if training { "forward_train" } else { "forward" };
@@ -585,4 +590,9 @@ fn trusted(path: &Path) -> bool {
         .lock()
         .map(|t| t.iter().any(|p| p == path))
         .unwrap_or(false)
+}
+
+/// Did this command name a TorchScript archive (`--model-file`)?
+pub fn any_trusted() -> bool {
+    TRUSTED.lock().map(|t| !t.is_empty()).unwrap_or(false)
 }
