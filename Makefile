@@ -40,16 +40,16 @@ data:
 	fi
 
 # Slurm and munge from Debian for tests/slurm.rs (a one-node cluster on this
-# machine), when apt is available and we are root; the test skips, saying
+# machine), when apt is available and we are root; elsewhere the test skips, saying
 # why, without them.
 slurm:
 	@if command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1; then \
 		echo "slurm: present"; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null) \
-			|| echo "slurm: could not be installed; the Slurm test will skip"; \
+			|| echo "slurm: could not be installed; the Slurm test will skip (and fail in CI)"; \
 	else \
-		echo "slurm: not installed (as root: apt-get install slurm-wlm munge); the Slurm test will skip"; \
+		echo "slurm: not installed (as root: apt-get install slurm-wlm munge); the Slurm test will skip (and fail in CI)"; \
 	fi
 
 build: $(TORCH_STAMP)

@@ -358,14 +358,28 @@ pub fn meta_epoch(p: &Path) -> usize {
         .epoch
 }
 
-/// `../shared/<rel>` next to the repository, or None (with a note) when this checkout lacks it.
+/// May a test skip for want of a dependency? Not in CI (`CI` set) nor where
+/// `MODECONN_REQUIRE_ALL` is set (`.ci/run` sets it): there a missing
+/// dependency is a failure, never a silent pass.
+pub fn skips_allowed() -> bool {
+    std::env::var_os("CI").is_none() && std::env::var_os("MODECONN_REQUIRE_ALL").is_none()
+}
+
+/// `../shared/<rel>` next to the repository, or None (with a note) when this
+/// checkout lacks it and skips are allowed ([`skips_allowed`]); in CI its
+/// absence fails the test.
 pub fn shared(rel: &str) -> Option<PathBuf> {
     let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")).join(rel);
     if p.exists() {
         Some(p)
-    } else {
+    } else if skips_allowed() {
         eprintln!("note: {} is absent; skipping this test", p.display());
         None
+    } else {
+        panic!(
+            "{} is absent: CI runs with ../shared beside the checkout, and this test must run there",
+            p.display()
+        )
     }
 }
 

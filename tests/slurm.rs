@@ -1,8 +1,9 @@
 //! A real Slurm: scripts/slurm/test-local.sh starts a one-node cluster on
 //! this machine, runs a landscape and a sweep as job arrays with dependent
-//! merges, and compares them with unsharded runs. It skips, saying why,
-//! where slurm-wlm and munge are not installed or the daemons cannot start
-//! (`make test` installs them where apt-get is available and it runs as root).
+//! merges, and compares them with unsharded runs. Outside CI it skips,
+//! saying why, where slurm-wlm and munge are not installed or the daemons
+//! cannot start; in CI (and under `.ci/run`) that is a failure. `make test`
+//! installs them where apt-get is available and it runs as root.
 
 use std::process::Command;
 use std::time::Duration;
@@ -25,6 +26,10 @@ fn a_slurm_job_array_and_its_merge_equal_the_unsharded_runs() {
     let out = run_with_deadline(cmd, &["scripts/slurm/test-local.sh"], LIMIT);
     let err = stderr(&out);
     if out.status.code() == Some(77) {
+        assert!(
+            skips_allowed(),
+            "the Slurm test could not run, and in CI it must (make test installs slurm-wlm and munge as root):\n{err}"
+        );
         eprintln!("{}", err.trim());
         return;
     }
