@@ -245,6 +245,9 @@ pub enum Repair {
     /// BatchNorm statistics re-estimated at every point, which every line
     /// already gets; the repaired line is the aligned line.
     BnReset,
+    /// Not done: a TorchScript network without BatchNorm does not expose
+    /// its layers' outputs, which the affine REPAIR needs.
+    Unavailable,
 }
 
 /// What produced `eval/align.json`.

@@ -692,3 +692,201 @@ fn an_archive_is_loaded_only_when_named_and_unchanged() {
     let msg = assert_clean_error(&out, "state dict of another network");
     assert!(msg.contains("end.safetensors"), "{msg}");
 }
+
+/// `align` on a TorchScript network with a JSON permutation spec: the seed
+/// ConvNet's spec written out from the built-in architecture aligns the
+/// exported network exactly as the built-in one is aligned; a spec that
+/// misses a tensor is refused (the logits check) and writes nothing.
+#[test]
+fn align_takes_a_permutation_spec_for_a_torchscript_network() {
+    let a = archives();
+    let ck = Path::new(ROOT).join("../shared/checkpoints/seed-cifar10-convnet");
+    let data = Path::new(ROOT).join("../shared/datasets/cifar10-jpg");
+    assert!(
+        ck.is_dir() && data.is_dir(),
+        "../shared is needed beside the checkout"
+    );
+    let env = TestEnv::new();
+    let builtin = Model::new(ArchConfig::new(ArchKind::SeedConvnet, 3, 10, 32, 32)).unwrap();
+    let spec = env.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        serde_json::to_string_pretty(&builtin.perms.to_file()).unwrap(),
+    )
+    .unwrap();
+    let (s, e) = (ck.join("start.safetensors"), ck.join("end.safetensors"));
+    let (s, e, d) = (
+        s.to_str().unwrap(),
+        e.to_str().unwrap(),
+        data.to_str().unwrap(),
+    );
+    let common = [
+        "--start",
+        s,
+        "--end",
+        e,
+        "--dataset",
+        "image-folder",
+        "--data-dir",
+        d,
+        "--normalize",
+        "none",
+        "--train-subset",
+        "500",
+        "--test-subset",
+        "500",
+        "--points",
+        "3",
+    ];
+    let (mf, sp) = (a.seed_convnet.to_str().unwrap(), spec.to_str().unwrap());
+    for (exp, extra) in [
+        ("builtin", vec!["--arch", "seed-convnet"]),
+        ("ts", vec!["--model-file", mf, "--perm-spec", sp]),
+    ] {
+        let p = env.p(exp);
+        let mut args = vec!["align", "--exp", &p];
+        args.extend(common);
+        args.extend(&extra);
+        env.ok(&args);
+    }
+    let aligned = |x: &str| {
+        env.path()
+            .join(x)
+            .join("end_model_aligned/model.safetensors")
+    };
+    let d = max_diff_files(&aligned("builtin"), &aligned("ts"));
+    assert!(d < 1e-6, "the aligned networks differ by {d}");
+    let (x, y) = (
+        read_json(&env.path().join("builtin/eval/align.json")),
+        read_json(&env.path().join("ts/eval/align.json")),
+    );
+    for line in ["raw", "aligned"] {
+        let mut n = 0;
+        let d = max_numeric_diff(&x[line], &y[line], &mut n);
+        assert!(n > 10 && d < 1e-4, "{line}: {d} over {n} numbers");
+    }
+    assert_eq!(y["meta"]["repair"], "unavailable");
+    // Without a spec, and with a spec that forgets a tensor.
+    let p = env.p("none");
+    let mut args = vec!["align", "--exp", &p, "--model-file", mf];
+    args.extend(common);
+    let msg = assert_clean_error(&env.modeconn(&args), "no spec");
+    assert!(msg.contains("--perm-spec"), "{msg}");
+    let mut file: serde_json::Value = read_json(&spec);
+    let first = file["perms"]
+        .as_object_mut()
+        .unwrap()
+        .values_mut()
+        .next()
+        .unwrap();
+    first.as_array_mut().unwrap().remove(0);
+    let bad = env.path().join("bad.json");
+    std::fs::write(&bad, file.to_string()).unwrap();
+    let p = env.p("bad");
+    let mut args = vec![
+        "align",
+        "--exp",
+        &p,
+        "--model-file",
+        mf,
+        "--perm-spec",
+        bad.to_str().unwrap(),
+    ];
+    args.extend(common);
+    let out = env.modeconn(&args);
+    let msg = stderr(&out);
+    assert!(
+        out.status.code() == Some(1) && !msg.contains("panicked"),
+        "a wrong spec: {msg}"
+    );
+    assert!(
+        msg.contains("does not describe a symmetry") && msg.contains("bad.json"),
+        "{msg}"
+    );
+    assert!(
+        !env.path().join("bad/end_model_aligned").exists(),
+        "a refused align wrote its network"
+    );
+}
+
+/// A buffer that is not a BatchNorm statistic is kept at the archive's
+/// value (the exporter says so), and a checkpoint that holds another value
+/// there is refused, naming the buffer.
+#[test]
+fn buffers_other_than_batchnorm_statistics_are_kept_fixed() {
+    let env = TestEnv::new();
+    let user = env.path().join("scaled.py");
+    std::fs::write(
+        &user,
+        "import torch, torch.nn as nn\n\
+         class Scaled(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.l = nn.Linear(784, 10)\n        self.register_buffer('scale', torch.tensor(0.5))\n    def forward(self, x):\n        return self.l(torch.flatten(x, 1)) * self.scale\n\
+         def scaled(): return Scaled()\n",
+    )
+    .unwrap();
+    let pt = env.path().join("scaled.pt");
+    let script = format!("{ROOT}/python/modeconn_export.py");
+    let o = py(&[
+        &script,
+        &format!("{}:scaled", user.display()),
+        "--input-shape",
+        "1,28,28",
+        "--classes",
+        "10",
+        "--out",
+        pt.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("kept fixed (not trained, not re-estimated): scale"),
+        "{}",
+        stdout(&o)
+    );
+    let (exp, mf) = (env.p("e"), pt.to_str().unwrap().to_string());
+    env.ok(&[
+        "train-endpoints",
+        "--exp",
+        &exp,
+        "--model-file",
+        &mf,
+        "--train-subset",
+        "200",
+        "--test-subset",
+        "100",
+        "--epochs",
+        "1",
+    ]);
+    let start = env.path().join("e/start_model/model.safetensors");
+    let t = tensors(&start);
+    assert_eq!(
+        t["scale"].double_value(&[]),
+        0.5,
+        "training moved the fixed buffer"
+    );
+    // The same network with another value in the buffer.
+    let changed = env.path().join("changed.safetensors");
+    let o = py(&["-c", &format!(
+        "from safetensors.torch import load_file, save_file\nimport torch\nd = load_file({:?})\nd['scale'] = torch.tensor(0.25)\nsave_file(d, {:?})",
+        start.display(), changed.display()
+    )]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let other = env.p("other");
+    let end = format!("{exp}/end_model/model.safetensors");
+    let out = env.modeconn(&[
+        "fit-curve",
+        "--exp",
+        &other,
+        "--model-file",
+        &mf,
+        "--epochs",
+        "0",
+        "--start",
+        changed.to_str().unwrap(),
+        "--end",
+        &end,
+    ]);
+    let msg = assert_clean_error(&out, "a changed fixed buffer");
+    assert!(
+        msg.contains("'scale'") && msg.contains("changed.safetensors") && msg.contains("fixed"),
+        "{msg}"
+    );
+}

@@ -203,9 +203,9 @@ pub fn weight_matching(
     settings: &MatchSettings,
     on_sweep: &mut dyn FnMut(usize, f64),
 ) -> Result<Matching> {
-    if let Some(s) = &model.script {
+    if let (Some(s), true) = (&model.script, model.perms.groups.is_empty()) {
         bail!(
-            "align needs the network's permutation symmetries, which modeconn declares for its built-in architectures only; the TorchScript network {} has none yet. Its curve needs no alignment: fit-curve works as it is",
+            "align needs the network's permutation symmetries, which modeconn declares for its built-in architectures only; give those of the TorchScript network {} with --perm-spec F.json (the format is in docs/FORMATS.md)",
             s.source.path.display()
         );
     }

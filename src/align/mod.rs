@@ -47,6 +47,9 @@ pub struct Pair {
     pub start_path: PathBuf,
     pub end_path: PathBuf,
     pub meta: checkpoint::Meta,
+    /// Where `model.perms` came from (a `--perm-spec` file, or the built-in
+    /// architecture), for the error when permuting changes the logits.
+    pub perm_source: String,
 }
 
 impl Pair {
@@ -67,6 +70,7 @@ impl Pair {
         let meta =
             xp::read_meta(&end)?.unwrap_or_else(|| xp::meta_for(&model.cfg, &data, &dcfg, 0));
         Ok(Pair {
+            perm_source: format!("the built-in spec of {}", model.cfg.arch.name()),
             model,
             data,
             dcfg,
@@ -76,6 +80,25 @@ impl Pair {
             end_path: end,
             meta,
         })
+    }
+
+    /// Uses the permutation spec in `path` (JSON, docs/FORMATS.md) instead
+    /// of the architecture's own (a TorchScript network has none).
+    pub fn with_perm_spec(mut self, path: &Path) -> Result<Pair> {
+        let text = checkpoint::read_text(path, checkpoint::JSON_MAX)?;
+        let file: crate::model::PermSpecFile = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not a permutation spec ({e}); the format is in docs/FORMATS.md",
+                path.display()
+            )
+        })?;
+        self.model.perms = crate::model::PermSpec::from_file(
+            &file,
+            &self.model.spec,
+            &path.display().to_string(),
+        )?;
+        self.perm_source = path.display().to_string();
+        Ok(self)
     }
 }
 
@@ -110,9 +133,9 @@ pub fn align(
     let diff = max_logit_diff(&ev, &pair.end, &aligned)?;
     if diff.is_nan() || diff >= 1e-3 {
         bail!(
-            "internal error: permuting {} changed its logits by {diff:.3e}; the permutation spec of {} is wrong, please report it",
+            "permuting {} changed its logits by {diff:.3e}, so the permutation spec ({}) does not describe a symmetry of this network: a tensor it reorders is missing or wrongly listed. Nothing was written",
             pair.end_path.display(),
-            model.cfg.arch.name()
+            pair.perm_source
         );
     }
     let mut meta = pair.meta.clone();
@@ -172,7 +195,10 @@ fn evaluate_lines(
         weights_only(model, &pair.end),
     );
     let w2a = weights_only(model, aligned);
-    let lines = if model.has_bn { 2 } else { 3 };
+    // REPAIR: BatchNorm re-estimation, which every line gets; the affine
+    // correction needs the layers' outputs (built-in networks only).
+    let affine = !model.has_bn && !model.is_script();
+    let lines = if affine { 3 } else { 2 };
     let mut prog = Progress::new(obs, "align", lines * along::sweep_work(ev, cfg.points));
     let timed = |point: &dyn Fn(f64) -> Result<Params>, prog: &mut Progress| {
         let t = Instant::now();
@@ -180,7 +206,7 @@ fn evaluate_lines(
     };
     let (raw, raw_s) = timed(&|t| Ok(line_point(model, &w1, &w2, t)), &mut prog)?;
     let (al, al_s) = timed(&|t| Ok(line_point(model, &w1, &w2a, t)), &mut prog)?;
-    let (rep, rep_s, stats_s) = if model.has_bn {
+    let (rep, rep_s, stats_s) = if !affine {
         (None, 0.0, 0.0)
     } else {
         let t0 = Instant::now();
@@ -254,6 +280,8 @@ fn align_meta(
         match_seconds: m.seconds,
         repair: if pair.model.has_bn {
             Repair::BnReset
+        } else if pair.model.is_script() {
+            Repair::Unavailable
         } else {
             Repair::Affine
         },

@@ -38,13 +38,16 @@ pub fn align(a: &AlignArgs, out: &Terminal) -> Result<()> {
     }
     let rt = super::runtime(&a.rt, PrecisionChoice::Fp32, out)?;
     let _lock = ExperimentLock::acquire(&a.exp)?;
-    let pair = Pair::load(
+    let mut pair = Pair::load(
         &a.exp,
         (&start, &end),
         &a.data.request(),
         &a.model.request(),
         &rt,
     )?;
+    if let Some(spec) = &a.perm_spec {
+        pair = pair.with_perm_spec(spec)?;
+    }
     let r = align::align(&a.exp, &pair, &cfg, &rt, out)?;
     let along = schema::read_versioned::<AlongFile>(
         &a.exp.join("eval").join("along.json"),
@@ -108,6 +111,9 @@ fn table(r: &AlignFile, along: Option<&AlongFile>) -> String {
     }
     if m.repair == Repair::BnReset {
         o += "(BatchNorm network: every line has its BN statistics re-estimated, which is what REPAIR does there)\n";
+    }
+    if m.repair == Repair::Unavailable {
+        o += "(no REPAIR: a TorchScript network without BatchNorm does not expose the layer outputs it corrects)\n";
     }
     o
 }

@@ -135,6 +135,11 @@ pub struct AlignArgs {
     /// Training images whose channel statistics REPAIR matches.
     #[arg(long, default_value_t = 5000)]
     pub repair_images: i64,
+    /// The permutation symmetries as JSON (needed for --arch torchscript; replaces a built-in
+    /// architecture's own): {"format": 1, "perms": {"P": [["conv1.weight", 0], ...]}}, see
+    /// docs/FORMATS.md.
+    #[arg(long, value_name = "F.json")]
+    pub perm_spec: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]

@@ -33,7 +33,7 @@ pub use layers::{onednn_mishandles_pointwise, BnMode, Fwd, Precision, ONEDNN_IC_
 pub use params::{channels_last, is_channels_last, Params, Role};
 pub use script::{ScriptNet, ScriptRef};
 pub use seed_convnet::pytorch_order as seed_convnet_pytorch_order;
-pub use spec::{PermAxis, PermGroup, PermSpec};
+pub use spec::{PermAxis, PermEntry, PermGroup, PermSpec, PermSpecFile};
 pub use tap::{rescale, ChannelStats, Tap};
 
 /// How a parameter is initialised (PyTorch's defaults or the reference

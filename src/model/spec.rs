@@ -190,3 +190,106 @@ impl SpecBuilder {
 pub(crate) fn out_size(n: i64, k: i64, s: i64, p: i64) -> i64 {
     (n + 2 * p - k) / s + 1
 }
+
+/// A permutation spec as JSON (`align --perm-spec F`, the format of
+/// git-re-basin's `permutation_spec`): each named permutation lists the
+/// (tensor, axis) pairs it reorders, with an optional third value, the
+/// features per channel of a flattened axis (a linear layer after a flatten
+/// of `[C, H, W]` has H·W):
+///
+/// `{"format": 1, "perms": {"P_conv1": [["conv1.weight", 0], ["bn1.weight", 0],
+///   ["layer1.0.conv1.weight", 1]], "P_fc": [["fc.weight", 1, 16]]}}`
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct PermSpecFile {
+    pub format: u32,
+    pub perms: std::collections::BTreeMap<String, Vec<PermEntry>>,
+}
+
+/// `[tensor, axis]` or `[tensor, axis, features per channel]`.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum PermEntry {
+    Plain(String, usize),
+    Flat(String, usize, i64),
+}
+
+impl PermSpec {
+    /// The spec in its JSON file form.
+    pub fn to_file(&self) -> PermSpecFile {
+        let mut perms = std::collections::BTreeMap::new();
+        for (g, group) in self.groups.iter().enumerate() {
+            let entries = self
+                .axes
+                .iter()
+                .filter(|a| a.group == g)
+                .map(|a| match a.inner {
+                    1 => PermEntry::Plain(a.param.clone(), a.axis),
+                    n => PermEntry::Flat(a.param.clone(), a.axis, n),
+                })
+                .collect();
+            perms.insert(format!("{g:03}:{}", group.name), entries);
+        }
+        PermSpecFile { format: 1, perms }
+    }
+
+    /// Reads a spec for a network whose tensors are `spec`, checking every
+    /// name, axis and size (`origin` names the file in errors).
+    pub fn from_file(
+        file: &PermSpecFile,
+        spec: &[ParamSpec],
+        origin: &str,
+    ) -> anyhow::Result<PermSpec> {
+        use anyhow::bail;
+        if file.format != 1 {
+            bail!(
+                "{origin}: permutation spec format {} (this modeconn reads 1)",
+                file.format
+            );
+        }
+        let mut out = PermSpec::default();
+        for (name, entries) in &file.perms {
+            if entries.is_empty() {
+                bail!("{origin}: permutation '{name}' lists no tensor");
+            }
+            let group = out.groups.len();
+            let mut size = None;
+            for e in entries {
+                let (param, axis, inner) = match e {
+                    PermEntry::Plain(p, a) => (p, *a, 1),
+                    PermEntry::Flat(p, a, n) => (p, *a, *n),
+                };
+                let Some(s) = spec.iter().find(|s| &s.name == param) else {
+                    bail!("{origin}: permutation '{name}' names '{param}', which the network does not have");
+                };
+                if axis >= s.shape.len() {
+                    bail!("{origin}: '{param}' has {} axes, so axis {axis} (permutation '{name}') does not exist", s.shape.len());
+                }
+                if inner < 1 || s.shape[axis] % inner != 0 {
+                    bail!("{origin}: axis {axis} of '{param}' has {} entries, which {inner} features per channel do not divide", s.shape[axis]);
+                }
+                let n = s.shape[axis] / inner;
+                match size {
+                    None => size = Some(n),
+                    Some(m) if m != n => bail!(
+                        "{origin}: permutation '{name}' reorders {m} channels, but axis {axis} of '{param}' has {n}"
+                    ),
+                    _ => {}
+                }
+                if out.axes.iter().any(|a| &a.param == param && a.axis == axis) {
+                    bail!("{origin}: axis {axis} of '{param}' is listed twice");
+                }
+                out.axes.push(PermAxis {
+                    param: param.clone(),
+                    axis,
+                    group,
+                    inner,
+                });
+            }
+            out.groups.push(PermGroup {
+                name: name.clone(),
+                size: size.unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+}
