@@ -281,6 +281,20 @@ impl Inputs {
         Some(format!("{name} (image folder)"))
     }
 
+    /// "resnet18.pt (TorchScript)": the archive of a `--arch torchscript`
+    /// experiment, by its file name.
+    fn script_label(&self) -> Option<String> {
+        let path = self
+            .config
+            .as_ref()?
+            .get("arch")?
+            .get("script")?
+            .get("path")?
+            .as_str()?;
+        let name = std::path::Path::new(path).file_name()?.to_string_lossy().to_string();
+        Some(format!("{name} (TorchScript)"))
+    }
+
     /// Looks up a string such as "dataset" in the metadata of the eval files, then anywhere in config.json.
     pub fn describe(&self, key: &str) -> Option<String> {
         let metas = [
@@ -307,6 +321,8 @@ impl Inputs {
             .map(|v| {
                 if v == "image-folder" {
                     self.image_folder_label().unwrap_or(v)
+                } else if v == "torchscript" {
+                    self.script_label().unwrap_or(v)
                 } else {
                     v
                 }
