@@ -135,14 +135,33 @@ fn pytorch(dir: &Path, ck: &Path, train: usize, sweep_n: usize, points: usize) -
     let out = tempfile::NamedTempFile::new().unwrap();
     let st = Command::new(python())
         .arg(Path::new(ROOT).join("benches/pytorch_baseline.py"))
-        .args(["--data", dir.to_str().unwrap(), "--checkpoints", ck.to_str().unwrap()])
-        .args(["--train-images", &train.to_string(), "--skip", "train,preloaded"])
+        .args([
+            "--data",
+            dir.to_str().unwrap(),
+            "--checkpoints",
+            ck.to_str().unwrap(),
+        ])
+        .args([
+            "--train-images",
+            &train.to_string(),
+            "--skip",
+            "train,preloaded",
+        ])
         .args(["--sweep-points", &points.to_string()])
-        .args(["--sweep-train-images", &sweep_n.to_string(), "--sweep-test-images", &sweep_n.to_string()])
+        .args([
+            "--sweep-train-images",
+            &sweep_n.to_string(),
+            "--sweep-test-images",
+            &sweep_n.to_string(),
+        ])
         .args(["--json-out", out.path().to_str().unwrap()])
         .output()
         .expect("benches/pytorch_baseline.py");
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let j: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path()).unwrap()).unwrap();
     let num = |path: &[&str]| {
         let mut v = &j;
@@ -152,7 +171,10 @@ fn pytorch(dir: &Path, ck: &Path, train: usize, sweep_n: usize, points: usize) -
         v.as_f64()
             .unwrap_or_else(|| panic!("no {path:?} in the baseline's JSON: {j}"))
     };
-    (num(&["curve_epoch", "images_per_s"]), num(&["sweep", "images_per_s"]))
+    (
+        num(&["curve_epoch", "images_per_s"]),
+        num(&["sweep", "images_per_s"]),
+    )
 }
 
 fn main() {
@@ -164,7 +186,10 @@ fn main() {
     };
     let dir = Path::new(ROOT).join("../shared/datasets/cifar10-jpg");
     let ck = Path::new(ROOT).join("../shared/checkpoints/seed-cifar10-convnet");
-    assert!(dir.is_dir() && ck.is_dir(), "../shared (CIFAR-10 and the seed checkpoints) is needed");
+    assert!(
+        dir.is_dir() && ck.is_dir(),
+        "../shared (CIFAR-10 and the seed checkpoints) is needed"
+    );
     tch::set_num_threads(2);
     let tmp = tempfile::tempdir().unwrap();
     let archive = tmp.path().join("seed.pt");
@@ -177,7 +202,11 @@ fn main() {
         .arg(&archive)
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let export_s = t.elapsed().as_secs_f64();
     let r = ScriptRef::of(&archive).unwrap();
     modeconn::model::script::trust(&r.path);

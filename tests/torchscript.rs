@@ -654,6 +654,48 @@ fn an_archive_is_loaded_only_when_named_and_unchanged() {
         "--batch-size",
         "50",
     ]);
+    // The same network exported again from another seed is another archive:
+    // a resume with it is refused, naming the recorded MD5.
+    let script = format!("{ROOT}/python/modeconn_export.py");
+    let other_pt = env.path().join("other.pt");
+    let o = py(&[
+        &script,
+        &format!("{ROOT}/python/modeconn_models.py:PreResNet"),
+        "--kwargs",
+        r#"{"in_channels": 1, "num_classes": 10, "depth": 8, "widen": 50}"#,
+        "--input-shape",
+        "1,28,28",
+        "--classes",
+        "10",
+        "--seed",
+        "1",
+        "--out",
+        other_pt.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = experiment_files(Path::new(&exp));
+    let out = env.modeconn(&[
+        "train-endpoints",
+        "--exp",
+        &exp,
+        "--model-file",
+        other_pt.to_str().unwrap(),
+        "--train-subset",
+        "200",
+        "--test-subset",
+        "100",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "50",
+        "--resume",
+    ]);
+    let msg = assert_clean_error(&out, "a resume with another archive");
+    assert!(
+        msg.contains("script.md5") && msg.contains("other.pt"),
+        "{msg}"
+    );
+    assert_unchanged(&before, Path::new(&exp), "a refused resume");
     let msg = assert_clean_error(
         &env.modeconn(&["eval", "--exp", &exp, "--points", "3"]),
         "unnamed archive",
@@ -889,4 +931,62 @@ fn buffers_other_than_batchnorm_statistics_are_kept_fixed() {
         msg.contains("'scale'") && msg.contains("changed.safetensors") && msg.contains("fixed"),
         "{msg}"
     );
+}
+
+/// `run --model-file F` goes from the archive to the report in one command.
+#[test]
+fn run_takes_a_torchscript_network_from_endpoints_to_the_report() {
+    let a = archives();
+    let env = TestEnv::new();
+    let exp = env.p("r");
+    env.ok(&[
+        "run",
+        "--exp",
+        &exp,
+        "--model-file",
+        a.preresnet.to_str().unwrap(),
+        "--train-subset",
+        "200",
+        "--test-subset",
+        "100",
+        "--epochs",
+        "1",
+        "--curve-epochs",
+        "1",
+        "--points",
+        "3",
+        "--ensemble",
+        "2",
+        "--grid",
+        "3",
+        "--batch-size",
+        "50",
+        "--eval-train-subset",
+        "200",
+        "--landscape-train-subset",
+        "200",
+        "--landscape-test-subset",
+        "100",
+    ]);
+    let cfg = read_json(&env.path().join("r/config.json"));
+    assert_eq!(cfg["arch"]["arch"], "torchscript");
+    assert_eq!(
+        cfg["runtime"]["precision"], "fp32",
+        "TorchScript networks compute in fp32"
+    );
+    let report = std::fs::read_to_string(env.path().join("r/report.html")).unwrap();
+    assert!(
+        report.contains("preresnet8.pt (TorchScript)"),
+        "the report does not name the archive"
+    );
+    for f in [
+        "along_curve.png",
+        "landscape_train_loss.png",
+        "ensemble.png",
+    ] {
+        assert!(
+            env.path().join("r/figures").join(f).is_file(),
+            "{f} is missing"
+        );
+    }
 }

@@ -291,7 +291,10 @@ impl Inputs {
             .get("script")?
             .get("path")?
             .as_str()?;
-        let name = std::path::Path::new(path).file_name()?.to_string_lossy().to_string();
+        let name = std::path::Path::new(path)
+            .file_name()?
+            .to_string_lossy()
+            .to_string();
         Some(format!("{name} (TorchScript)"))
     }
 
