@@ -147,6 +147,187 @@ def check_model(net, input_shape, classes):
     return entries, bn_layers
 
 
+class _Groups:
+    """Union-find over permutation groups (a residual add joins two)."""
+
+    def __init__(self):
+        self.parent = []
+
+    def new(self):
+        self.parent.append(len(self.parent))
+        return len(self.parent) - 1
+
+    def find(self, g):
+        while self.parent[g] != g:
+            self.parent[g] = self.parent[self.parent[g]]
+            g = self.parent[g]
+        return g
+
+    def union(self, a, b):
+        a, b = self.find(a), self.find(b)
+        if a != b:
+            self.parent[b] = a
+        return a
+
+
+# Modules and functions that keep each channel where it is (they act per
+# channel or per position), so the permutation of their input passes through.
+_SAME_CHANNELS = (
+    "ReLU", "ReLU6", "LeakyReLU", "ELU", "GELU", "SiLU", "Sigmoid", "Tanh", "Hardswish", "Hardtanh",
+    "Mish", "Softplus", "PReLU_scalar", "Dropout", "Dropout2d", "Identity", "MaxPool2d", "AvgPool2d",
+    "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
+)
+_SAME_FUNCTIONS = {
+    "relu", "relu_", "relu6", "gelu", "silu", "sigmoid", "tanh", "dropout", "max_pool2d",
+    "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "leaky_relu",
+}
+
+
+class CannotDerive(Refused):
+    pass
+
+
+def derive_perm_spec(net, input_shape, classes):
+    """The permutation symmetries of a network made of convolutions, linear
+    layers, BatchNorm, per-channel activations, pooling, flattening and
+    residual additions, found by tracing it with torch.fx: every hidden
+    channel axis gets a permutation, a residual add joins the two it adds,
+    and the input's and the logits' axes stay fixed. The format is
+    docs/FORMATS.md's (align --perm-spec). Anything else is refused, naming
+    the operation."""
+    import operator
+
+    import torch
+    import torch.fx as fx
+    import torch.nn as nn
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    try:
+        gm = fx.symbolic_trace(copy.deepcopy(net).eval())
+        ShapeProp(gm).propagate(torch.rand(2, *input_shape))
+    except Exception as e:  # noqa: BLE001
+        raise CannotDerive(f"torch.fx cannot trace the module ({str(e).splitlines()[0]})")
+    groups = _Groups()
+    axes = []  # (param, axis, group, inner)
+    value = {}  # node -> (group or None, features per channel)
+    modules = dict(gm.named_modules())
+
+    def shape(n):
+        return list(n.meta["tensor_meta"].shape)
+
+    def src(n):
+        a = n.args[0]
+        if a not in value:
+            raise CannotDerive(f"'{n.name}' reads a value that is not an image tensor ({a})")
+        return value[a]
+
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            value[n] = (None, 1)
+        elif n.op == "output":
+            out = n.args[0]
+            g = value.get(out, (None, 1))[0]
+            if g is not None:
+                fixed = groups.find(g)
+                axes = [a for a in axes if groups.find(a[2]) != fixed]
+        elif n.op == "call_module":
+            m = modules[n.target]
+            g_in, inner = src(n)
+            kind = type(m).__name__
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                if isinstance(m, nn.Conv2d) and m.groups != 1:
+                    raise CannotDerive(f"'{n.target}' is a grouped convolution")
+                g_out = groups.new()
+                axes.append((f"{n.target}.weight", 0, g_out, 1))
+                if m.bias is not None:
+                    axes.append((f"{n.target}.bias", 0, g_out, 1))
+                if g_in is not None:
+                    axes.append((f"{n.target}.weight", 1, g_in, inner))
+                value[n] = (g_out, 1)
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                if g_in is None:
+                    raise CannotDerive(f"'{n.target}' normalises the input itself")
+                for b in ("weight", "bias", "running_mean", "running_var"):
+                    if getattr(m, b, None) is not None:
+                        axes.append((f"{n.target}.{b}", 0, g_in, 1))
+                value[n] = (g_in, inner)
+            elif kind in _SAME_CHANNELS:
+                value[n] = (g_in, inner)
+            elif isinstance(m, nn.Flatten):
+                if m.start_dim != 1:
+                    raise CannotDerive(f"'{n.target}' flattens from dimension {m.start_dim}")
+                s = shape(n.args[0])
+                value[n] = (g_in, inner * _prod(s[2:]))
+            else:
+                raise CannotDerive(f"'{n.target}' is a {kind}, which this derivation does not know")
+        elif n.op == "call_function" or n.op == "call_method":
+            name = getattr(n.target, "__name__", str(n.target))
+            if n.target in (operator.add, operator.iadd, torch.add) or name in ("add", "add_", "iadd"):
+                a, b = (value.get(x) for x in n.args[:2])
+                if a is None or b is None or a[1] != b[1]:
+                    raise CannotDerive(f"'{n.name}' adds values of different shapes")
+                if (a[0] is None) != (b[0] is None):
+                    raise CannotDerive(f"'{n.name}' adds the input to a hidden value")
+                g = groups.union(a[0], b[0]) if a[0] is not None else None
+                value[n] = (g, a[1])
+            elif name in ("flatten",):
+                start = n.args[1] if len(n.args) > 1 else n.kwargs.get("start_dim", 0)
+                if start != 1:
+                    raise CannotDerive(f"'{n.name}' flattens from dimension {start}")
+                g_in, inner = src(n)
+                value[n] = (g_in, inner * _prod(shape(n.args[0])[2:]))
+            elif name in _SAME_FUNCTIONS:
+                value[n] = src(n)
+            else:
+                raise CannotDerive(f"'{n.name}' calls {name}, which this derivation does not know")
+        else:
+            raise CannotDerive(f"'{n.name}' ({n.op}) is not supported")
+    perms = {}
+    roots = sorted({groups.find(a[2]) for a in axes})
+    for i, r in enumerate(roots):
+        entries = [[p, ax] + ([inner] if inner != 1 else []) for (p, ax, g, inner) in axes if groups.find(g) == r]
+        first = entries[0][0]
+        perms[f"{i:03}:{first.rsplit('.', 1)[0]}"] = entries
+    if not perms:
+        raise CannotDerive("the network has no hidden channel to permute")
+    return {"format": 1, "perms": perms}
+
+
+def check_perm_spec(net, spec, input_shape):
+    """Permuting by the spec at random leaves the logits as they are."""
+    import torch
+
+    net = copy.deepcopy(net).eval()
+    sd = {k: v.clone() for k, v in net.state_dict().items()}
+    gen = torch.Generator().manual_seed(0)
+    for entries in spec["perms"].values():
+        p, ax = entries[0][0], entries[0][1]
+        inner = entries[0][2] if len(entries[0]) > 2 else 1
+        size = sd[p].shape[ax] // inner
+        perm = torch.randperm(size, generator=gen)
+        for e in entries:
+            name, axis = e[0], e[1]
+            k = e[2] if len(e) > 2 else 1
+            t = sd[name]
+            idx = (perm[:, None] * k + torch.arange(k)[None, :]).reshape(-1)
+            sd[name] = t.index_select(axis, idx)
+    x = torch.rand(4, *input_shape, generator=gen)
+    with torch.no_grad():
+        before = net(x)
+        net.load_state_dict(sd)
+        after = net(x)
+    d = (before - after).abs().max().item()
+    if d > 1e-4 * max(1.0, before.abs().max().item()):
+        raise CannotDerive(f"the derived spec changes the logits by {d:.3g} (an operation the derivation misread)")
+
+
+def _prod(xs):
+    n = 1
+    for x in xs:
+        n *= x
+    return n
+
+
 def buffers_to_parameters(net):
     """Moves every persistent buffer into its module's parameters, frozen,
     under the same name (state-dict keys, order and values unchanged)."""
@@ -286,6 +467,16 @@ def export(args):
             raise Refused(f"{args.state_dict} does not fit the module: {str(e).splitlines()[0]}")
     net = net.cpu()
     entries, bn_layers = check_model(net, input_shape, args.classes)
+    spec = None
+    if args.perm_spec:
+        try:
+            spec = derive_perm_spec(net, input_shape, args.classes)
+            check_perm_spec(net, spec, input_shape)
+        except CannotDerive as e:
+            raise Refused(
+                f"cannot derive a permutation spec: {e}. It is derived for chains of convolutions, linear "
+                "layers, BatchNorm, activations, pooling, flattening and residual additions; write one by "
+                "hand (docs/FORMATS.md) or export without --perm-spec")
     eager = copy.deepcopy(net)
     meta = {
         "format": FORMAT,
@@ -325,6 +516,16 @@ def export(args):
           f"logits match the module (max difference {d_eval:.2g} eval, {d_train:.2g} train)")
     if n_fixed:
         print(f"kept fixed (not trained, not re-estimated): {', '.join(n_fixed)}")
+    if spec is not None:
+        spec_out = os.path.abspath(args.perm_spec)
+        fd, tmp = tempfile.mkstemp(prefix=".modeconn-spec-", suffix=".json", dir=os.path.dirname(spec_out))
+        with os.fdopen(fd, "w") as f:
+            json.dump(spec, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, spec_out)
+        print(f"wrote {spec_out}: {len(spec['perms'])} permutations, checked to leave the logits unchanged "
+              f"(for modeconn align --perm-spec)")
     return out
 
 
@@ -345,6 +546,8 @@ def main(argv=None):
     p.add_argument("--state-dict", help="weights to load into the module first (.pt/.pth or .safetensors)")
     p.add_argument("--out", required=True, help="the archive to write (e.g. model.pt)")
     p.add_argument("--trace", action="store_true", help="trace instead of scripting")
+    p.add_argument("--perm-spec", metavar="F.json",
+                   help="also derive the network's permutation symmetries with torch.fx (for align --perm-spec)")
     p.add_argument("--seed", type=int, default=0, help="torch.manual_seed before the factory runs (its initialisation)")
     args = p.parse_args(argv)
     try:

@@ -505,6 +505,43 @@ fn a_torchvision_resnet18_gets_a_curve_and_its_midpoint_loads_back_into_pytorch(
         (torch_acc - acc).abs() < 1e-6,
         "PyTorch scores φ(0.5) {torch_acc}%, modeconn {acc}%"
     );
+    // Its permutation symmetries, derived by the exporter (residual streams
+    // included), align the two endpoints without changing the logits.
+    let spec = env.path().join("r18.json");
+    let o = py(&[
+        &format!("{ROOT}/python/modeconn_export.py"),
+        "torchvision.models:resnet18",
+        "--kwargs",
+        r#"{"num_classes": 10}"#,
+        "--input-shape",
+        "3,32,32",
+        "--classes",
+        "10",
+        "--out",
+        env.path().join("again.pt").to_str().unwrap(),
+        "--perm-spec",
+        spec.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("12 permutations"), "{}", stdout(&o));
+    env.ok(&[
+        "align",
+        "--exp",
+        &exp,
+        "--model-file",
+        &mf,
+        "--perm-spec",
+        spec.to_str().unwrap(),
+        "--points",
+        "0",
+    ]);
+    let al = read_json(&env.path().join("e/eval/align.json"));
+    assert!(f(&al["meta"]["max_logit_diff"]) < 1e-3, "{}", al["meta"]);
+    assert!(
+        f(&al["meta"]["moved"]) > 0.0,
+        "weight matching moved nothing: {}",
+        al["meta"]
+    );
 }
 
 /// The test images of an experiment as its config.json loads them
@@ -808,6 +845,71 @@ fn align_takes_a_permutation_spec_for_a_torchscript_network() {
         assert!(n > 10 && d < 1e-4, "{line}: {d} over {n} numbers");
     }
     assert_eq!(y["meta"]["repair"], "unavailable");
+    // The exporter derives the same symmetries with torch.fx (group names
+    // aside), and says when it cannot (a vision transformer).
+    let script = format!("{ROOT}/python/modeconn_export.py");
+    let derived = env.path().join("derived.json");
+    let o = py(&[
+        &script,
+        &format!("{ROOT}/python/modeconn_models.py:SeedConvNet"),
+        "--kwargs",
+        r#"{"in_channels": 3, "num_classes": 10}"#,
+        "--input-shape",
+        "3,32,32",
+        "--classes",
+        "10",
+        "--out",
+        env.path().join("seed2.pt").to_str().unwrap(),
+        "--perm-spec",
+        derived.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let groups = |v: &Value| {
+        let mut g: Vec<Vec<String>> = v["perms"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|es| {
+                let mut e: Vec<String> = es
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect();
+                e.sort();
+                e
+            })
+            .collect();
+        g.sort();
+        g
+    };
+    assert_eq!(
+        groups(&read_json(&derived)),
+        groups(&read_json(&spec)),
+        "the derived spec is not the built-in one"
+    );
+    let vit = env.path().join("vit.pt");
+    let o = py(&[
+        &script,
+        "torchvision.models.vision_transformer:VisionTransformer",
+        "--kwargs",
+        r#"{"image_size": 32, "patch_size": 8, "num_layers": 1, "num_heads": 2, "hidden_dim": 16, "mlp_dim": 32, "num_classes": 10}"#,
+        "--input-shape",
+        "3,32,32",
+        "--classes",
+        "10",
+        "--out",
+        vit.to_str().unwrap(),
+        "--perm-spec",
+        env.path().join("vit.json").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot derive a permutation spec"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!vit.exists(), "a refused export wrote its archive");
     // Without a spec, and with a spec that forgets a tensor.
     let p = env.p("none");
     let mut args = vec!["align", "--exp", &p, "--model-file", mf];
