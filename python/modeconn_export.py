@@ -347,13 +347,16 @@ def build_wrapper(net, meta, trace, example):
     import torch
     import torch.nn as nn
 
-    class ModeconnNet(nn.Module):
+    class Carrier(nn.Module):
+        """The user's network under `net`, and the metadata as a uint8 parameter."""
+
         def __init__(self, inner, meta):
             super().__init__()
             self.net = inner
             self.modeconn_meta = nn.Parameter(
                 torch.tensor(list(meta.encode("utf-8")), dtype=torch.uint8), requires_grad=False)
 
+    class ModeconnNet(Carrier):
         def forward(self, x):
             return self.net(x)
 
@@ -361,14 +364,8 @@ def build_wrapper(net, meta, trace, example):
         def forward_train(self, x):
             return self.net(x)
 
-    class TracedModes(nn.Module):
+    class TracedModes(Carrier):
         """Tracing bakes the training flag in: one method per mode."""
-
-        def __init__(self, inner, meta):
-            super().__init__()
-            self.net = inner
-            self.modeconn_meta = nn.Parameter(
-                torch.tensor(list(meta.encode("utf-8")), dtype=torch.uint8), requires_grad=False)
 
         def forward(self, x):
             self.net.eval()

@@ -24,7 +24,35 @@ fn python() -> PathBuf {
     p
 }
 
-/// Runs python/modeconn_export.py (or another script) with a deadline.
+/// Runs python/modeconn_export.py with `args` (the factory first).
+fn exporter(args: &[&str]) -> std::process::Output {
+    let script = format!("{ROOT}/python/modeconn_export.py");
+    let mut all = vec![script.as_str()];
+    all.extend(args);
+    py(&all)
+}
+
+/// `train-endpoints` of the archive `mf` into `exp`: one epoch on 200
+/// Fashion-MNIST images, plus `extra` flags.
+fn tiny_endpoints(env: &TestEnv, exp: &str, mf: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "train-endpoints",
+        "--exp",
+        exp,
+        "--model-file",
+        mf,
+        "--train-subset",
+        "200",
+        "--test-subset",
+        "100",
+        "--epochs",
+        "1",
+    ];
+    args.extend(extra);
+    env.modeconn(&args)
+}
+
+/// Runs python (a script or `-c` code) with a deadline.
 fn py(args: &[&str]) -> std::process::Output {
     let mut c = std::process::Command::new(python());
     c.args(args).current_dir(ROOT);
@@ -40,9 +68,7 @@ fn export(
     classes: &str,
 ) -> PathBuf {
     let out = dir.join(name);
-    let script = format!("{ROOT}/python/modeconn_export.py");
-    let o = py(&[
-        &script,
+    let o = exporter(&[
         factory,
         "--kwargs",
         kwargs,
@@ -508,8 +534,7 @@ fn a_torchvision_resnet18_gets_a_curve_and_its_midpoint_loads_back_into_pytorch(
     // Its permutation symmetries, derived by the exporter (residual streams
     // included), align the two endpoints without changing the logits.
     let spec = env.path().join("r18.json");
-    let o = py(&[
-        &format!("{ROOT}/python/modeconn_export.py"),
+    let o = exporter(&[
         "torchvision.models:resnet18",
         "--kwargs",
         r#"{"num_classes": 10}"#,
@@ -629,7 +654,6 @@ fn bad_archives_and_models_are_refused_before_any_write() {
          def wrong_classes(): return nn.Sequential(nn.Flatten(), nn.Linear(784, 7))\n",
     )
     .unwrap();
-    let script = format!("{ROOT}/python/modeconn_export.py");
     for (factory, want) in [
         ("two_inputs", "forward failed"),
         ("doubles", "float64"),
@@ -637,8 +661,7 @@ fn bad_archives_and_models_are_refused_before_any_write() {
         ("wrong_classes", "expected logits [2, 10]"),
     ] {
         let out = env.path().join(format!("{factory}.pt"));
-        let o = py(&[
-            &script,
+        let o = exporter(&[
             &format!("{}:{factory}", user.display()),
             "--input-shape",
             "1,28,28",
@@ -665,21 +688,10 @@ fn an_archive_is_loaded_only_when_named_and_unchanged() {
     let pt = env.path().join("net.pt");
     std::fs::copy(&a.preresnet, &pt).unwrap();
     let (exp, mf) = (env.p("e"), pt.to_str().unwrap().to_string());
-    env.ok(&[
-        "train-endpoints",
-        "--exp",
-        &exp,
-        "--model-file",
-        &mf,
-        "--train-subset",
-        "200",
-        "--test-subset",
-        "100",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "50",
-    ]);
+    assert_ok(
+        &tiny_endpoints(&env, &exp, &mf, &["--batch-size", "50"]),
+        &["train-endpoints"],
+    );
     env.ok(&[
         "fit-curve",
         "--exp",
@@ -693,10 +705,8 @@ fn an_archive_is_loaded_only_when_named_and_unchanged() {
     ]);
     // The same network exported again from another seed is another archive:
     // a resume with it is refused, naming the recorded MD5.
-    let script = format!("{ROOT}/python/modeconn_export.py");
     let other_pt = env.path().join("other.pt");
-    let o = py(&[
-        &script,
+    let o = exporter(&[
         &format!("{ROOT}/python/modeconn_models.py:PreResNet"),
         "--kwargs",
         r#"{"in_channels": 1, "num_classes": 10, "depth": 8, "widen": 50}"#,
@@ -711,22 +721,12 @@ fn an_archive_is_loaded_only_when_named_and_unchanged() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let before = experiment_files(Path::new(&exp));
-    let out = env.modeconn(&[
-        "train-endpoints",
-        "--exp",
+    let out = tiny_endpoints(
+        &env,
         &exp,
-        "--model-file",
         other_pt.to_str().unwrap(),
-        "--train-subset",
-        "200",
-        "--test-subset",
-        "100",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "50",
-        "--resume",
-    ]);
+        &["--batch-size", "50", "--resume"],
+    );
     let msg = assert_clean_error(&out, "a resume with another archive");
     assert!(
         msg.contains("script.md5") && msg.contains("other.pt"),
@@ -847,10 +847,8 @@ fn align_takes_a_permutation_spec_for_a_torchscript_network() {
     assert_eq!(y["meta"]["repair"], "unavailable");
     // The exporter derives the same symmetries with torch.fx (group names
     // aside), and says when it cannot (a vision transformer).
-    let script = format!("{ROOT}/python/modeconn_export.py");
     let derived = env.path().join("derived.json");
-    let o = py(&[
-        &script,
+    let o = exporter(&[
         &format!("{ROOT}/python/modeconn_models.py:SeedConvNet"),
         "--kwargs",
         r#"{"in_channels": 3, "num_classes": 10}"#,
@@ -889,8 +887,7 @@ fn align_takes_a_permutation_spec_for_a_torchscript_network() {
         "the derived spec is not the built-in one"
     );
     let vit = env.path().join("vit.pt");
-    let o = py(&[
-        &script,
+    let o = exporter(&[
         "torchvision.models.vision_transformer:VisionTransformer",
         "--kwargs",
         r#"{"image_size": 32, "patch_size": 8, "num_layers": 1, "num_heads": 2, "hidden_dim": 16, "mlp_dim": 32, "num_classes": 10}"#,
@@ -968,9 +965,7 @@ fn buffers_other_than_batchnorm_statistics_are_kept_fixed() {
     )
     .unwrap();
     let pt = env.path().join("scaled.pt");
-    let script = format!("{ROOT}/python/modeconn_export.py");
-    let o = py(&[
-        &script,
+    let o = exporter(&[
         &format!("{}:scaled", user.display()),
         "--input-shape",
         "1,28,28",
@@ -986,19 +981,7 @@ fn buffers_other_than_batchnorm_statistics_are_kept_fixed() {
         stdout(&o)
     );
     let (exp, mf) = (env.p("e"), pt.to_str().unwrap().to_string());
-    env.ok(&[
-        "train-endpoints",
-        "--exp",
-        &exp,
-        "--model-file",
-        &mf,
-        "--train-subset",
-        "200",
-        "--test-subset",
-        "100",
-        "--epochs",
-        "1",
-    ]);
+    assert_ok(&tiny_endpoints(&env, &exp, &mf, &[]), &["train-endpoints"]);
     let start = env.path().join("e/start_model/model.safetensors");
     let t = tensors(&start);
     assert_eq!(
@@ -1089,6 +1072,55 @@ fn run_takes_a_torchscript_network_from_endpoints_to_the_report() {
         assert!(
             env.path().join("r/figures").join(f).is_file(),
             "{f} is missing"
+        );
+    }
+}
+
+/// An archive made by tracing (`--trace`, the fallback where scripting
+/// fails) runs like the scripted one: the same logits in both modes and the
+/// same BatchNorm update.
+#[test]
+fn a_traced_archive_runs_like_a_scripted_one() {
+    let a = archives();
+    let env = TestEnv::new();
+    let traced = env.path().join("traced.pt");
+    let o = exporter(&[
+        &format!("{ROOT}/python/modeconn_models.py:PreResNet"),
+        "--kwargs",
+        r#"{"in_channels": 1, "num_classes": 10, "depth": 8, "widen": 50}"#,
+        "--input-shape",
+        "1,28,28",
+        "--classes",
+        "10",
+        "--trace",
+        "--out",
+        traced.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success() && stdout(&o).contains(": trace,"),
+        "{}",
+        stderr(&o)
+    );
+    let (s, t) = (
+        script_model(&a.preresnet, 1, 28),
+        script_model(&traced, 1, 28),
+    );
+    let data = fashion(100, 100);
+    let (x, _) = data.batch_range(&data.train, 0, 64, false).unwrap();
+    tch::manual_seed(3);
+    let w = s.init(Device::Cpu);
+    for mode in [BnMode::Eval, BnMode::Train(Some(0.1))] {
+        let (p1, p2) = (w.deep_clone(), w.deep_clone());
+        let (y1, y2) = tch::no_grad(|| {
+            (
+                s.forward(&p1, &x, mode, Precision::Fp32).unwrap(),
+                t.forward(&p2, &x, mode, Precision::Fp32).unwrap(),
+            )
+        });
+        assert!(max_abs_diff(&y1, &y2) < 1e-5, "{mode:?}: logits differ");
+        assert!(
+            max_diff_params(&p1, &p2) < 1e-6,
+            "{mode:?}: statistics differ"
         );
     }
 }
