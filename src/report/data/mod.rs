@@ -267,13 +267,17 @@ impl Inputs {
             && self.random_1d.is_none()
     }
 
+    /// The string at `path` in config.json, e.g. `["data", "data_dir"]`.
+    fn config_str(&self, path: &[&str]) -> Option<&str> {
+        let mut v = self.config.as_ref()?;
+        for k in path {
+            v = v.get(k)?;
+        }
+        v.as_str()
+    }
+
     fn image_folder_label(&self) -> Option<String> {
-        let dir = self
-            .config
-            .as_ref()?
-            .get("data")?
-            .get("data_dir")?
-            .as_str()?;
+        let dir = self.config_str(&["data", "data_dir"])?;
         let name = std::path::Path::new(dir.trim_end_matches('/'))
             .file_name()?
             .to_string_lossy()
@@ -284,13 +288,7 @@ impl Inputs {
     /// "resnet18.pt (TorchScript)": the archive of a `--arch torchscript`
     /// experiment, by its file name.
     fn script_label(&self) -> Option<String> {
-        let path = self
-            .config
-            .as_ref()?
-            .get("arch")?
-            .get("script")?
-            .get("path")?
-            .as_str()?;
+        let path = self.config_str(&["arch", "script", "path"])?;
         let name = std::path::Path::new(path)
             .file_name()?
             .to_string_lossy()
