@@ -224,3 +224,30 @@ fn run_checks_every_step_s_flags_before_the_first_step() {
     let err = assert_clean_error(&out, "fit-curve --bends 2");
     assert!(err.contains("--bends must be at least 3"), "{err}");
 }
+
+/// `plot` writes through the program's one atomic writer: a link planted
+/// where the report, a figure or their old fixed temporary names belong is
+/// replaced, never followed, and the file it points to stays as it was.
+#[test]
+fn plot_never_writes_through_a_planted_link() {
+    let env = TestEnv::new();
+    let exp = env.copy_of_fixture("e");
+    let outside = env.path().join("outside.txt");
+    fs::write(&outside, "precious").unwrap();
+    fs::create_dir_all(exp.join("figures")).unwrap();
+    let planted = [
+        "report.html.tmp",
+        "report.html",
+        "figures/training.png.tmp",
+        "figures/training.svg",
+    ];
+    for name in planted {
+        std::os::unix::fs::symlink(&outside, exp.join(name)).unwrap();
+    }
+    env.ok(&["plot", "--exp", &exp.display().to_string()]);
+    assert_eq!(fs::read_to_string(&outside).unwrap(), "precious");
+    for name in ["report.html", "figures/training.svg"] {
+        let m = fs::symlink_metadata(exp.join(name)).unwrap();
+        assert!(m.file_type().is_file(), "{name} is still a link");
+    }
+}

@@ -66,6 +66,9 @@ pub fn plot_compared(
     }
     let fig_dir = exp_dir.join("figures");
     std::fs::create_dir_all(&fig_dir).with_context(|| format!("creating {}", fig_dir.display()))?;
+    // Temporary files a killed or failed plot left behind.
+    crate::checkpoint::sweep_temp_files(exp_dir);
+    crate::checkpoint::sweep_temp_files(&fig_dir);
     let mut written = Vec::new();
     let mut figures = Vec::new();
     let title = inputs.title();
@@ -260,16 +263,11 @@ fn render(fig: &impl Figure, dir: &Path, name: &str) -> Result<[PathBuf; 2]> {
     Ok([png_path, svg_path])
 }
 
-/// Writes `<name>.tmp` next to `path`, then renames it over `path`.
+/// The program's one atomic writer: a new temporary file of a unique name,
+/// created with `O_EXCL|O_NOFOLLOW` (a planted link is never followed),
+/// synced, renamed over `path`, and removed on error.
 fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .context("atomic_write needs a file name")?
-        .to_string_lossy();
-    let tmp = path.with_file_name(format!("{name}.tmp"));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    crate::checkpoint::write_atomic(path, bytes)
 }
 
 static FONT_BYTES: &[u8] = include_bytes!(concat!(
