@@ -18,6 +18,15 @@ pub(crate) const TMP_TAG: &str = ".modeconn-tmp.";
 /// is replaced, not followed). The temporary file is removed on any error;
 /// one left by a killed process is removed by [`sweep_temp_files`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, &mut |w| Ok(w.write_all(bytes)?))
+}
+
+/// [`write_atomic`] for contents too large to hold twice: `fill` writes
+/// them (buffered) into the temporary file.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path
@@ -35,7 +44,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let written = write_new(&tmp, bytes).and_then(|_| {
+    let written = write_new_with(&tmp, fill).and_then(|_| {
         fs::rename(&tmp, path)
             .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
     });
@@ -47,18 +56,54 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Creates `path` (which must not exist, and is never followed if it is a
-/// link) and writes `bytes` to disk.
-pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+/// link) and writes what `fill` gives it to disk.
+pub(crate) fn write_new_with(
+    path: &Path,
+    fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
+    let f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    fill(&mut w)
+        .and_then(|_| {
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            Ok(())
+        })
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Creates (mode 0700) or checks a directory that only this user may write
+/// to, such as the decoded-image cache: refused when it is a link, belongs
+/// to another user, or others can write to it (they could plant files).
+pub fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if fs::symlink_metadata(dir).is_err() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    }
+    let m = fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !m.is_dir() {
+        bail!("{} is not a directory (it is a link or a file); remove it or set MODECONN_CACHE to a directory of your own", dir.display());
+    }
+    if m.uid() != me || m.mode() & 0o022 != 0 {
+        bail!(
+            "{} belongs to another user or others may write to it (mode {:o}), so files in it cannot be trusted; use a directory of your own (MODECONN_CACHE) or `chmod go-w` it",
+            dir.display(),
+            m.mode() & 0o777
+        );
+    }
+    Ok(())
 }
 
 /// Removes the temporary files of processes that no longer run (killed, or

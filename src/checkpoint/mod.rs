@@ -24,8 +24,8 @@ use crate::model::{ArchConfig, Params};
 
 pub(crate) mod files;
 pub use files::{
-    read_regular, read_text, sweep_temp_files, sweep_temp_files_of, write_atomic, CHECKPOINT_MAX,
-    JSON_MAX,
+    private_dir, read_regular, read_text, sweep_temp_files, sweep_temp_files_of, write_atomic,
+    write_atomic_with, CHECKPOINT_MAX, JSON_MAX,
 };
 
 /// Key of the JSON metadata inside the safetensors header.

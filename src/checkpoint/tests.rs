@@ -1,6 +1,6 @@
 //! Tests of checkpoints and of safe file handling.
 
-use super::files::{write_new, TMP_TAG};
+use super::files::{write_new_with, TMP_TAG};
 use super::*;
 use crate::model::{ArchConfig, ArchKind};
 
@@ -76,7 +76,7 @@ fn writes_never_follow_a_planted_link_and_leave_no_temporary_file() {
     fs::write(&victim, b"keep").unwrap();
     let planted = dir.path().join(".x.modeconn-tmp.1.0");
     std::os::unix::fs::symlink(&victim, &planted).unwrap();
-    assert!(write_new(&planted, b"evil").is_err());
+    assert!(write_new_with(&planted, &mut |w| Ok(w.write_all(b"evil")?)).is_err());
     assert_eq!(fs::read(&victim).unwrap(), b"keep");
 
     // A link at the target is replaced, not written through.

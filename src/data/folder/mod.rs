@@ -8,8 +8,7 @@
 //! and every file's relative path, size and mtime, so any change to the tree
 //! selects a fresh cache file.
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::UNIX_EPOCH;
@@ -20,7 +19,7 @@ use image::DynamicImage;
 use super::{DatasetKind, RawDataset, RawSplit};
 
 const CACHE_MAGIC: &[u8; 8] = b"MCIMGFLD";
-const CACHE_VERSION: u32 = 1;
+const CACHE_VERSION: u32 = 2;
 const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
 /// 64-bit FNV-1a.
@@ -232,20 +231,35 @@ fn cache_path(cache_dir: &Path, key: u64) -> PathBuf {
     cache_dir.join(format!("imagefolder-{key:016x}.bin"))
 }
 
+/// MD5 of a cache's payload: both splits' pixels and labels.
+fn payload_md5(train: (&[u8], &[u32]), test: (&[u8], &[u32])) -> [u8; 16] {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    for (images, labels) in [train, test] {
+        h.update(images);
+        for l in labels {
+            h.update(l.to_le_bytes());
+        }
+    }
+    h.finalize().into()
+}
+
+/// Writes the cache through the program's one atomic writer, in a private
+/// directory ([`crate::checkpoint::private_dir`]), with the MD5 of its
+/// payload in the header (checked on every load).
 fn write_cache(path: &Path, key: u64, ds: &RawDataset) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".imagefolder-{key:016x}.{}.tmp",
-        std::process::id()
-    ));
-    let result = (|| -> Result<()> {
-        let mut f = BufWriter::new(File::create(&tmp)?);
-        let classes = serde_json::to_vec(&ds.classes)?;
+    crate::checkpoint::private_dir(dir)?;
+    let classes = serde_json::to_vec(&ds.classes)?;
+    let sum = payload_md5(
+        (&ds.train.images, &ds.train.labels),
+        (&ds.test.images, &ds.test.labels),
+    );
+    crate::checkpoint::write_atomic_with(path, &mut |f| {
         f.write_all(CACHE_MAGIC)?;
         f.write_all(&CACHE_VERSION.to_le_bytes())?;
         f.write_all(&key.to_le_bytes())?;
+        f.write_all(&sum)?;
         for v in [
             ds.height,
             ds.width,
@@ -263,14 +277,9 @@ fn write_cache(path: &Path, key: u64, ds: &RawDataset) -> Result<()> {
                 f.write_all(&l.to_le_bytes())?;
             }
         }
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        fs::rename(&tmp, path)?;
         Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot write cache {}", path.display()))
+    })
+    .with_context(|| format!("cannot write cache {}", path.display()))
 }
 
 /// A bounds-checked cursor over the cache bytes.
@@ -301,6 +310,7 @@ fn read_cache(path: &Path, listing: &Listing) -> Result<RawDataset> {
         "unsupported version"
     );
     ensure!(c.u64()? == listing.key, "key mismatch");
+    let sum: [u8; 16] = c.take(16)?.try_into()?;
     let (height, width, channels) = (c.usize()?, c.usize()?, c.usize()?);
     let (n_train, n_test, classes_len) = (c.usize()?, c.usize()?, c.usize()?);
     let classes: Vec<String> = serde_json::from_slice(c.take(classes_len)?)?;
@@ -331,6 +341,10 @@ fn read_cache(path: &Path, listing: &Listing) -> Result<RawDataset> {
     let train = split(n_train, &listing.train)?;
     let test = split(n_test, &listing.test)?;
     ensure!(c.0.is_empty(), "trailing bytes");
+    ensure!(
+        payload_md5((&train.images, &train.labels), (&test.images, &test.labels)) == sum,
+        "its pixels or labels do not match its checksum (the file was changed after it was written)"
+    );
     Ok(RawDataset {
         kind: DatasetKind::ImageFolder,
         classes,
@@ -351,7 +365,11 @@ pub(crate) fn load(root: &Path, cache_dir: &Path) -> Result<RawDataset> {
 fn load_with_status(root: &Path, cache_dir: &Path) -> Result<(RawDataset, bool)> {
     let listing = list(root)?;
     let cache = cache_path(cache_dir, listing.key);
-    if cache.is_file() {
+    let private = crate::checkpoint::private_dir(cache_dir);
+    if let Err(e) = &private {
+        eprintln!("warning: not using the decoded-image cache: {e:#}");
+    }
+    if private.is_ok() && cache.is_file() {
         match read_cache(&cache, &listing) {
             Ok(ds) => return Ok((ds, true)),
             Err(e) => eprintln!(
@@ -388,7 +406,7 @@ fn load_with_status(root: &Path, cache_dir: &Path) -> Result<(RawDataset, bool)>
         test: split(test_images, &listing.test),
         source: listing.root.clone(),
     };
-    if let Err(e) = write_cache(&cache, listing.key, &ds) {
+    if let Err(e) = private.and_then(|_| write_cache(&cache, listing.key, &ds)) {
         eprintln!("warning: {e:#}; continuing without a cache");
     }
     Ok((ds, false))

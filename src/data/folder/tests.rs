@@ -2,6 +2,7 @@
 
 use super::*;
 use image::{GrayImage, Luma, Rgb, RgbImage};
+use std::fs::File;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Pixel (x, y) of image `seed`.
@@ -115,6 +116,43 @@ fn loads_sorted_rgb_and_caches() {
     assert!(!hit);
     assert_eq!(rebuilt.test, added.test);
     assert_eq!(fs::read(&path).unwrap(), bytes);
+
+    // Pixels overwritten in place (same length, a valid header) are caught
+    // by the checksum: the folder is decoded again.
+    let mut poisoned = bytes.clone();
+    let n = poisoned.len();
+    for b in &mut poisoned[n / 2..n - 100] {
+        *b = 0;
+    }
+    fs::write(&path, &poisoned).unwrap();
+    let (rebuilt, hit) = load_with_status(&root, &cache).unwrap();
+    assert!(!hit, "a poisoned cache was used");
+    assert_eq!(rebuilt.test, added.test);
+    assert_eq!(fs::read(&path).unwrap(), bytes);
+}
+
+#[test]
+fn a_cache_directory_others_may_write_to_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, cache) = (tmp.path().join("root"), tmp.path().join("cache"));
+    make_tree(&root);
+    fs::create_dir(&cache).unwrap();
+    fs::set_permissions(&cache, fs::Permissions::from_mode(0o777)).unwrap();
+    let (ds, hit) = load_with_status(&root, &cache).unwrap();
+    assert!(!hit && ds.train.n > 0);
+    assert!(
+        cache_files(&cache).is_empty(),
+        "wrote into a shared directory"
+    );
+    // A cache directory it creates is private.
+    let own = tmp.path().join("own");
+    load_with_status(&root, &own).unwrap();
+    assert_eq!(
+        fs::metadata(&own).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(cache_files(&own).len(), 1);
 }
 
 #[test]
