@@ -159,9 +159,18 @@ fn fetch(agent: &ureq::Agent, file: &RemoteFile, part: &Path) -> Result<String> 
         total.map_or("size unknown".into(), |t| format!("{t} bytes"))
     );
     let mut reader = resp.into_reader();
-    let mut out = BufWriter::new(
-        File::create(part).with_context(|| format!("cannot create {}", part.display()))?,
-    );
+    // A new file, never a planted link: an old partial file (or a link in
+    // its place) is removed first, and the open refuses to follow one.
+    let _ = std::fs::remove_file(part);
+    let mut out = BufWriter::new({
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(part)
+            .with_context(|| format!("cannot create {}", part.display()))?
+    });
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; 1 << 16];
     let (mut done, mut next_report) = (0u64, PROGRESS_STEP);
