@@ -21,7 +21,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Result};
 
-pub use download::{download, download_files, md5_hex, official_files, RemoteFile};
+pub use download::{download, download_files, file_md5, md5_hex, official_files, RemoteFile};
 pub use subset::balanced_subset;
 
 /// The datasets modeconn knows how to load.

@@ -58,16 +58,10 @@ impl ScriptRef {
             )
         })?;
         Ok(ScriptRef {
-            md5: file_md5(&abs)?,
+            md5: crate::data::file_md5(&abs)?,
             path: abs,
         })
     }
-}
-
-fn file_md5(path: &Path) -> Result<String> {
-    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    crate::data::md5_hex(std::io::BufReader::new(f))
-        .with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// What a state-dict entry is to modeconn.
@@ -169,7 +163,7 @@ impl ScriptNet {
                 path.display()
             );
         }
-        let md5 = file_md5(path).with_context(|| {
+        let md5 = crate::data::file_md5(path).with_context(|| {
             format!(
                 "the TorchScript archive {} this experiment was made with cannot be read; put it back or start a new experiment",
                 path.display()
@@ -215,31 +209,7 @@ impl ScriptNet {
             )
         })?;
         check_meta(&meta, path)?;
-        let mut slots = Vec::new();
-        for e in &meta.entries {
-            let key = format!("{NET}{}", e.name);
-            let t = named
-                .iter()
-                .find(|(n, _)| *n == key)
-                .map(|(_, t)| t.shallow_clone())
-                .ok_or_else(|| {
-                    anyhow!(
-                        "{}: the archive lacks '{}', which its metadata lists; export the network again",
-                        path.display(),
-                        e.name
-                    )
-                })?;
-            if t.size() != e.shape {
-                bail!(
-                    "{}: '{}' has shape {:?} in the archive but {:?} in its metadata; export the network again",
-                    path.display(),
-                    e.name,
-                    t.size(),
-                    e.shape
-                );
-            }
-            slots.push(t);
-        }
+        let slots = slots_of(&named, &meta, path)?;
         let initial = slots.iter().map(|t| t.detach().copy()).collect();
         let bn_divisor = meta
             .entries
@@ -297,16 +267,6 @@ impl ScriptNet {
 
     pub fn has_bn(&self) -> bool {
         self.meta.entries.iter().any(|e| e.role == EntryRole::Bn)
-    }
-
-    /// The fixed entries' names (kept at the archive's values).
-    pub fn fixed_names(&self) -> Vec<&str> {
-        self.meta
-            .entries
-            .iter()
-            .filter(|e| e.role == EntryRole::Fixed)
-            .map(|e| e.name.as_str())
-            .collect()
     }
 
     fn index(&self, name: &str) -> Option<usize> {
@@ -481,20 +441,14 @@ impl ScriptNet {
                     first_line(&e)
                 )
             })?;
-            let named = module.named_parameters()?;
-            st.slots = self
-                .meta
-                .entries
-                .iter()
-                .map(|e| {
-                    let key = format!("{NET}{}", e.name);
-                    named
-                        .iter()
-                        .find(|(n, _)| *n == key)
-                        .map(|(_, t)| t.shallow_clone())
-                        .expect("the same archive as on the CPU")
-                })
-                .collect();
+            let named = module.named_parameters().map_err(|e| {
+                anyhow!(
+                    "{}: cannot list the archive's tensors: {}",
+                    self.source.path.display(),
+                    first_line(&e)
+                )
+            })?;
+            st.slots = slots_of(&named, &self.meta, &self.source.path)?;
             st.module = module;
             st.device = dev;
             st.training = None;
@@ -517,6 +471,38 @@ impl ScriptNet {
         }
         Ok(())
     }
+}
+
+/// The module's tensor of every metadata entry, in entry order (the
+/// archive stores the user's network under `net.`), checked by shape.
+fn slots_of(named: &[(String, Tensor)], meta: &ScriptMeta, path: &Path) -> Result<Vec<Tensor>> {
+    meta.entries
+        .iter()
+        .map(|e| {
+            let key = format!("{NET}{}", e.name);
+            let t = named
+                .iter()
+                .find(|(n, _)| *n == key)
+                .map(|(_, t)| t.shallow_clone())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{}: the archive lacks '{}', which its metadata lists; export the network again",
+                        path.display(),
+                        e.name
+                    )
+                })?;
+            if t.size() != e.shape {
+                bail!(
+                    "{}: '{}' has shape {:?} in the archive but {:?} in its metadata; export the network again",
+                    path.display(),
+                    e.name,
+                    t.size(),
+                    e.shape
+                );
+            }
+            Ok(t)
+        })
+        .collect()
 }
 
 fn kind_of(dtype: &str) -> Kind {

@@ -220,15 +220,9 @@ struct EndpointFiles {
 
 impl EndpointFiles {
     fn of(cfg: &CurveConfig) -> Result<EndpointFiles> {
-        let md5 = |p: &Path| -> Result<String> {
-            let f =
-                std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?;
-            crate::data::md5_hex(std::io::BufReader::new(f))
-                .with_context(|| format!("cannot read {}", p.display()))
-        };
         Ok(EndpointFiles {
-            start_md5: md5(&cfg.start)?,
-            end_md5: md5(&cfg.end)?,
+            start_md5: crate::data::file_md5(&cfg.start)?,
+            end_md5: crate::data::file_md5(&cfg.end)?,
         })
     }
 }

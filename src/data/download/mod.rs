@@ -124,6 +124,13 @@ pub fn download(kind: DatasetKind, dest: &Path) -> Result<()> {
     download_files(&official_files(kind)?, dest)
 }
 
+/// The MD5 of the file at `path`, as lowercase hex; the error names the file.
+pub fn file_md5(path: &Path) -> anyhow::Result<String> {
+    File::open(path)
+        .and_then(|f| md5_hex(BufReader::new(f)))
+        .with_context(|| format!("cannot read {}", path.display()))
+}
+
 /// The MD5 of everything `reader` yields, as lowercase hex.
 pub fn md5_hex(mut reader: impl Read) -> std::io::Result<String> {
     let mut hasher = Md5::new();
@@ -219,9 +226,7 @@ pub fn download_files(files: &[RemoteFile], dest: &Path) -> Result<()> {
         let expected = file.md5.to_ascii_lowercase();
         let path = dest.join(name);
         let present = path.is_file() && {
-            let got = File::open(&path)
-                .and_then(|f| md5_hex(BufReader::new(f)))
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let got = file_md5(&path)?;
             if got != expected {
                 eprintln!(
                     "{}: md5 {got} differs from {expected}; downloading again",
