@@ -9,6 +9,7 @@ mod example;
 mod fge;
 mod guarantees;
 mod hostile;
+mod reliability;
 mod run;
 mod shard;
 mod slurm;

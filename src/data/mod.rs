@@ -173,6 +173,13 @@ pub fn load(kind: DatasetKind, data_dir: Option<&Path>, cache_dir: &Path) -> Res
             kind.name()
         );
     }
+    if let Some(d) = data_dir.filter(|d| !d.is_dir()) {
+        bail!(
+            "--data-dir {} is not a directory; pass the directory that holds the {} files",
+            d.display(),
+            kind.name()
+        );
+    }
     let raw = match kind {
         DatasetKind::Mnist | DatasetKind::FashionMnist => {
             idx::load(kind, &default_search_dirs(kind, data_dir), data_dir)
@@ -200,10 +207,10 @@ pub fn load(kind: DatasetKind, data_dir: Option<&Path>, cache_dir: &Path) -> Res
     Ok(raw)
 }
 
-/// Directories searched for a dataset, in order: `data_dir` and
-/// `<data_dir>/<name>` (when given), `data/<name>` relative to the current
-/// directory, then `/usr/share/datasets/<name>`. For `image-folder` only
-/// `data_dir` itself.
+/// Directories searched for a dataset: `data_dir` and `<data_dir>/<name>`
+/// when given (an explicit directory is used or refused, never replaced by
+/// another copy), else `data/<name>` relative to the current directory, then
+/// `/usr/share/datasets/<name>`. For `image-folder` only `data_dir` itself.
 pub fn default_search_dirs(kind: DatasetKind, data_dir: Option<&Path>) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(d) = data_dir {
@@ -212,6 +219,7 @@ pub fn default_search_dirs(kind: DatasetKind, data_dir: Option<&Path>) -> Vec<Pa
             return dirs;
         }
         dirs.push(d.join(kind.name()));
+        return dirs;
     }
     if kind != DatasetKind::ImageFolder {
         dirs.push(Path::new("data").join(kind.name()));
@@ -226,13 +234,21 @@ fn not_found(kind: DatasetKind, searched: &[PathBuf], data_dir: Option<&Path>) -
         || Path::new("data").join(kind.name()).display().to_string(),
         |d| d.display().to_string(),
     );
-    let mut msg = format!("{kind} dataset not found; searched:\n");
+    let mut msg = match data_dir {
+        Some(d) => format!(
+            "--data-dir {} holds no {kind} dataset (it is used as given, never replaced by another copy); searched:\n",
+            d.display()
+        ),
+        None => format!("{kind} dataset not found; searched:\n"),
+    };
     for p in searched {
         msg += &format!("  {}\n", p.display());
     }
     msg += &format!("fix: run `modeconn download {kind} --data-dir {dir}`");
     if data_dir.is_none() {
         msg += " (data/<name> is searched by default)";
+    } else {
+        msg += ", or leave --data-dir out to search data/<name> and /usr/share/datasets";
     }
     if kind == DatasetKind::FashionMnist {
         msg += ", or `apt-get install dataset-fashion-mnist` (installs /usr/share/datasets/fashion-mnist)";
@@ -281,8 +297,6 @@ mod tests {
             vec![
                 PathBuf::from("/x"),
                 PathBuf::from("/x/cifar10"),
-                PathBuf::from("data/cifar10"),
-                PathBuf::from("/usr/share/datasets/cifar10"),
             ]
         );
         assert_eq!(default_search_dirs(DatasetKind::Mnist, None).len(), 2);

@@ -209,7 +209,18 @@ fn fetch(agent: &ureq::Agent, file: &RemoteFile, part: &Path) -> Result<String> 
 /// verified), skipping files already present with the right md5, then unpacks
 /// `.tar.gz` archives into `dest`. Gzipped IDX files stay as they are.
 pub fn download_files(files: &[RemoteFile], dest: &Path) -> Result<()> {
+    let created = !dest.exists();
     fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+    let r = download_into(files, dest);
+    // A failed download leaves no empty directory that a later --data-dir
+    // would take for a dataset.
+    if r.is_err() && created && fs::read_dir(dest).is_ok_and(|mut d| d.next().is_none()) {
+        let _ = fs::remove_dir(dest);
+    }
+    r
+}
+
+fn download_into(files: &[RemoteFile], dest: &Path) -> Result<()> {
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(30))
         .timeout_read(Duration::from_secs(120))
@@ -225,22 +236,29 @@ pub fn download_files(files: &[RemoteFile], dest: &Path) -> Result<()> {
         }
         let expected = file.md5.to_ascii_lowercase();
         let path = dest.join(name);
-        let present = path.is_file() && {
-            let got = file_md5(&path)?;
-            if got != expected {
-                eprintln!(
-                    "{}: md5 {got} differs from {expected}; downloading again",
-                    path.display()
-                );
-            }
-            got == expected
-        };
+        let differs = path.is_file() && file_md5(&path)? != expected;
+        let present = path.is_file() && !differs;
+        if differs {
+            eprintln!(
+                "{}: md5 differs from the official {expected}; downloading again",
+                path.display()
+            );
+        }
         if present {
             eprintln!("{}: already present, md5 ok", path.display());
         } else {
             let part = dest.join(format!("{name}.part"));
             let got = match fetch(&agent, file, &part) {
                 Ok(got) => got,
+                Err(e) if differs => {
+                    let _ = fs::remove_file(&part);
+                    return Err(e.context(format!(
+                        "{} is present but is not the official file (its MD5 differs; a recompressed copy such as \
+                         Debian's has other bytes). The training commands read it as it is: pass --data-dir {}",
+                        path.display(),
+                        dest.display()
+                    )));
+                }
                 Err(e) => {
                     let _ = fs::remove_file(&part);
                     return Err(e);

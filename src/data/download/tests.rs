@@ -135,6 +135,39 @@ fn http_error_names_the_url() {
 }
 
 #[test]
+fn a_failed_download_leaves_no_empty_directory_behind() {
+    let base = serve(Vec::new(), 1);
+    let file = RemoteFile {
+        url: format!("{base}/missing.gz"),
+        md5: "00".into(),
+        file_name: "missing.gz".into(),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("new");
+    assert!(download_files(&[file], &dest).is_err());
+    assert!(!dest.exists(), "an empty {} was left behind", dest.display());
+}
+
+#[test]
+fn a_present_file_of_other_bytes_that_cannot_be_fetched_is_named_with_the_way_out() {
+    let base = serve(Vec::new(), 1);
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("a.gz"), b"recompressed").unwrap();
+    let file = RemoteFile {
+        url: format!("{base}/a.gz"),
+        md5: md5_of(b"official"),
+        file_name: "a.gz".into(),
+    };
+    let err = format!("{:#}", download_files(&[file], tmp.path()).unwrap_err());
+    assert!(
+        err.contains("is present but is not the official file") && err.contains("--data-dir"),
+        "{err}"
+    );
+    // The user's file is kept.
+    assert_eq!(std::fs::read(tmp.path().join("a.gz")).unwrap(), b"recompressed");
+}
+
+#[test]
 fn loopback_cifar_archive_is_unpacked() {
     let names = [
         "data_batch_1.bin",
