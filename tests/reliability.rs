@@ -57,3 +57,70 @@ fn an_unusable_data_dir_is_refused_never_replaced() {
     }
 }
 
+
+/// Each step records the data it trained on in its own section: a curve or
+/// an FGE run on other subsets leaves the endpoints' record (and their
+/// `--resume`) alone, and FGE is resumed against its own subsets only.
+#[test]
+fn each_step_keeps_its_own_data_settings() {
+    let env = TestEnv::new();
+    let exp = env.copy_of_fixture("e");
+    let e = exp.display().to_string();
+    fs::remove_dir_all(exp.join("curve_model")).unwrap();
+    let data_before = read_json(&exp.join("config.json"))["data"].clone();
+    env.ok(&[
+        "fit-curve", "--exp", &e, "--epochs", "1", "--train-subset", "300", "--test-subset", "100",
+    ]);
+    let cfg = read_json(&exp.join("config.json"));
+    assert_eq!(cfg["data"], data_before, "the endpoints' data section was rewritten");
+    assert_eq!(cfg["curve_data"]["train_subset"], 300);
+    // The endpoints' own resume still matches their settings.
+    let mut a = vec!["train-endpoints", "--exp", &e, "--models", "2", "--resume"];
+    a.extend_from_slice(FIXTURE_TRAIN);
+    env.ok(&a);
+    // FGE run on 300 images: resumed on the endpoints' 3,000 it is refused,
+    // on its own 300 it is not.
+    let fge = |subset: &'static str| -> Vec<String> {
+        [
+            "fge", "--exp", &e, "--epochs", "2", "--cycle", "2", "--threads", "1",
+            "--train-subset", subset, "--test-subset", "100",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    env.ok(&refs(&fge("300")));
+    let cfg = read_json(&exp.join("config.json"));
+    assert_eq!(cfg["data"], data_before, "fge rewrote the endpoints' data section");
+    assert_eq!(cfg["fge_data"]["train_subset"], 300);
+    let mut again = fge("3000");
+    again.push("--resume".into());
+    let before = experiment_files(&exp);
+    let msg = assert_clean_error(&env.modeconn(&refs(&again)), "fge --resume on other data");
+    assert!(msg.contains("train_subset"), "{msg}");
+    assert_unchanged(&before, &exp, "a refused fge --resume");
+    let mut same = fge("300");
+    same.push("--resume".into());
+    env.ok(&refs(&same));
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// A `run` refused because the experiment holds other settings changes no
+/// byte: it adds no `preset` section to an experiment made step by step.
+#[test]
+fn a_refused_run_writes_no_preset() {
+    let env = TestEnv::new();
+    let exp = env.copy_of_fixture("e");
+    let e = exp.display().to_string();
+    let before = experiment_files(&exp);
+    let out = env.modeconn(&[
+        "run", "--exp", &e, "--train-subset", "3000", "--test-subset", "1000", "--epochs", "5",
+    ]);
+    let msg = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(!msg.contains("panicked") && msg.contains("error:") && msg.contains("epochs"), "{msg}");
+    assert_unchanged(&before, &exp, "a refused run");
+}

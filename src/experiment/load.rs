@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 
-use super::{curve_dir, data_config, endpoint_dir, section};
+use super::{curve_dir, data_config, endpoint_dir, step_data};
 use crate::checkpoint::{self, Meta};
 use crate::config::DataRequest;
 use crate::curve::Curve;
@@ -36,7 +36,7 @@ pub fn load_data_for(
         }
     }
     let base = match exp {
-        Some(e) => section::<DataConfig>(e, "data")?,
+        Some(e) => step_data(e, "curve")?,
         None => None,
     };
     let mut base = base

@@ -91,6 +91,26 @@ pub fn ensure_same<T: Serialize>(
     );
 }
 
+/// The config.json section that holds the data settings of the step whose
+/// own section is `step`: `data` for the endpoints (`train`), `<step>_data`
+/// for the others, so a curve or FGE run on other subsets never rewrites
+/// the endpoints' record, and each step is resumed against its own.
+pub fn data_key(step: &str) -> String {
+    match step {
+        "train" => "data".to_string(),
+        s => format!("{s}_data"),
+    }
+}
+
+/// The data settings `step` recorded; for experiments written before each
+/// step had its own, the shared `data` section.
+pub fn step_data(exp: &Path, step: &str) -> Result<Option<DataConfig>> {
+    match section(exp, &data_key(step))? {
+        Some(d) => Ok(Some(d)),
+        None => section(exp, "data"),
+    }
+}
+
 /// Refuses a `--resume` whose step settings (config section `key`), data or
 /// architecture differ from the saved ones.
 pub fn ensure_resumable<T: Serialize>(
@@ -103,7 +123,9 @@ pub fn ensure_resumable<T: Serialize>(
 ) -> Result<()> {
     let fix = "--resume continues a run with its own settings: repeat them, or use a new --exp.";
     ensure_same(exp, key, step, what, fix)?;
-    ensure_same(exp, "data", data, what, fix)?;
+    let dkey = data_key(key);
+    let has_own = read_config(exp)?.contains_key(&dkey);
+    ensure_same(exp, if has_own { &dkey } else { "data" }, data, what, fix)?;
     ensure_same(exp, "arch", arch, what, fix)
 }
 

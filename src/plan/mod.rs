@@ -63,7 +63,6 @@ pub fn run(
     obs: &dyn Observer,
 ) -> Result<RunSummary> {
     validate(p, exp, req)?;
-    xp::write_section(exp, "preset", p)?;
     let started = std::time::Instant::now();
     let done = std::cell::Cell::new(0);
     let step = |name: &str| {
@@ -142,19 +141,33 @@ fn train_steps(
     };
     let augment = p.augment.unwrap_or_else(|| default_augment(data.channels));
     let tcfg = train_config(p, augment, rt.precision);
+    let ccfg = curve_config(p, exp, augment, rt.precision);
+    let fcfg = p.fge.then(|| fge_config(p, exp, augment, rt.precision));
+    // Every step's saved settings are compared before anything is written,
+    // so a refused run changes no byte (its preset included).
+    let mut steps = vec![
+        ("train", "start_model/ and end_model/"),
+        ("curve", "curve_model/"),
+    ];
+    if p.fge {
+        steps.push(("fge", "fge/"));
+    }
+    for (key, outputs) in &steps {
+        ensure_same(exp, &xp::data_key(key), &dcfg, outputs)?;
+    }
     ensure_same(exp, "train", &tcfg, "start_model/ and end_model/")?;
-    ensure_same(exp, "data", &dcfg, "every step's outputs")?;
+    ensure_same(exp, "curve", &ccfg, "curve_model/")?;
+    if let Some(fcfg) = &fcfg {
+        ensure_same(exp, "fge", fcfg, "fge/")?;
+    }
+    xp::write_section(exp, "preset", p)?;
     train_endpoints(exp, &cx, &tcfg, true, Shard::WHOLE, obs)?;
 
     step("fit curve");
-    let ccfg = curve_config(p, exp, augment, rt.precision);
-    ensure_same(exp, "curve", &ccfg, "curve_model/")?;
     fit_curve(exp, &cx, &ccfg, true, obs)?;
-    if p.fge {
+    if let Some(fcfg) = &fcfg {
         step("fast geometric ensembling");
-        let fcfg = fge_config(p, exp, augment, rt.precision);
-        ensure_same(exp, "fge", &fcfg, "fge/")?;
-        run_fge(exp, &cx, &fcfg, true, obs)?;
+        run_fge(exp, &cx, fcfg, true, obs)?;
     }
     Ok(dcfg)
 }

@@ -178,7 +178,7 @@ pub fn fit_curve(
     if cfg.epochs > 0 {
         trainer.lp.ensure_batches("curve")?;
     }
-    xp::write_section(exp, "data", dcfg)?;
+    xp::write_section(exp, &xp::data_key("curve"), dcfg)?;
     xp::write_section(exp, "arch", &model.cfg)?;
     xp::write_section(exp, "curve", cfg)?;
     xp::write_section(exp, "curve_endpoints", &ends)?;

@@ -65,6 +65,7 @@ pub fn run_fge(
         late: None,
     };
     trainer.lp.ensure_batches("fge")?;
+    xp::write_section(exp, &xp::data_key("fge"), cx.dcfg)?;
     xp::write_section(exp, "fge", cfg)?;
     xp::record_runtime(exp, cx.rt, cx.model, obs)?;
     let (params, names, leaves) = trainable(cx.model, &params);
