@@ -124,3 +124,61 @@ fn a_refused_run_writes_no_preset() {
     assert!(!msg.contains("panicked") && msg.contains("error:") && msg.contains("epochs"), "{msg}");
     assert_unchanged(&before, &exp, "a refused run");
 }
+
+/// Rewrites a checkpoint through `edit` (its tensors and metadata).
+fn rewrite(
+    path: &Path,
+    edit: impl FnOnce(&mut Vec<(String, Tensor)>, &mut modeconn::checkpoint::Meta),
+) {
+    let (mut t, meta) = modeconn::checkpoint::read_tensors(path).unwrap();
+    let mut meta = meta.expect("a modeconn checkpoint");
+    edit(&mut t, &mut meta);
+    modeconn::checkpoint::write_tensors(path, &t, Some(&meta)).unwrap();
+}
+
+/// Results that cannot be true are errors that name the cause, never a
+/// table of inf and NaN with exit 0.
+#[test]
+fn impossible_results_are_errors() {
+    let env = TestEnv::new();
+    let eval = |e: &str| {
+        env.modeconn(&[
+            "eval", "--exp", e, "--points", "3", "--train-subset", "200", "--test-subset", "200",
+        ])
+    };
+    // A normalisation std of 0.
+    let exp = env.copy_of_fixture("std0");
+    let e = exp.display().to_string();
+    rewrite(&exp.join("curve_model/curve.safetensors"), |_, m| {
+        m.norm_std = vec![0.0; m.norm_std.len().max(1)];
+        m.norm_mean.resize(m.norm_std.len(), 0.5);
+    });
+    let msg = assert_clean_error(&eval(&e), "std 0");
+    assert!(msg.contains("curve_model/curve.safetensors") && msg.contains("std"), "{msg}");
+    // A weight of 3e38: every loss overflows.
+    let exp = env.copy_of_fixture("huge");
+    let e = exp.display().to_string();
+    rewrite(&exp.join("curve_model/curve.safetensors"), |t, _| {
+        for (_, w) in t.iter_mut().filter(|(n, _)| n.ends_with("weight")) {
+            *w = w.ones_like() * 3e38;
+        }
+    });
+    let out = eval(&e);
+    let msg = assert_clean_error(&out, "3e38");
+    assert!(!stdout(&out).contains("inf") && !stdout(&out).contains("NaN"), "{}", stdout(&out));
+    assert!(msg.contains("cannot be right"), "{msg}");
+    // Endpoints that see their inputs differently are not joined.
+    let exp = env.copy_of_fixture("prep");
+    let e = exp.display().to_string();
+    fs::remove_dir_all(exp.join("curve_model")).unwrap();
+    rewrite(&exp.join("end_model/model.safetensors"), |_, m| {
+        m.normalize = modeconn::loader::Normalize::None;
+        m.norm_mean.clear();
+        m.norm_std.clear();
+    });
+    let msg = assert_clean_error(
+        &env.modeconn(&["fit-curve", "--exp", &e, "--epochs", "0"]),
+        "standard vs none",
+    );
+    assert!(msg.contains("normalisation") && msg.contains("end_model"), "{msg}");
+}

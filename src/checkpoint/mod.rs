@@ -174,9 +174,7 @@ pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Option<Meta>)> {
             let (_, header) = SafeTensors::read_metadata(&buf)
                 .map_err(|e| anyhow!("{}: {e:?}", path.display()))?;
             let meta = match header.metadata().as_ref().and_then(|m| m.get(META_KEY)) {
-                Some(s) => Some(serde_json::from_str(s).with_context(|| {
-                    format!("{}: unreadable modeconn metadata", path.display())
-                })?),
+                Some(s) => Some(parse_meta(s, path)?),
                 None => None,
             };
             let mut out = Vec::new();
@@ -198,11 +196,29 @@ pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Option<Meta>)> {
 /// for `.pt`/`.pth` files.
 pub fn read_meta(path: &Path) -> Result<Option<Meta>> {
     match header_entry(path, META_KEY)? {
-        Some(s) => Ok(Some(serde_json::from_str(&s).with_context(|| {
-            format!("{}: unreadable modeconn metadata", path.display())
-        })?)),
+        Some(s) => Ok(Some(parse_meta(&s, path)?)),
         None => Ok(None),
     }
+}
+
+/// The modeconn metadata of `path`, parsed and checked: a normalisation
+/// whose std is 0 (or not finite) would turn every metric into inf or NaN.
+fn parse_meta(s: &str, path: &Path) -> Result<Meta> {
+    let m: Meta = serde_json::from_str(s)
+        .with_context(|| format!("{}: unreadable modeconn metadata", path.display()))?;
+    let bad = |v: &[f64], positive: bool| v.iter().any(|x| !x.is_finite() || (positive && *x <= 0.0));
+    if m.norm_mean.len() != m.norm_std.len() || bad(&m.norm_mean, false) || bad(&m.norm_std, true) {
+        bail!(
+            "{}: its metadata records the normalisation mean {:?} and std {:?}; each channel needs a finite mean and a positive, finite std. Fix the metadata, or import the weights without it",
+            path.display(),
+            m.norm_mean,
+            m.norm_std
+        );
+    }
+    if m.classes.is_empty() {
+        bail!("{}: its metadata lists no classes", path.display());
+    }
+    Ok(m)
 }
 
 /// The header metadata entry `key` of a `.safetensors` file, read from its

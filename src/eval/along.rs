@@ -172,6 +172,13 @@ pub fn sweep_points(
                 _ => w.distance(&point(ts[k - 1])?, is_w).unwrap_or(f64::NAN),
             };
             let reg = 0.5 * wd * crate::optim::scalar(&w.sq_norm(is_w));
+            if !dl.is_finite() || !reg.is_finite() {
+                anyhow::bail!(
+                    "at t = {} the weights are too large for float32 (the step from the previous point measures {dl}, the squared norm {}): the checkpoints they come from cannot be right",
+                    ts[k],
+                    crate::optim::scalar(&w.sq_norm(is_w))
+                );
+            }
             rows.push((k, row(ts[k], &train[i], &test[i], reg, dl)));
             last = Some((k, w.shallow_clone()));
         }

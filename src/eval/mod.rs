@@ -82,8 +82,14 @@ impl Acc {
         let one = |t: &Tensor| -> anyhow::Result<f64> {
             Ok(t.to_device(tch::Device::Cpu).f_double_value(&[0])?)
         };
+        let nll = one(&self.nll)? / n_f;
+        if !nll.is_finite() {
+            anyhow::bail!(
+                "a network's loss on {n} images is {nll} (not a number a network can have): its logits overflow or are NaN, so its weights or its input normalisation cannot be right; check the checkpoints it was made from"
+            );
+        }
         Ok(Stats {
-            nll: one(&self.nll)? / n_f,
+            nll,
             acc: 100.0 * one(&self.correct)? / n_f,
             ece: ece_from_bins(&bins),
             bins,

@@ -43,13 +43,30 @@ pub fn setup(
                 b.arch
             );
         }
-        if a.dataset != b.dataset || a.classes != b.classes {
+        let side = |m: &Meta| (m.dataset, m.classes.clone());
+        if side(a) != side(b) {
             bail!(
-                "the endpoints were trained on different data: {} on {}, {} on {}",
+                "the endpoints were trained on different data: {} on {} with classes {:?}, {} on {} with classes {:?}",
                 start.display(),
                 a.dataset,
+                a.classes,
                 end.display(),
-                b.dataset
+                b.dataset,
+                b.classes
+            );
+        }
+        let prep = |m: &Meta| (m.normalize, m.norm_mean.clone(), m.norm_std.clone());
+        if prep(a) != prep(b) {
+            bail!(
+                "the endpoints see their inputs differently: {} uses normalisation {} (mean {:?}, std {:?}), {} uses {} (mean {:?}, std {:?}). A curve between them has no single input to evaluate; train both with the same --normalize",
+                start.display(),
+                a.normalize,
+                a.norm_mean,
+                a.norm_std,
+                end.display(),
+                b.normalize,
+                b.norm_mean,
+                b.norm_std
             );
         }
     }

@@ -263,10 +263,15 @@ pub fn check_finite(loss: f64, epoch: usize, what: &str, lr: f64, kept: &Path) -
     // blew the weights up (measured: FGE at lr 0.05 from an Adam-trained
     // network averaged 2e13 in its first epoch, then sat at chance).
     if !loss.is_finite() || loss > DIVERGED {
+        let saved = checkpoint::state_file(kept);
+        let kept = if saved.is_file() {
+            format!("The last good checkpoint is kept in {}.", kept.display())
+        } else {
+            "No epoch had finished, so nothing was saved.".to_string()
+        };
         bail!(
-            "{what}: the training loss became {loss:.4e} in epoch {epoch} (lr {lr:.4}): training diverged. Try a lower --lr (e.g. {:.4}). The last good checkpoint is kept in {}.",
+            "{what}: the training loss became {loss:.4e} in epoch {epoch} (lr {lr:.4}): training diverged. Try a lower --lr (e.g. {:.4}). {kept}",
             lr / 3.0,
-            kept.display()
         );
     }
     Ok(())
@@ -286,9 +291,15 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(
-                err.contains("diverged") && err.contains("exp/fge") && err.contains("lower --lr"),
+                err.contains("diverged") && err.contains("lower --lr"),
                 "{err}"
             );
+            // No epoch finished: no checkpoint is promised.
+            assert!(err.contains("nothing was saved") && !err.contains("kept in"), "{err}");
         }
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(checkpoint::state_file(tmp.path()), b"x").unwrap();
+        let err = check_finite(f64::NAN, 2, "fge", 0.05, tmp.path()).unwrap_err().to_string();
+        assert!(err.contains(&format!("kept in {}", tmp.path().display())), "{err}");
     }
 }
