@@ -36,7 +36,11 @@ fn an_unusable_data_dir_is_refused_never_replaced() {
     let dir_in_place = mk("dir");
     fs::create_dir_all(dir_in_place.join("train-images-idx3-ubyte.gz")).unwrap();
     let dangling = mk("dangling");
-    symlink("/nonexistent/x", dangling.join("train-images-idx3-ubyte.gz")).unwrap();
+    symlink(
+        "/nonexistent/x",
+        dangling.join("train-images-idx3-ubyte.gz"),
+    )
+    .unwrap();
     let file = root.join("a-file");
     fs::write(&file, b"not a directory").unwrap();
     let st = std::process::Command::new("mkfifo")
@@ -44,19 +48,38 @@ fn an_unusable_data_dir_is_refused_never_replaced() {
         .status()
         .unwrap();
     assert!(st.success());
-    for d in [&empty, &labels, &misnamed, &fifo, &dir_in_place, &dangling, &file] {
+    for d in [
+        &empty,
+        &labels,
+        &misnamed,
+        &fifo,
+        &dir_in_place,
+        &dangling,
+        &file,
+    ] {
         let exp = env.p("e");
         let ds = d.to_str().unwrap();
         let out = env.modeconn(&[
-            "train-endpoints", "--exp", &exp, "--data-dir", ds, "--train-subset", "64",
-            "--test-subset", "64", "--epochs", "1",
+            "train-endpoints",
+            "--exp",
+            &exp,
+            "--data-dir",
+            ds,
+            "--train-subset",
+            "64",
+            "--test-subset",
+            "64",
+            "--epochs",
+            "1",
         ]);
         let msg = assert_clean_error(&out, ds);
         assert!(msg.contains(ds), "the refusal names {ds}: {msg}");
-        assert!(!Path::new(&exp).join("config.json").exists(), "{ds}: nothing may be written");
+        assert!(
+            !Path::new(&exp).join("config.json").exists(),
+            "{ds}: nothing may be written"
+        );
     }
 }
-
 
 /// Each step records the data it trained on in its own section: a curve or
 /// an FGE run on other subsets leaves the endpoints' record (and their
@@ -69,10 +92,21 @@ fn each_step_keeps_its_own_data_settings() {
     fs::remove_dir_all(exp.join("curve_model")).unwrap();
     let data_before = read_json(&exp.join("config.json"))["data"].clone();
     env.ok(&[
-        "fit-curve", "--exp", &e, "--epochs", "1", "--train-subset", "300", "--test-subset", "100",
+        "fit-curve",
+        "--exp",
+        &e,
+        "--epochs",
+        "1",
+        "--train-subset",
+        "300",
+        "--test-subset",
+        "100",
     ]);
     let cfg = read_json(&exp.join("config.json"));
-    assert_eq!(cfg["data"], data_before, "the endpoints' data section was rewritten");
+    assert_eq!(
+        cfg["data"], data_before,
+        "the endpoints' data section was rewritten"
+    );
     assert_eq!(cfg["curve_data"]["train_subset"], 300);
     // The endpoints' own resume still matches their settings.
     let mut a = vec!["train-endpoints", "--exp", &e, "--models", "2", "--resume"];
@@ -82,8 +116,19 @@ fn each_step_keeps_its_own_data_settings() {
     // on its own 300 it is not.
     let fge = |subset: &'static str| -> Vec<String> {
         [
-            "fge", "--exp", &e, "--epochs", "2", "--cycle", "2", "--threads", "1",
-            "--train-subset", subset, "--test-subset", "100",
+            "fge",
+            "--exp",
+            &e,
+            "--epochs",
+            "2",
+            "--cycle",
+            "2",
+            "--threads",
+            "1",
+            "--train-subset",
+            subset,
+            "--test-subset",
+            "100",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -91,7 +136,10 @@ fn each_step_keeps_its_own_data_settings() {
     };
     env.ok(&refs(&fge("300")));
     let cfg = read_json(&exp.join("config.json"));
-    assert_eq!(cfg["data"], data_before, "fge rewrote the endpoints' data section");
+    assert_eq!(
+        cfg["data"], data_before,
+        "fge rewrote the endpoints' data section"
+    );
     assert_eq!(cfg["fge_data"]["train_subset"], 300);
     let mut again = fge("3000");
     again.push("--resume".into());
@@ -117,11 +165,22 @@ fn a_refused_run_writes_no_preset() {
     let e = exp.display().to_string();
     let before = experiment_files(&exp);
     let out = env.modeconn(&[
-        "run", "--exp", &e, "--train-subset", "3000", "--test-subset", "1000", "--epochs", "5",
+        "run",
+        "--exp",
+        &e,
+        "--train-subset",
+        "3000",
+        "--test-subset",
+        "1000",
+        "--epochs",
+        "5",
     ]);
     let msg = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{msg}");
-    assert!(!msg.contains("panicked") && msg.contains("error:") && msg.contains("epochs"), "{msg}");
+    assert!(
+        !msg.contains("panicked") && msg.contains("error:") && msg.contains("epochs"),
+        "{msg}"
+    );
     assert_unchanged(&before, &exp, "a refused run");
 }
 
@@ -143,7 +202,15 @@ fn impossible_results_are_errors() {
     let env = TestEnv::new();
     let eval = |e: &str| {
         env.modeconn(&[
-            "eval", "--exp", e, "--points", "3", "--train-subset", "200", "--test-subset", "200",
+            "eval",
+            "--exp",
+            e,
+            "--points",
+            "3",
+            "--train-subset",
+            "200",
+            "--test-subset",
+            "200",
         ])
     };
     // A normalisation std of 0.
@@ -154,7 +221,10 @@ fn impossible_results_are_errors() {
         m.norm_mean.resize(m.norm_std.len(), 0.5);
     });
     let msg = assert_clean_error(&eval(&e), "std 0");
-    assert!(msg.contains("curve_model/curve.safetensors") && msg.contains("std"), "{msg}");
+    assert!(
+        msg.contains("curve_model/curve.safetensors") && msg.contains("std"),
+        "{msg}"
+    );
     // A weight of 3e38: every loss overflows.
     let exp = env.copy_of_fixture("huge");
     let e = exp.display().to_string();
@@ -165,7 +235,11 @@ fn impossible_results_are_errors() {
     });
     let out = eval(&e);
     let msg = assert_clean_error(&out, "3e38");
-    assert!(!stdout(&out).contains("inf") && !stdout(&out).contains("NaN"), "{}", stdout(&out));
+    assert!(
+        !stdout(&out).contains("inf") && !stdout(&out).contains("NaN"),
+        "{}",
+        stdout(&out)
+    );
     assert!(msg.contains("cannot be right"), "{msg}");
     // Endpoints that see their inputs differently are not joined.
     let exp = env.copy_of_fixture("prep");
@@ -180,5 +254,113 @@ fn impossible_results_are_errors() {
         &env.modeconn(&["fit-curve", "--exp", &e, "--epochs", "0"]),
         "standard vs none",
     );
-    assert!(msg.contains("normalisation") && msg.contains("end_model"), "{msg}");
+    assert!(
+        msg.contains("normalisation") && msg.contains("end_model"),
+        "{msg}"
+    );
+}
+
+/// A curve beside endpoints that changed since it was fitted is refused by
+/// every reader of `curve_model/`, naming the endpoint, and the report says so.
+#[test]
+fn a_stale_curve_is_refused_by_every_reader() {
+    let env = TestEnv::new();
+    let exp = env.copy_of_fixture("e");
+    let e = exp.display().to_string();
+    // The curve's config names the fixture's own files; point it at this copy.
+    let cfg = exp.join("config.json");
+    let mut v = read_json(&cfg);
+    for (key, dir) in [("start", "start_model"), ("end", "end_model")] {
+        v["curve"][key] = serde_json::json!(exp.join(dir).join("model.safetensors"));
+    }
+    fs::write(&cfg, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+    let fresh = [
+        vec![
+            "eval",
+            "--exp",
+            &e,
+            "--points",
+            "3",
+            "--test-subset",
+            "100",
+            "--train-subset",
+            "100",
+        ],
+        vec![
+            "landscape",
+            "--exp",
+            &e,
+            "--grid",
+            "3",
+            "--test-subset",
+            "100",
+            "--train-subset",
+            "100",
+        ],
+    ];
+    env.ok(&fresh[0]);
+    // "Retrained": other bytes in the start endpoint.
+    rewrite(&exp.join("start_model/model.safetensors"), |t, _| {
+        let (_, w) = t.iter_mut().find(|(n, _)| n.ends_with("weight")).unwrap();
+        *w = &*w * 1.01;
+    });
+    for args in &fresh {
+        let msg = assert_clean_error(&env.modeconn(args), args[0]);
+        assert!(
+            msg.contains("fitted between other endpoints") && msg.contains("start_model"),
+            "{}: {msg}",
+            args[0]
+        );
+    }
+    let out = env.ok(&["plot", "--exp", &e]);
+    let html = fs::read_to_string(exp.join("report.html")).unwrap();
+    assert!(
+        html.contains("fitted between other endpoints"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A curve fit is resumed whatever the spelling of the experiment's path,
+/// and after the experiment was moved (its config.json naming the old place).
+#[test]
+fn resume_does_not_depend_on_how_a_path_is_spelled() {
+    let env = TestEnv::new();
+    let exp = env.copy_of_fixture("MVs");
+    let cfg = exp.join("config.json");
+    let mut v = read_json(&cfg);
+    for (key, dir) in [("start", "start_model"), ("end", "end_model")] {
+        v["curve"][key] = serde_json::json!(format!("/gone/old/MVs/{dir}/model.safetensors"));
+    }
+    v["curve"]["epochs"] = serde_json::json!(3);
+    fs::write(&cfg, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+    for (spelling, epochs) in [("MVs//", "3"), ("./MVs/", "4")] {
+        let out = env.modeconn(&[
+            "fit-curve",
+            "--exp",
+            spelling,
+            "--epochs",
+            epochs,
+            "--batch-size",
+            "32",
+            "--resume",
+        ]);
+        // The first resume finishes the third epoch; the second asks for
+        // a fourth, which is another setting and is refused by name.
+        if epochs == "3" {
+            assert_ok(&out, &["fit-curve", "--exp", spelling]);
+        } else {
+            let msg = assert_clean_error(&out, spelling);
+            assert!(
+                msg.contains("epochs: saved 3, requested 4") && !msg.contains("start"),
+                "{msg}"
+            );
+        }
+    }
+    assert_eq!(
+        log_epochs(&exp.join("curve_model/log.jsonl")),
+        vec![1, 2, 3]
+    );
+    let saved = read_json(&cfg);
+    assert_eq!(saved["curve"]["start"], "start_model/model.safetensors");
 }

@@ -206,7 +206,8 @@ pub fn read_meta(path: &Path) -> Result<Option<Meta>> {
 fn parse_meta(s: &str, path: &Path) -> Result<Meta> {
     let m: Meta = serde_json::from_str(s)
         .with_context(|| format!("{}: unreadable modeconn metadata", path.display()))?;
-    let bad = |v: &[f64], positive: bool| v.iter().any(|x| !x.is_finite() || (positive && *x <= 0.0));
+    let bad =
+        |v: &[f64], positive: bool| v.iter().any(|x| !x.is_finite() || (positive && *x <= 0.0));
     if m.norm_mean.len() != m.norm_std.len() || bad(&m.norm_mean, false) || bad(&m.norm_std, true) {
         bail!(
             "{}: its metadata records the normalisation mean {:?} and std {:?}; each channel needs a finite mean and a positive, finite std. Fix the metadata, or import the weights without it",

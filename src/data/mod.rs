@@ -294,10 +294,7 @@ mod tests {
         let d = Path::new("/x");
         assert_eq!(
             default_search_dirs(DatasetKind::Cifar10, Some(d)),
-            vec![
-                PathBuf::from("/x"),
-                PathBuf::from("/x/cifar10"),
-            ]
+            vec![PathBuf::from("/x"), PathBuf::from("/x/cifar10"),]
         );
         assert_eq!(default_search_dirs(DatasetKind::Mnist, None).len(), 2);
         assert_eq!(

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 
-use super::{curve_dir, data_config, endpoint_dir, step_data};
+use super::{curve_dir, data_config, endpoint_dir, resolve_in, section, step_data};
 use crate::checkpoint::{self, Meta};
 use crate::config::DataRequest;
 use crate::curve::Curve;
@@ -113,8 +113,58 @@ pub struct LoadedCurve {
     pub path: PathBuf,
 }
 
+/// Fingerprints of the endpoint files a curve is fitted between (the
+/// `curve_endpoints` section), so that neither a resumed fit nor any reader
+/// of the curve pairs it with endpoints retrained since.
+#[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+pub struct EndpointFiles {
+    pub start_md5: String,
+    pub end_md5: String,
+}
+
+impl EndpointFiles {
+    pub fn of(start: &Path, end: &Path) -> Result<EndpointFiles> {
+        Ok(EndpointFiles {
+            start_md5: crate::data::file_md5(start)?,
+            end_md5: crate::data::file_md5(end)?,
+        })
+    }
+}
+
+/// Refuses a curve whose endpoint files changed since it was fitted (both
+/// recorded in config.json and still present; an imported curve or one
+/// whose endpoints were moved away holds its endpoints itself).
+pub fn check_curve_endpoints(exp: &Path) -> Result<()> {
+    let (Some(saved), Some(cfg)) = (
+        section::<EndpointFiles>(exp, "curve_endpoints")?,
+        section::<crate::config::CurveConfig>(exp, "curve")?,
+    ) else {
+        return Ok(());
+    };
+    for (side, file, md5) in [
+        ("start", resolve_in(exp, &cfg.start), &saved.start_md5),
+        ("end", resolve_in(exp, &cfg.end), &saved.end_md5),
+    ] {
+        if !file.is_file() {
+            continue;
+        }
+        let now = crate::data::file_md5(&file)?;
+        if &now != md5 {
+            bail!(
+                "{} was fitted between other endpoints: the {side} endpoint {} changed since (MD5 {md5} then, {now} now; retrained?). Fit the curve again (delete {} and run `modeconn fit-curve --exp {}`), or restore the endpoint",
+                curve_dir(exp).display(),
+                file.display(),
+                curve_dir(exp).display(),
+                exp.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn load_curve(exp: &Path, rt: &Runtime) -> Result<LoadedCurve> {
     let path = checkpoint::curve_file(&curve_dir(exp));
+    check_curve_endpoints(exp)?;
     if !path.exists() {
         bail!(
             "{} has no curve ({} is missing). Create it with `modeconn fit-curve --exp {}` (or import one with `modeconn fit-curve --exp {} --start A --end B --init-bend 1=THETA --epochs 0`)",

@@ -15,7 +15,9 @@ use crate::model::{ArchConfig, ArchKind, Model};
 use crate::observe::{Event, Observer};
 
 mod load;
+mod paths;
 pub use load::*;
+pub use paths::{portable, resolve_in, resolved};
 
 pub fn config_path(exp: &Path) -> PathBuf {
     exp.join("config.json")
@@ -54,7 +56,9 @@ pub fn section<T: DeserializeOwned>(exp: &Path, name: &str) -> Result<Option<T>>
 /// Sets one section of config.json (read-modify-write, atomic).
 pub fn write_section<T: Serialize>(exp: &Path, name: &str, value: &T) -> Result<()> {
     let mut m = read_config(exp)?;
-    m.insert(name.to_string(), serde_json::to_value(value)?);
+    let mut v = serde_json::to_value(value)?;
+    paths::make_portable(exp, name, &mut v);
+    m.insert(name.to_string(), v);
     let text = serde_json::to_string_pretty(&Value::Object(m))? + "\n";
     checkpoint::write_atomic(&config_path(exp), text.as_bytes())
 }
@@ -69,10 +73,13 @@ pub fn ensure_same<T: Serialize>(
     what: &str,
     fix: &str,
 ) -> Result<()> {
-    let Some(old) = read_config(exp)?.remove(key) else {
+    let Some(mut old) = read_config(exp)?.remove(key) else {
         return Ok(());
     };
-    let now = serde_json::to_value(now)?;
+    let mut now = serde_json::to_value(now)?;
+    // Paths compare by what they point to, not by how they are spelled.
+    paths::make_portable(exp, key, &mut old);
+    paths::make_portable(exp, key, &mut now);
     if old == now {
         return Ok(());
     }
@@ -184,20 +191,10 @@ pub fn endpoint_dir(exp: &Path, i: usize, n: usize) -> PathBuf {
 /// config.json, the lock, the report), the name of that place; writing
 /// there would destroy work.
 pub fn owned_by_experiment(exp: &Path, path: &Path) -> Option<String> {
-    let abs = |p: &Path| -> Option<PathBuf> {
-        // Resolve links in the deepest existing ancestor, keep the rest.
-        let p = std::path::absolute(p).ok()?;
-        let mut base = p.as_path();
-        let mut rest = Vec::new();
-        while !base.exists() {
-            rest.push(base.file_name()?.to_os_string());
-            base = base.parent()?;
-        }
-        let mut r = std::fs::canonicalize(base).ok()?;
-        r.extend(rest.iter().rev());
-        Some(r)
-    };
-    let rel = abs(path)?.strip_prefix(abs(exp)?).ok()?.to_path_buf();
+    let rel = resolved(path)?
+        .strip_prefix(resolved(exp)?)
+        .ok()?
+        .to_path_buf();
     let first = rel
         .components()
         .next()?

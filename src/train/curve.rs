@@ -161,7 +161,7 @@ pub fn fit_curve(
     // Everything, a saved state included, is read and checked before the
     // first write, so a refused command leaves the experiment as it was.
     let mut curve = initial_curve(model, cfg, rt)?;
-    let ends = EndpointFiles::of(cfg)?;
+    let ends = xp::EndpointFiles::of(&cfg.start, &cfg.end)?;
     let (start_epoch, saved_optim) = match SavedState::read(&dir)? {
         Some(st) => {
             check_resumable(exp, &dir, &st, cx, cfg, resume)?;
@@ -225,23 +225,6 @@ pub fn fit_curve(
     trainer.run(&job, &plan, start_epoch, saved_optim, &mut prog)?;
     prog.finish();
     Ok(())
-}
-
-/// Fingerprints of the endpoint files a curve is fitted between, so a fit
-/// is never resumed against retrained endpoints.
-#[derive(serde::Serialize)]
-struct EndpointFiles {
-    start_md5: String,
-    end_md5: String,
-}
-
-impl EndpointFiles {
-    fn of(cfg: &CurveConfig) -> Result<EndpointFiles> {
-        Ok(EndpointFiles {
-            start_md5: crate::data::file_md5(&cfg.start)?,
-            end_md5: crate::data::file_md5(&cfg.end)?,
-        })
-    }
 }
 
 /// Refuses a saved fit unless `--resume` was given for the same curve,

@@ -295,11 +295,19 @@ mod tests {
                 "{err}"
             );
             // No epoch finished: no checkpoint is promised.
-            assert!(err.contains("nothing was saved") && !err.contains("kept in"), "{err}");
+            assert!(
+                err.contains("nothing was saved") && !err.contains("kept in"),
+                "{err}"
+            );
         }
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(checkpoint::state_file(tmp.path()), b"x").unwrap();
-        let err = check_finite(f64::NAN, 2, "fge", 0.05, tmp.path()).unwrap_err().to_string();
-        assert!(err.contains(&format!("kept in {}", tmp.path().display())), "{err}");
+        let err = check_finite(f64::NAN, 2, "fge", 0.05, tmp.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("kept in {}", tmp.path().display())),
+            "{err}"
+        );
     }
 }

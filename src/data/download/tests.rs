@@ -145,7 +145,11 @@ fn a_failed_download_leaves_no_empty_directory_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("new");
     assert!(download_files(&[file], &dest).is_err());
-    assert!(!dest.exists(), "an empty {} was left behind", dest.display());
+    assert!(
+        !dest.exists(),
+        "an empty {} was left behind",
+        dest.display()
+    );
 }
 
 #[test]
@@ -164,7 +168,10 @@ fn a_present_file_of_other_bytes_that_cannot_be_fetched_is_named_with_the_way_ou
         "{err}"
     );
     // The user's file is kept.
-    assert_eq!(std::fs::read(tmp.path().join("a.gz")).unwrap(), b"recompressed");
+    assert_eq!(
+        std::fs::read(tmp.path().join("a.gz")).unwrap(),
+        b"recompressed"
+    );
 }
 
 #[test]

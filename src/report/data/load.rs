@@ -63,6 +63,11 @@ impl Inputs {
         inp.random = load_random(exp, "landscape/random.json", 2, &mut inp.notes);
         inp.random_1d = load_random(exp, "landscape/random-1d.json", 1, &mut inp.notes);
         inp.budget = crate::report::budget::Budget::load(exp, inp.config.as_ref());
+        // Results of a curve whose endpoints were retrained since describe
+        // neither: say so where the report's notes are.
+        if let Err(e) = crate::experiment::check_curve_endpoints(exp) {
+            inp.notes.push(format!("{e:#}"));
+        }
         inp
     }
 }
