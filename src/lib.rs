@@ -23,6 +23,7 @@ mod fuzz_tests;
 pub mod landscape;
 pub mod loader;
 pub mod lock;
+pub mod memory;
 pub mod merge;
 pub mod model;
 pub mod observe;

@@ -414,16 +414,15 @@ fn missing_dataset_names_the_paths_searched_and_the_download_command() {
     ]);
     let err = assert_clean_error(&out, "missing cifar10");
     let under = format!("{empty}/cifar10");
-    for p in [
-        empty.as_str(),
-        under.as_str(),
-        "data/cifar10",
-        "/usr/share/datasets/cifar10",
-    ] {
+    for p in [empty.as_str(), under.as_str()] {
         assert!(
             err.lines().any(|l| l.trim() == p),
             "the search path {p} is not listed:\n{err}"
         );
+    }
+    // An explicit --data-dir is the only place searched.
+    for p in ["data/cifar10", "/usr/share/datasets/cifar10"] {
+        assert!(!err.lines().any(|l| l.trim() == p), "{p} was searched:\n{err}");
     }
     assert!(err.contains("modeconn download cifar10"), "{err}");
     assert!(

@@ -27,6 +27,7 @@ pub fn endpoints(a: &TrainArgs, out: &Terminal) -> Result<()> {
         PathBuf::from(format!("experiments/{}_{}", dcfg.dataset, arch_kind.name()))
     });
     let shard = a.shard.unwrap_or(Shard::WHOLE);
+    xp::precheck_arch(&a.model.request(), None, dcfg.dataset, xp::TRAINING_COPIES)?;
     let _lock = StepLock::acquire(&exp, Target::Endpoints, shard, true)?;
     let data = loader::load(&dcfg, rt.device, None)?;
     let model = Model::new(xp::arch_config(&a.model.request(), None, &data)?)?;
@@ -124,7 +125,9 @@ pub fn curve(a: &FitCurveArgs, out: &Terminal) -> Result<()> {
         dropout: None,
         ..a.model.request()
     };
-    let (model, data, dcfg) = curve::setup(&exp, &start, &end, &a.data.request(), &arch_req, &rt)?;
+    let copies = xp::curve_copies(a.bends);
+    let (model, data, dcfg) =
+        curve::setup(&exp, &start, &end, &a.data.request(), &arch_req, &rt, copies)?;
     let cfg = a.config(start, end, data.channels, rt.precision)?;
     let cx = Context {
         model: &model,

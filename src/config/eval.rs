@@ -6,6 +6,16 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::memory::ensure_fits;
+
+/// Memory per evaluated point (a sweep row, a grid cell or an ensemble
+/// member): its metrics, its coordinates and its line of JSON.
+const POINT_BYTES: f64 = 512.0;
+
+fn points_fit(flag: &str, n: f64, fix: &str) -> Result<()> {
+    ensure_fits(&format!("{flag} ({n:.0} points)"), n * POINT_BYTES, fix)
+}
+
 /// Settings of the sweep along t (`eval`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SweepConfig {
@@ -17,7 +27,11 @@ impl SweepConfig {
         if self.points < 2 {
             bail!("--points must be at least 2 (t = 0 and t = 1; the reference implementation uses 61), got {}", self.points);
         }
-        Ok(())
+        points_fit(
+            &format!("--points {}", self.points),
+            2.0 * self.points as f64,
+            "Use fewer --points (the reference implementation uses 61).",
+        )
     }
 }
 
@@ -48,7 +62,11 @@ impl AlignConfig {
                 self.repair_images
             );
         }
-        Ok(())
+        points_fit(
+            &format!("--points {}", self.points),
+            4.0 * self.points as f64,
+            "Use fewer --points.",
+        )
     }
 }
 
@@ -77,7 +95,11 @@ impl EnsembleConfig {
         if self.k < 1 {
             bail!("--ensemble must be at least 1 (the number of models sampled on the curve, e.g. 30), got {}", self.k);
         }
-        Ok(())
+        points_fit(
+            &format!("--ensemble {}", self.k),
+            self.k as f64,
+            "Use a smaller --ensemble (the paper's ensembles have 2 to 30 members).",
+        )
     }
 }
 
@@ -97,7 +119,11 @@ impl LandscapeConfig {
         if !(self.margin >= 0.0 && self.margin.is_finite()) {
             bail!("--margin must be >= 0, got {}", self.margin);
         }
-        Ok(())
+        points_fit(
+            &format!("--grid {}", self.grid),
+            (self.grid as f64).powi(2),
+            "Use a smaller --grid (21 is the default; the paper's figures use 21 to 41).",
+        )
     }
 }
 
@@ -149,6 +175,10 @@ impl RandomPlaneConfig {
                 self.dims
             );
         }
-        Ok(())
+        points_fit(
+            &format!("--grid {}", self.grid),
+            (self.grid as f64).powi(self.dims as i32),
+            "Use a smaller --grid (21 is the default).",
+        )
     }
 }

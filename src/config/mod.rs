@@ -271,6 +271,12 @@ impl CurveConfig {
         if let Some(p) = self.dropout {
             crate::model::check_dropout(p)?;
         }
+        if let Some(k) = (1..self.init_bends.len())
+            .find(|&i| self.init_bends[..i].iter().any(|(k, _)| *k == self.init_bends[i].0))
+            .map(|i| self.init_bends[i].0)
+        {
+            bail!("--init-bend {k} is given twice; give each bend one file");
+        }
         for (k, _) in &self.init_bends {
             if *k == 0 || k + 1 >= self.bends {
                 bail!(

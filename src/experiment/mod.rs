@@ -272,6 +272,56 @@ pub fn arch_config(
     base: Option<&ArchConfig>,
     data: &Data,
 ) -> Result<ArchConfig> {
+    let shape = (data.channels, data.classes.len() as i64, data.height, data.width);
+    arch_config_for(args, base, shape)
+}
+
+/// Checks the architecture flags, and that `copies` copies of the network
+/// (`why` says what they are) fit in memory, before any data is read, on
+/// the shape `kind`'s images have (a typical one for an image folder, whose
+/// own is checked once it is read).
+pub fn precheck_arch(
+    args: &ArchRequest,
+    base: Option<&ArchConfig>,
+    kind: DatasetKind,
+    copies: (usize, &str, &str),
+) -> Result<()> {
+    let shape = match kind {
+        DatasetKind::Mnist | DatasetKind::FashionMnist => (1, 10, 28, 28),
+        DatasetKind::Cifar10 => (3, 10, 32, 32),
+        DatasetKind::Cifar100 => (3, 100, 32, 32),
+        DatasetKind::ImageFolder => (3, 10, 64, 64),
+    };
+    let cfg = arch_config_for(args, base, shape)?;
+    if cfg.arch == ArchKind::Torchscript {
+        // Its shape is the archive's, checked when it is loaded.
+        return Ok(());
+    }
+    Model::new(cfg)?.ensure_fits(copies)
+}
+
+/// What training holds besides the data: the parameters, their gradients,
+/// the optimiser's state and a copy.
+pub const TRAINING_COPIES: (usize, &str, &str) = (
+    4,
+    "training holds about 4 copies",
+    "Use a smaller --widen or --depth.",
+);
+
+/// The copies a curve of `bends` bends holds while it is fitted.
+pub fn curve_copies(bends: usize) -> (usize, &'static str, &'static str) {
+    (
+        bends.saturating_mul(3).saturating_add(4),
+        "the curve holds each bend with its gradient and momentum",
+        "Use fewer --bends (3 is the paper's quadratic Bezier curve), or a smaller --widen or --depth.",
+    )
+}
+
+fn arch_config_for(
+    args: &ArchRequest,
+    base: Option<&ArchConfig>,
+    (channels, classes, height, width): (i64, i64, i64, i64),
+) -> Result<ArchConfig> {
     let arch = args
         .arch
         .or(args.model_file.as_ref().map(|_| ArchKind::Torchscript))
@@ -283,13 +333,7 @@ pub fn arch_config(
             arch.name()
         );
     }
-    let mut cfg = ArchConfig::new(
-        arch,
-        data.channels,
-        data.classes.len() as i64,
-        data.height,
-        data.width,
-    );
+    let mut cfg = ArchConfig::new(arch, channels, classes, height, width);
     if let Some(b) = base.filter(|b| b.arch == arch) {
         cfg.depth = b.depth;
         cfg.widen = b.widen;

@@ -87,13 +87,42 @@ impl Model {
             ArchKind::Mlp => mlp::spec(&cfg, &mut b),
         }
         let has_bn = b.specs.iter().any(|s| s.name.ends_with("running_mean"));
-        Ok(Model {
+        let model = Model {
             cfg,
             spec: b.specs,
             perms: b.perms,
             has_bn,
             script: None,
-        })
+        };
+        model.ensure_fits((1, "one copy of its parameters", "Use a smaller --widen or --depth."))?;
+        Ok(model)
+    }
+
+    /// Parameters and buffers of one network (the spec's elements).
+    pub fn numel(&self) -> f64 {
+        self.spec
+            .iter()
+            .map(|s| s.shape.iter().map(|&d| d.max(0) as f64).product::<f64>())
+            .sum()
+    }
+
+    /// Refuses work that holds `copies` float32 copies of the network when
+    /// they cannot fit in memory (`why` says what the copies are, `fix`
+    /// which flags to change).
+    pub fn ensure_fits(&self, (copies, why, fix): (usize, &str, &str)) -> Result<()> {
+        let n = self.numel();
+        let c = &self.cfg;
+        crate::memory::ensure_fits(
+            &format!(
+                "{} (--depth {}, --widen {}: {:.3e} parameters; {why})",
+                c.arch.name(),
+                c.depth,
+                c.widen,
+                n
+            ),
+            n * 4.0 * copies as f64,
+            fix,
+        )
     }
 
     /// A TorchScript network: the archive `cfg.script` names, checked

@@ -357,11 +357,32 @@ pub fn validate(p: &Preset, exp: &Path, req: &RunRequest) -> Result<()> {
             if p.curve_epochs < 1 {
                 bail!("--curve-epochs must be at least 1, got {}", p.curve_epochs);
             }
+            for (flag, v) in [
+                ("--eval-train-subset", p.eval_train_subset),
+                ("--landscape-train-subset", p.landscape_train_subset),
+                ("--landscape-test-subset", p.landscape_test_subset),
+            ] {
+                if v == Some(0) {
+                    bail!("{flag} must be at least 1 (images the step evaluates on), got 0");
+                }
+            }
             SweepConfig { points: p.points }.validate()?;
             ensemble_config(p).validate()?;
-            landscape_config(p).validate()
+            landscape_config(p).validate()?;
+            let arch_req = ArchRequest {
+                arch: Some(p.arch),
+                depth: req.arch.depth.or(p.depth),
+                ..req.arch.clone()
+            };
+            let ccfg = curve_config(p, exp, false, Precision::Fp32);
+            xp::precheck_arch(
+                &arch_req,
+                None,
+                p.dataset,
+                xp::curve_copies(ccfg.bends),
+            )
         });
-    checked.map_err(|e| anyhow::anyhow!("{e}; nothing was run"))
+    checked.map_err(|e| anyhow::anyhow!("{}; nothing was run", e.to_string().trim_end_matches('.')))
 }
 
 fn ensure_same<T: Serialize>(exp: &Path, key: &str, now: &T, outputs: &str) -> Result<()> {

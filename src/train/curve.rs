@@ -28,6 +28,7 @@ pub fn setup(
     data_req: &DataRequest,
     arch_req: &ArchRequest,
     rt: &Runtime,
+    copies: (usize, &str, &str),
 ) -> Result<(Model, Data, DataConfig)> {
     let ms = xp::read_meta(start)?;
     let me = xp::read_meta(end)?;
@@ -98,18 +99,21 @@ pub fn setup(
         .as_ref()
         .map(|m| (m.norm_mean.clone(), m.norm_std.clone()))
         .filter(|(m, _)| !m.is_empty());
-    let data = loader::load(&dcfg, rt.device, norm)?;
-    let arch = xp::arch_config(arch_req, meta.as_ref().map(|m| &m.arch), &data)?;
-    if let Some(m) = &meta {
-        if m.arch.arch != arch.arch {
+    // The architecture flags are checked before the data is read.
+    if let (Some(req), Some(m)) = (arch_req.arch, &meta) {
+        if m.arch.arch != req {
             bail!(
                 "--arch {} does not match the endpoints' architecture {} ({})",
-                arch.arch.name(),
+                req.name(),
                 m.arch.arch.name(),
                 start.display()
             );
         }
     }
+    let base = meta.as_ref().map(|m| &m.arch);
+    xp::precheck_arch(arch_req, base, dcfg.dataset, copies)?;
+    let data = loader::load(&dcfg, rt.device, norm)?;
+    let arch = xp::arch_config(arch_req, base, &data)?;
     Ok((Model::new(arch)?, data, dcfg))
 }
 
