@@ -56,10 +56,18 @@ mod tests {
 
     #[test]
     fn sizes_beyond_memory_are_refused_with_both_numbers() {
-        let err = ensure_fits_in("--grid 100000", 3e12, "Use a smaller --grid.", Some(8 << 30))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--grid 100000") && err.contains("2.7 TiB") && err.contains("8.0 GiB"), "{err}");
+        let err = ensure_fits_in(
+            "--grid 100000",
+            3e12,
+            "Use a smaller --grid.",
+            Some(8 << 30),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--grid 100000") && err.contains("2.7 TiB") && err.contains("8.0 GiB"),
+            "{err}"
+        );
         assert!(ensure_fits_in("--grid 21", 1e5, "", Some(8 << 30)).is_ok());
         assert!(ensure_fits_in("x", f64::INFINITY, "", Some(1)).is_err());
         assert!(ensure_fits_in("x", 1e30, "", None).is_ok());

@@ -422,7 +422,10 @@ fn missing_dataset_names_the_paths_searched_and_the_download_command() {
     }
     // An explicit --data-dir is the only place searched.
     for p in ["data/cifar10", "/usr/share/datasets/cifar10"] {
-        assert!(!err.lines().any(|l| l.trim() == p), "{p} was searched:\n{err}");
+        assert!(
+            !err.lines().any(|l| l.trim() == p),
+            "{p} was searched:\n{err}"
+        );
     }
     assert!(err.contains("modeconn download cifar10"), "{err}");
     assert!(

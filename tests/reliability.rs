@@ -364,3 +364,188 @@ fn resume_does_not_depend_on_how_a_path_is_spelled() {
     let saved = read_json(&cfg);
     assert_eq!(saved["curve"]["start"], "start_model/model.safetensors");
 }
+
+/// Every flag is checked before any data is read and before any training:
+/// each refusal below comes with an empty --data-dir, so a check made after
+/// reading the data would name the data instead of the flag. Sizes that
+/// cannot fit in memory are refused with the estimate, never an abort.
+#[test]
+fn flags_are_checked_before_data_and_sizes_before_allocation() {
+    let env = TestEnv::new();
+    let exp = env.copy_of_fixture("e");
+    let e = exp.display().to_string();
+    let empty = env.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let d = empty.display().to_string();
+    let fresh = env.p("fresh");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["train-endpoints", "--exp", &fresh, "--widen", "100000"],
+            "--widen",
+        ),
+        (
+            vec!["train-endpoints", "--exp", &fresh, "--dropout", "1.5"],
+            "--dropout",
+        ),
+        (
+            vec![
+                "train-endpoints",
+                "--exp",
+                &fresh,
+                "--arch",
+                "seed-convnet",
+                "--depth",
+                "20",
+            ],
+            "--depth",
+        ),
+        (
+            vec![
+                "train-endpoints",
+                "--exp",
+                &fresh,
+                "--arch",
+                "preresnet",
+                "--depth",
+                "8",
+                "--dropout",
+                "0.3",
+            ],
+            "--dropout",
+        ),
+        (
+            vec!["run", "--exp", &fresh, "--eval-train-subset", "0"],
+            "--eval-train-subset",
+        ),
+        (
+            vec!["run", "--exp", &fresh, "--landscape-train-subset", "0"],
+            "--landscape-train-subset",
+        ),
+        (
+            vec!["run", "--exp", &fresh, "--landscape-test-subset", "0"],
+            "--landscape-test-subset",
+        ),
+        (
+            vec!["run", "--exp", &fresh, "--bends", "1000000"],
+            "--bends",
+        ),
+        (
+            vec!["run", "--exp", &fresh, "--grid", "1000000"],
+            "--grid 1000000",
+        ),
+        (
+            vec!["fit-curve", "--exp", &e, "--arch", "vgg16"],
+            "--arch vgg16",
+        ),
+        (
+            vec!["fit-curve", "--exp", &e, "--bends", "100000000"],
+            "--bends",
+        ),
+        (
+            vec!["eval", "--exp", &e, "--points", "100000000000"],
+            "--points 100000000000",
+        ),
+        (
+            vec!["eval", "--exp", &e, "--ensemble", "100000000000"],
+            "--ensemble 100000000000",
+        ),
+        (
+            vec!["landscape", "--exp", &e, "--grid", "100000"],
+            "--grid 100000",
+        ),
+    ];
+    let before = experiment_files(&exp);
+    for (mut args, flag) in cases {
+        args.extend_from_slice(&["--data-dir", &d]);
+        let out = env.modeconn_within(std::time::Duration::from_secs(60), &args);
+        let msg = assert_clean_error(&out, &args.join(" "));
+        assert!(
+            msg.contains(flag) && !msg.contains("holds no"),
+            "{}: {msg}",
+            args.join(" ")
+        );
+        if flag.starts_with("--grid")
+            || flag.starts_with("--points")
+            || flag.contains("--ensemble")
+            || flag == "--bends"
+            || flag == "--widen"
+        {
+            assert!(msg.contains("memory") && msg.contains("available"), "{msg}");
+        }
+    }
+    assert!(
+        !Path::new(&fresh).exists(),
+        "a refused command created {fresh}"
+    );
+    assert_unchanged(&before, &exp, "refused commands");
+}
+
+/// A flag is honoured or refused, never accepted and ignored: each of these
+/// used to exit 0 having done something else than asked.
+#[test]
+fn flags_that_would_be_ignored_are_refused() {
+    let env = TestEnv::new();
+    let exp = env.copy_of_fixture("e");
+    let e = exp.display().to_string();
+    let fresh = env.p("fresh");
+    let missing_parent = env.path().join("nonexistent/x/y.safetensors");
+    let mp = missing_parent.display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["train-endpoints", "--exp", &fresh, "--epochs", "0"],
+            "--epochs",
+        ),
+        (
+            vec![
+                "train-endpoints",
+                "--exp",
+                &fresh,
+                "--train-subset",
+                "100000",
+            ],
+            "at most 60000",
+        ),
+        (
+            vec!["eval", "--exp", &e, "--ensemble", "3", "--points", "5"],
+            "--points",
+        ),
+        (
+            vec!["eval", "--exp", &e, "--normalize", "standard"],
+            "--normalize standard",
+        ),
+        (
+            vec![
+                "fit-curve",
+                "--exp",
+                &e,
+                "--init-bend",
+                "1=a.pt",
+                "--init-bend",
+                "1=b.pt",
+            ],
+            "given twice",
+        ),
+        (
+            vec!["export", "--exp", &e, "--t", "0.5", "--out", &mp],
+            "does not exist",
+        ),
+    ];
+    let before = experiment_files(&exp);
+    for (args, what) in cases {
+        let out = env.modeconn_within(std::time::Duration::from_secs(60), &args);
+        let msg = stderr(&out);
+        assert!(
+            out.status.code().is_some_and(|c| c != 0)
+                && !msg.contains("panicked")
+                && msg.contains(what),
+            "{}: {msg}",
+            args.join(" ")
+        );
+    }
+    assert!(!Path::new(&fresh).exists());
+    assert!(
+        !env.path().join("nonexistent").exists(),
+        "export created the missing directories"
+    );
+    assert_unchanged(&before, &exp, "refused commands");
+}

@@ -63,8 +63,15 @@ impl Pair {
         rt: &Runtime,
     ) -> Result<Pair> {
         let (start, end) = (xp::resolve_model_path(start), xp::resolve_model_path(end));
-        let (model, data, dcfg) =
-            crate::train::curve::setup(exp, &start, &end, data_req, arch_req, rt, xp::TRAINING_COPIES)?;
+        let (model, data, dcfg) = crate::train::curve::setup(
+            exp,
+            &start,
+            &end,
+            data_req,
+            arch_req,
+            rt,
+            xp::TRAINING_COPIES,
+        )?;
         let a = xp::load_params(&start, &model, rt)?;
         let b = xp::load_params(&end, &model, rt)?;
         let meta =

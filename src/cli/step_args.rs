@@ -216,7 +216,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 61)]
     pub points: usize,
     /// Evaluate a curve ensemble of K models instead of the sweep.
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", conflicts_with = "points")]
     pub ensemble: Option<usize>,
     /// How ensemble members are placed on the curve.
     #[arg(long, value_parser = choice::<Sampling>(), default_value = "grid")]
@@ -229,7 +229,7 @@ pub struct EvalArgs {
     pub seed: u64,
     /// Evaluate saved networks instead of the curve: each member and their ensemble by size,
     /// into eval/<set>.json.
-    #[arg(long, value_parser = choice::<MemberSet>())]
+    #[arg(long, value_parser = choice::<MemberSet>(), conflicts_with_all = ["points", "ensemble"])]
     pub members: Option<MemberSet>,
     /// BatchNorm statistics of --members: keep (as trained, the reference) or recompute.
     #[arg(long, value_parser = choice::<MemberBn>(), default_value = "keep")]

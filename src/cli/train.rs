@@ -126,8 +126,15 @@ pub fn curve(a: &FitCurveArgs, out: &Terminal) -> Result<()> {
         ..a.model.request()
     };
     let copies = xp::curve_copies(a.bends);
-    let (model, data, dcfg) =
-        curve::setup(&exp, &start, &end, &a.data.request(), &arch_req, &rt, copies)?;
+    let (model, data, dcfg) = curve::setup(
+        &exp,
+        &start,
+        &end,
+        &a.data.request(),
+        &arch_req,
+        &rt,
+        copies,
+    )?;
     let cfg = a.config(start, end, data.channels, rt.precision)?;
     let cx = Context {
         model: &model,

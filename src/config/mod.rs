@@ -109,6 +109,11 @@ impl TrainConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        if self.epochs < 1 {
+            bail!(
+                "--epochs must be at least 1 for train-endpoints (0 would train and save nothing)"
+            );
+        }
         if self.save_every == Some(0) {
             bail!("--save-every must be at least 1 (epochs between snapshots)");
         }
@@ -272,7 +277,11 @@ impl CurveConfig {
             crate::model::check_dropout(p)?;
         }
         if let Some(k) = (1..self.init_bends.len())
-            .find(|&i| self.init_bends[..i].iter().any(|(k, _)| *k == self.init_bends[i].0))
+            .find(|&i| {
+                self.init_bends[..i]
+                    .iter()
+                    .any(|(k, _)| *k == self.init_bends[i].0)
+            })
             .map(|i| self.init_bends[i].0)
         {
             bail!("--init-bend {k} is given twice; give each bend one file");

@@ -195,6 +195,24 @@ pub fn check_export(exp: &Path, t: f64, out: &Path) -> Result<()> {
             exp.display()
         );
     }
+    if out.is_dir() || out.as_os_str().to_string_lossy().ends_with('/') {
+        anyhow::bail!(
+            "--out {} is a directory; name the file to write, e.g. {}",
+            out.display(),
+            out.join("point.safetensors").display()
+        );
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        anyhow::bail!(
+            "--out {}: the directory {} does not exist; create it first (export writes one file and makes no directories)",
+            out.display(),
+            parent.display()
+        );
+    }
     Ok(())
 }
 

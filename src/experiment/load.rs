@@ -35,6 +35,13 @@ pub fn load_data_for(
             );
         }
     }
+    if let Some(n) = args.normalize.filter(|n| *n != meta.normalize) {
+        bail!(
+            "--normalize {n}: {} was trained with normalisation {}, which its metadata fixes for every evaluation; drop --normalize",
+            origin.display(),
+            meta.normalize
+        );
+    }
     let base = match exp {
         Some(e) => step_data(e, "curve")?,
         None => None,

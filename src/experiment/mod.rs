@@ -272,7 +272,12 @@ pub fn arch_config(
     base: Option<&ArchConfig>,
     data: &Data,
 ) -> Result<ArchConfig> {
-    let shape = (data.channels, data.classes.len() as i64, data.height, data.width);
+    let shape = (
+        data.channels,
+        data.classes.len() as i64,
+        data.height,
+        data.width,
+    );
     arch_config_for(args, base, shape)
 }
 

@@ -15,7 +15,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -324,6 +324,18 @@ pub fn load(
     };
     let nc = raw.classes.len();
     let img_len = h * w * c;
+    for (flag, split, n, s) in [
+        ("--train-subset", "training", cfg.train_subset, &raw.train),
+        ("--test-subset", "test", cfg.test_subset, &raw.test),
+    ] {
+        if let Some(n) = n.filter(|&n| n > s.n) {
+            bail!(
+                "{flag} {n} asks for more images than the {split} split of {kind} holds ({}); pass at most {}, or leave {flag} out to use them all",
+                s.n,
+                s.n
+            );
+        }
+    }
     let pick = |s: &RawSplit, n: Option<usize>, seed: u64| match n {
         Some(n) if n < s.n => s.select(&data::balanced_subset(&s.labels, nc, n, seed), img_len),
         _ => s.select(&(0..s.n).collect::<Vec<_>>(), img_len),

@@ -127,8 +127,14 @@ pub(super) fn validate(cfg: &ArchConfig) -> Result<()> {
         ArchKind::Torchscript if cfg.depth != 0 || cfg.widen != 100 || cfg.dropout != 0.0 => {
             bail!("--depth, --widen and --dropout shape the built-in architectures; a TorchScript network's depth, width and dropout are part of its code (export it again to change them)")
         }
-        ArchKind::SeedConvnet | ArchKind::Vgg16 | ArchKind::Vgg16Bn | ArchKind::Convfc if cfg.depth != 0 => {
-            bail!("--depth shapes preresnet, wrn and mlp; {} has a fixed depth (got --depth {})", cfg.arch.name(), cfg.depth)
+        ArchKind::SeedConvnet | ArchKind::Vgg16 | ArchKind::Vgg16Bn | ArchKind::Convfc
+            if cfg.depth != 0 =>
+        {
+            bail!(
+                "--depth shapes preresnet, wrn and mlp; {} has a fixed depth (got --depth {})",
+                cfg.arch.name(),
+                cfg.depth
+            )
         }
         ArchKind::Preresnet | ArchKind::Convfc | ArchKind::Mlp if cfg.dropout != 0.0 => {
             bail!("{} has no dropout layer (seed-convnet, vgg16, vgg16bn and wrn have one); drop --dropout {}", cfg.arch.name(), cfg.dropout)

@@ -94,7 +94,11 @@ impl Model {
             has_bn,
             script: None,
         };
-        model.ensure_fits((1, "one copy of its parameters", "Use a smaller --widen or --depth."))?;
+        model.ensure_fits((
+            1,
+            "one copy of its parameters",
+            "Use a smaller --widen or --depth.",
+        ))?;
         Ok(model)
     }
 

@@ -74,15 +74,17 @@ pub fn run(
             exp: exp.display().to_string(),
         })
     };
-    let dcfg = train_steps(exp, p, req, rt, obs, &step)?;
+    let (dcfg, sizes) = train_steps(exp, p, req, rt, obs, &step)?;
     // 3-5. Evaluation subsets never reach beyond the images the networks
-    // were trained on (class-balanced subsets with one seed are nested).
-    let cap = |sub: Option<usize>, outer: Option<usize>| match (sub, outer) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    // were trained on (class-balanced subsets with one seed are nested),
+    // nor beyond the images the dataset has.
+    let cap = |sub: Option<usize>, outer: Option<usize>, all: usize| {
+        let outer = outer.unwrap_or(all).min(all);
+        sub.map(|a| a.min(outer))
+            .or(Some(outer).filter(|&o| o < all))
     };
     let eval_data = DataRequest {
-        train_subset: cap(p.eval_train_subset, dcfg.train_subset),
+        train_subset: cap(p.eval_train_subset, dcfg.train_subset, sizes.0),
         ..DataRequest::default()
     };
     let s = Session::open(exp, &eval_data, rt.clone())?;
@@ -96,8 +98,8 @@ pub fn run(
     drop(s);
     step("landscape");
     let ls_data = DataRequest {
-        train_subset: cap(p.landscape_train_subset, dcfg.train_subset),
-        test_subset: cap(p.landscape_test_subset, dcfg.test_subset),
+        train_subset: cap(p.landscape_train_subset, dcfg.train_subset, sizes.0),
+        test_subset: cap(p.landscape_test_subset, dcfg.test_subset, sizes.1),
         ..DataRequest::default()
     };
     let ls = Session::open(exp, &ls_data, rt.clone())?;
@@ -115,7 +117,7 @@ pub fn run(
 
 /// Steps 1 and 2: the endpoints, then the curve, each resumed and refused
 /// when the experiment holds them with other settings. Returns the data
-/// settings they were trained with.
+/// settings they were trained with, and the dataset's (training, test) sizes.
 fn train_steps(
     exp: &Path,
     p: &Preset,
@@ -123,10 +125,12 @@ fn train_steps(
     rt: &Runtime,
     obs: &dyn Observer,
     step: &dyn Fn(&str),
-) -> Result<DataConfig> {
+) -> Result<(DataConfig, (usize, usize))> {
     step("train endpoints");
     let dcfg = data_config(p, req);
     let data = loader::load(&dcfg, rt.device, None)?;
+    // The images at hand (the subset's, when one is asked for).
+    let full_sizes = (data.train.len() as usize, data.test.len() as usize);
     let arch_req = ArchRequest {
         arch: Some(p.arch),
         depth: req.arch.depth.or(p.depth),
@@ -169,7 +173,7 @@ fn train_steps(
         step("fast geometric ensembling");
         run_fge(exp, &cx, fcfg, true, obs)?;
     }
-    Ok(dcfg)
+    Ok((dcfg, full_sizes))
 }
 
 /// The epoch FGE starts from: 80% of the endpoint training, the reference
