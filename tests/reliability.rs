@@ -549,3 +549,165 @@ fn flags_that_would_be_ignored_are_refused() {
     );
     assert_unchanged(&before, &exp, "refused commands");
 }
+
+/// An experiment folder made a link to an outside folder is refused by
+/// every writer, which writes nothing outside; a FIFO in place of the lock
+/// is named as such.
+#[test]
+fn outputs_never_follow_a_planted_folder_link() {
+    let env = TestEnv::new();
+    let outside = env.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let cases: [(&str, Vec<&str>); 3] = [
+        (
+            "eval",
+            vec![
+                "eval",
+                "--points",
+                "3",
+                "--train-subset",
+                "100",
+                "--test-subset",
+                "100",
+            ],
+        ),
+        ("figures", vec!["plot"]),
+        (
+            "end_model_aligned",
+            vec!["align", "--train-subset", "100", "--test-subset", "100"],
+        ),
+    ];
+    for (folder, cmd) in cases {
+        let exp = env.copy_of_fixture(folder);
+        let e = exp.display().to_string();
+        if folder == "figures" {
+            // Something to draw.
+            env.ok(&[
+                "eval",
+                "--exp",
+                &e,
+                "--points",
+                "3",
+                "--train-subset",
+                "100",
+                "--test-subset",
+                "100",
+            ]);
+        }
+        let _ = fs::remove_dir_all(exp.join(folder));
+        symlink(&outside, exp.join(folder)).unwrap();
+        let mut args = cmd.clone();
+        args.insert(1, "--exp");
+        args.insert(2, &e);
+        let msg = assert_clean_error(&env.modeconn(&args), folder);
+        assert!(
+            msg.contains("symbolic link") && msg.contains(folder),
+            "{msg}"
+        );
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "{folder}: wrote outside"
+        );
+    }
+    let exp = env.copy_of_fixture("fifo");
+    let e = exp.display().to_string();
+    let _ = fs::remove_file(exp.join(".lock"));
+    let st = std::process::Command::new("mkfifo")
+        .arg(exp.join(".lock"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let msg = assert_clean_error(
+        &env.modeconn(&["eval", "--exp", &e, "--points", "3"]),
+        "a FIFO as .lock",
+    );
+    assert!(
+        msg.contains(".lock") && msg.contains("not a regular file"),
+        "{msg}"
+    );
+}
+
+/// Refusals speak the user's language: no Rust Debug text, the file that
+/// cannot be drawn named, a one-class folder called what it is.
+#[test]
+fn refusals_name_the_file_and_the_fix() {
+    let env = TestEnv::new();
+    let exp = env.copy_of_fixture("e");
+    let e = exp.display().to_string();
+    // The fixture's fit is complete at 2 epochs of 3 bends.
+    let msg = assert_clean_error(
+        &env.modeconn(&[
+            "fit-curve",
+            "--exp",
+            &e,
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--bends",
+            "4",
+            "--resume",
+        ]),
+        "--resume --bends 4",
+    );
+    assert!(
+        msg.contains("3 bends") && msg.contains("4 bends") && !msg.contains("Some("),
+        "{msg}"
+    );
+    // A degenerate plane.json.
+    let ok = env.ok(&[
+        "landscape",
+        "--exp",
+        &e,
+        "--grid",
+        "3",
+        "--train-subset",
+        "100",
+        "--test-subset",
+        "100",
+    ]);
+    drop(ok);
+    let plane = exp.join("landscape/plane.json");
+    let mut v = read_json(&plane);
+    for k in ["xs", "ys"] {
+        v[k] = serde_json::json!([0.0, 0.0, 0.0]);
+    }
+    for k in ["endpoints", "bends", "curve", "line"] {
+        let n = v[k].as_array().unwrap().len();
+        v[k] = serde_json::json!(vec![[0.0, 0.0]; n]);
+    }
+    fs::write(&plane, v.to_string()).unwrap();
+    let msg = assert_clean_error(&env.modeconn(&["plot", "--exp", &e]), "degenerate plane");
+    assert!(
+        msg.contains("landscape/plane.json") && msg.contains("modeconn landscape"),
+        "{msg}"
+    );
+    // An image folder of one class.
+    let root = env.path().join("one");
+    for split in ["train", "test"] {
+        let d = root.join(split).join("cat");
+        fs::create_dir_all(&d).unwrap();
+        for i in 0..2 {
+            image::RgbImage::new(8, 8)
+                .save(d.join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let r = root.display().to_string();
+    let out = env.modeconn(&[
+        "train-endpoints",
+        "--exp",
+        &env.p("f"),
+        "--dataset",
+        "image-folder",
+        "--data-dir",
+        &r,
+    ]);
+    let msg = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains("1 class (") && msg.contains("at least 2") && !msg.contains("architecture"),
+        "{msg}"
+    );
+}

@@ -195,6 +195,15 @@ pub fn load(kind: DatasetKind, data_dir: Option<&Path>, cache_dir: &Path) -> Res
             ),
         },
     }?;
+    if raw.classes.len() < 2 {
+        bail!(
+            "{} holds {} class{} ({:?}); a classifier needs at least 2 (for an image folder, one sub-folder per class under train/ and test/)",
+            raw.source.display(),
+            raw.classes.len(),
+            if raw.classes.len() == 1 { "" } else { "es" },
+            raw.classes
+        );
+    }
     for (split, s) in [("training", &raw.train), ("test", &raw.test)] {
         if s.n == 0 {
             bail!(

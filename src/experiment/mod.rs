@@ -201,8 +201,16 @@ pub fn owned_by_experiment(exp: &Path, path: &Path) -> Option<String> {
         .as_os_str()
         .to_string_lossy()
         .into_owned();
-    let owned = matches!(
-        first.as_str(),
+    let owned = is_own_folder(&first)
+        || (rel.components().count() == 1
+            && matches!(first.as_str(), "config.json" | ".lock" | "report.html"));
+    owned.then_some(first)
+}
+
+/// The folders an experiment keeps its outputs in.
+pub fn is_own_folder(name: &str) -> bool {
+    matches!(
+        name,
         "start_model"
             | "end_model"
             | "end_model_aligned"
@@ -212,10 +220,38 @@ pub fn owned_by_experiment(exp: &Path, path: &Path) -> Option<String> {
             | "landscape"
             | "figures"
             | "shards"
-    ) || first.starts_with("model_")
-        || (rel.components().count() == 1
-            && matches!(first.as_str(), "config.json" | ".lock" | "report.html"));
-    owned.then_some(first)
+    ) || name.starts_with("model_")
+}
+
+/// Refuses an experiment one of whose own folders is a symbolic link (or
+/// not a folder): its outputs would be written outside it.
+pub fn check_own_folders(exp: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(exp) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !is_own_folder(&name) {
+            continue;
+        }
+        let p = e.path();
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_symlink() {
+            let to = std::fs::read_link(&p).map_or("?".into(), |t| t.display().to_string());
+            bail!(
+                "{} is a symbolic link (to {to}); modeconn writes an experiment's outputs only inside it. Replace the link with a folder (move what it holds into {}) and run again",
+                p.display(),
+                p.display()
+            );
+        }
+        if !ft.is_dir() {
+            bail!(
+                "{} is not a folder; the experiment keeps its outputs there. Move it away and run again",
+                p.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn curve_dir(exp: &Path) -> PathBuf {

@@ -146,6 +146,15 @@ fn open_lock_file(path: &Path) -> Result<File> {
             path.display()
         );
     }
+    if path.exists() && !path.is_file() {
+        bail!(
+            "{} is not a regular file (a FIFO, a folder or a device where modeconn keeps its lock). Remove it and run again.",
+            path.display()
+        );
+    }
+    if let Some(exp) = path.parent() {
+        crate::experiment::check_own_folders(exp)?;
+    }
     // O_NOFOLLOW: a link planted between the check above and this open
     // fails the open instead of being followed.
     OpenOptions::new()

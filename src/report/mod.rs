@@ -64,6 +64,7 @@ pub fn plot_compared(
     if inputs.nothing_to_draw() {
         return Err(nothing(&missing));
     }
+    crate::experiment::check_own_folders(exp_dir)?;
     let fig_dir = exp_dir.join("figures");
     std::fs::create_dir_all(&fig_dir).with_context(|| format!("creating {}", fig_dir.display()))?;
     // Temporary files a killed or failed plot left behind.
@@ -227,15 +228,44 @@ pub(crate) trait Figure {
         DB::ErrorType: 'static;
 }
 
+/// "cannot draw figures/NAME from FILE": the input a figure is drawn from,
+/// named with how to make it again.
+fn drawing_error(fig_dir: &Path, name: &str) -> String {
+    let (file, cmd) = match name {
+        n if n.starts_with("landscape_random_1d") => {
+            ("landscape/random-1d.json", "landscape --plane random-1d")
+        }
+        n if n.starts_with("landscape_random") => {
+            ("landscape/random.json", "landscape --plane random")
+        }
+        n if n.starts_with("landscape") => ("landscape/plane.json", "landscape"),
+        "along_curve" | "compare" => ("eval/along.json", "eval"),
+        "align" => ("eval/align.json", "align"),
+        "ensemble" => ("eval/ensemble.json", "eval --ensemble K"),
+        _ => ("the training logs (*/log.jsonl)", "the training step"),
+    };
+    let exp = fig_dir.parent().unwrap_or(fig_dir);
+    format!(
+        "cannot draw figures/{name} from {}/{file}: it holds values no figure can show (a grid without extent, or a damaged file); make it again with `modeconn {cmd} --exp {}`",
+        exp.display(),
+        exp.display()
+    )
+}
+
 /// Draws `fig` to `<dir>/<name>.png` and `<dir>/<name>.svg` (atomically) and returns both paths.
 fn render(fig: &impl Figure, dir: &Path, name: &str) -> Result<[PathBuf; 2]> {
     let (w, h) = fig.size();
+    if w == 0 || h == 0 {
+        bail!(
+            "{} (its figure would be {w}x{h} pixels)",
+            drawing_error(dir, name)
+        );
+    }
     let mut rgb = vec![0u8; w as usize * h as usize * 3];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
         root.fill(&WHITE)?;
-        fig.draw(&root)
-            .with_context(|| format!("drawing {name}.png"))?;
+        fig.draw(&root).with_context(|| drawing_error(dir, name))?;
         root.present()?;
     }
     let mut png = Vec::new();
@@ -254,8 +284,7 @@ fn render(fig: &impl Figure, dir: &Path, name: &str) -> Result<[PathBuf; 2]> {
     {
         let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
         root.fill(&WHITE)?;
-        fig.draw(&root)
-            .with_context(|| format!("drawing {name}.svg"))?;
+        fig.draw(&root).with_context(|| drawing_error(dir, name))?;
         root.present()?;
     }
     let svg_path = dir.join(format!("{name}.svg"));

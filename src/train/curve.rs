@@ -250,11 +250,17 @@ fn check_resumable(
         );
     }
     if st.meta.curve != Some(curve_meta(cfg)) || st.meta.arch != cx.model.cfg {
+        let saved = st.meta.curve.as_ref().map_or("no curve".to_string(), |c| {
+            format!("a {} of {} bends", c.kind, c.bends)
+        });
         bail!(
-            "{} holds a different curve ({:?}, {:?}); delete it to fit a new one",
+            "{} holds {saved} of {}, but a {} of {} bends of {} was asked for. --resume continues a fit with its own settings: repeat them, or delete {} to fit a new curve",
             st.path.display(),
-            st.meta.curve,
-            st.meta.arch.arch
+            st.meta.arch.arch.name(),
+            cfg.kind,
+            cfg.bends,
+            cx.model.cfg.arch.name(),
+            dir.display()
         );
     }
     xp::ensure_resumable(exp, "curve", cfg, cx.dcfg, &cx.model.cfg, "a curve fit")
