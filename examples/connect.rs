@@ -61,8 +61,17 @@ fn main() -> Result<()> {
     };
     let _lock = ExperimentLock::acquire(&exp)?;
     // Architecture and data come from the checkpoints' metadata when they have it.
-    let (model, data, dcfg) =
-        curve::setup(&exp, &start, &end, &request, &ArchRequest::default(), &rt)?;
+    // The last argument bounds the work by memory: a 3-bend curve's copies.
+    let copies = modeconn::experiment::curve_copies(3);
+    let (model, data, dcfg) = curve::setup(
+        &exp,
+        &start,
+        &end,
+        &request,
+        &ArchRequest::default(),
+        &rt,
+        copies,
+    )?;
     let mut cfg = CurveConfig::defaults(start, end, data.channels, epochs);
     cfg.lr = 0.05;
     let cx = Context {

@@ -41,7 +41,7 @@ pub fn ensure_fits(what: &str, bytes: f64, fix: &str) -> Result<()> {
 
 fn ensure_fits_in(what: &str, bytes: f64, fix: &str, avail: Option<u64>) -> Result<()> {
     match avail {
-        Some(a) if !(bytes <= a as f64) => bail!(
+        Some(a) if bytes.is_nan() || bytes > a as f64 => bail!(
             "{what} needs about {} of memory, and this machine has {} available. {fix}",
             human(bytes),
             human(a as f64)
