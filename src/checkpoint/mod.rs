@@ -7,8 +7,9 @@
 //! * `curve.safetensors`: every bend of a curve, keys `bend<k>.<param>`.
 //! * `state.safetensors`: parameters plus optimiser state for `--resume`.
 //!
-//! Imports also read PyTorch `.pt`/`.pth` state dicts (`torch.save`'s zip
-//! format) through libtorch's pickle loader.
+//! Imports also read PyTorch `.pt`/`.pth`/`.bin` state dicts (`torch.save`'s
+//! zip format), checked and built by [`torch_zip`], never by libtorch's
+//! unpickler.
 
 use std::collections::HashMap;
 use std::fs;
@@ -23,6 +24,8 @@ use crate::curve::{Curve, CurveKind};
 use crate::model::{ArchConfig, Params};
 
 pub(crate) mod files;
+mod pickle;
+mod torch_zip;
 pub use files::{
     private_dir, read_regular, read_text, sweep_temp_files, sweep_temp_files_of, write_atomic,
     write_atomic_with, CHECKPOINT_MAX, JSON_MAX,
@@ -160,12 +163,7 @@ pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Option<Meta>)> {
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ext {
-        "pt" | "pth" | "bin" => {
-            let ts = Tensor::loadz_multi(path).map_err(|e| {
-                anyhow!("cannot read {} as a PyTorch state dict ({e}); save it with torch.save(model.state_dict(), path) or as safetensors", path.display())
-            })?;
-            Ok((ts, None))
-        }
+        "pt" | "pth" | "bin" => Ok((torch_zip::read(path)?, None)),
         _ => {
             let buf = read_regular(path, CHECKPOINT_MAX)?;
             let st = SafeTensors::deserialize(&buf).map_err(|e| {
