@@ -320,3 +320,38 @@ fn a_training_checkpoint_is_refused_with_the_key_to_save() {
         ],
     );
 }
+
+#[test]
+fn a_safetensors_header_too_long_is_reported_as_such() {
+    let env = TestEnv::new();
+    make(&env, "none");
+    let mut big = 200_000_000u64.to_le_bytes().to_vec();
+    big.extend_from_slice(b"{}      ");
+    fs::write(env.path().join("theta.safetensors"), &big).unwrap();
+    let bend = format!("1={}", env.p("theta.safetensors"));
+    let (e, st) = (env.p("t"), env.p("start.safetensors"));
+    let out = env.modeconn(&[
+        "fit-curve",
+        "--exp",
+        &e,
+        "--start",
+        &st,
+        "--end",
+        &st,
+        "--init-bend",
+        &bend,
+        "--epochs",
+        "0",
+        "--train-subset",
+        "500",
+        "--test-subset",
+        "100",
+    ]);
+    let e = assert_clean_error(&out, "--init-bend theta.safetensors");
+    assert!(
+        e.contains("theta.safetensors")
+            && e.contains("claims 200000000 bytes, more than the 100 MB")
+            && !e.contains("truncated"),
+        "{e}"
+    );
+}

@@ -166,9 +166,8 @@ pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Option<Meta>)> {
         "pt" | "pth" | "bin" => Ok((torch_zip::read(path)?, None)),
         _ => {
             let buf = read_regular(path, CHECKPOINT_MAX)?;
-            let st = SafeTensors::deserialize(&buf).map_err(|e| {
-                anyhow!("{} is not a valid safetensors file ({e:?}); it may be truncated or of another format", path.display())
-            })?;
+            let st =
+                SafeTensors::deserialize(&buf).map_err(|e| safetensors_error(path, &buf, e))?;
             let (_, header) = SafeTensors::read_metadata(&buf)
                 .map_err(|e| anyhow!("{}: {e:?}", path.display()))?;
             let meta = match header.metadata().as_ref().and_then(|m| m.get(META_KEY)) {
@@ -189,6 +188,32 @@ pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Option<Meta>)> {
             Ok((out, meta))
         }
     }
+}
+
+/// What is wrong with a file `SafeTensors::deserialize` refused, in words
+/// naming it.
+fn safetensors_error(path: &Path, buf: &[u8], e: safetensors::SafeTensorError) -> anyhow::Error {
+    use safetensors::SafeTensorError as E;
+    let p = path.display();
+    let len = buf.len();
+    let claim = buf
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes);
+    let why = match e {
+        E::HeaderTooSmall => format!("is {len} bytes, too short for the 8-byte header length a safetensors file starts with"),
+        E::HeaderTooLarge => format!("has a header length field that claims {claim} bytes, more than the 100 MB a safetensors header may have; it is damaged or of another format"),
+        E::InvalidHeaderLength => format!("has a header length field that claims {claim} bytes, more than the file holds ({len} bytes in all): it is truncated or of another format"),
+        E::InvalidHeader => "has a header that is not UTF-8 text; it is damaged or of another format".into(),
+        E::InvalidHeaderStart => "has a header that does not start with '{'; it is damaged or of another format".into(),
+        E::InvalidHeaderDeserialization => "has a header that is not the JSON a safetensors file holds; it is damaged".into(),
+        E::MetadataIncompleteBuffer => format!("is {len} bytes, but its header places its tensors' data elsewhere: it is truncated, or has bytes past its data"),
+        E::InvalidOffset(name) => format!("gives tensor {name} a byte range that does not follow the previous tensor's: its header is damaged"),
+        E::TensorInvalidInfo => "has a tensor whose byte range does not fit its shape and dtype: its header is damaged".into(),
+        E::ValidationOverflow => "has a tensor whose shape or byte range overflows: its header is damaged".into(),
+        other => format!("cannot be read ({other:?})"),
+    };
+    anyhow!("{p} is not a valid safetensors file: it {why}")
 }
 
 /// The modeconn metadata of a `.safetensors` checkpoint, read from its
