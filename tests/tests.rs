@@ -1,5 +1,6 @@
 //! Integration tests of the `modeconn` binary and library on real data.
 mod align;
+mod checkpoint_files;
 mod common;
 mod cpu;
 mod curve;

@@ -7,8 +7,9 @@
 //! * `curve.safetensors`: every bend of a curve, keys `bend<k>.<param>`.
 //! * `state.safetensors`: parameters plus optimiser state for `--resume`.
 //!
-//! Imports also read PyTorch `.pt`/`.pth` state dicts (`torch.save`'s zip
-//! format) through libtorch's pickle loader.
+//! Imports also read PyTorch `.pt`/`.pth`/`.bin` state dicts (`torch.save`'s
+//! zip format), checked and built by [`torch_zip`], never by libtorch's
+//! unpickler.
 
 use std::collections::HashMap;
 use std::fs;
@@ -23,6 +24,8 @@ use crate::curve::{Curve, CurveKind};
 use crate::model::{ArchConfig, Params};
 
 pub(crate) mod files;
+mod pickle;
+mod torch_zip;
 pub use files::{
     private_dir, read_regular, read_text, sweep_temp_files, sweep_temp_files_of, write_atomic,
     write_atomic_with, CHECKPOINT_MAX, JSON_MAX,
@@ -160,17 +163,11 @@ pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Option<Meta>)> {
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ext {
-        "pt" | "pth" | "bin" => {
-            let ts = Tensor::loadz_multi(path).map_err(|e| {
-                anyhow!("cannot read {} as a PyTorch state dict ({e}); save it with torch.save(model.state_dict(), path) or as safetensors", path.display())
-            })?;
-            Ok((ts, None))
-        }
+        "pt" | "pth" | "bin" => Ok((torch_zip::read(path)?, None)),
         _ => {
             let buf = read_regular(path, CHECKPOINT_MAX)?;
-            let st = SafeTensors::deserialize(&buf).map_err(|e| {
-                anyhow!("{} is not a valid safetensors file ({e:?}); it may be truncated or of another format", path.display())
-            })?;
+            let st =
+                SafeTensors::deserialize(&buf).map_err(|e| safetensors_error(path, &buf, e))?;
             let (_, header) = SafeTensors::read_metadata(&buf)
                 .map_err(|e| anyhow!("{}: {e:?}", path.display()))?;
             let meta = match header.metadata().as_ref().and_then(|m| m.get(META_KEY)) {
@@ -189,6 +186,32 @@ pub fn read_tensors(path: &Path) -> Result<(NamedTensors, Option<Meta>)> {
             Ok((out, meta))
         }
     }
+}
+
+/// What is wrong with a file `SafeTensors::deserialize` refused, in words
+/// naming it.
+fn safetensors_error(path: &Path, buf: &[u8], e: safetensors::SafeTensorError) -> anyhow::Error {
+    use safetensors::SafeTensorError as E;
+    let p = path.display();
+    let len = buf.len();
+    let claim = buf
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes);
+    let why = match e {
+        E::HeaderTooSmall => format!("is {len} bytes, too short for the 8-byte header length a safetensors file starts with"),
+        E::HeaderTooLarge => format!("has a header length field that claims {claim} bytes, more than the 100 MB a safetensors header may have; it is damaged or of another format"),
+        E::InvalidHeaderLength => format!("has a header length field that claims {claim} bytes, more than the file holds ({len} bytes in all): it is truncated or of another format"),
+        E::InvalidHeader => "has a header that is not UTF-8 text; it is damaged or of another format".into(),
+        E::InvalidHeaderStart => "has a header that does not start with '{'; it is damaged or of another format".into(),
+        E::InvalidHeaderDeserialization => "has a header that is not the JSON a safetensors file holds; it is damaged".into(),
+        E::MetadataIncompleteBuffer => format!("is {len} bytes, but its header places its tensors' data elsewhere: it is truncated, or has bytes past its data"),
+        E::InvalidOffset(name) => format!("gives tensor {name} a byte range that does not follow the previous tensor's: its header is damaged"),
+        E::TensorInvalidInfo => "has a tensor whose byte range does not fit its shape and dtype: its header is damaged".into(),
+        E::ValidationOverflow => "has a tensor whose shape or byte range overflows: its header is damaged".into(),
+        other => format!("cannot be read ({other:?})"),
+    };
+    anyhow!("{p} is not a valid safetensors file: it {why}")
 }
 
 /// The modeconn metadata of a `.safetensors` checkpoint, read from its

@@ -141,3 +141,39 @@ fn only_regular_files_of_sane_size_are_read() {
     assert!(e.contains("100 bytes"), "{e}");
     assert_eq!(read_text(&big, 100).unwrap().len(), 100);
 }
+
+#[test]
+fn safetensors_refusals_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        fs::write(&p, bytes).unwrap();
+        format!("{:#}", read_tensors(&p).unwrap_err())
+    };
+    let mut big = 200_000_000u64.to_le_bytes().to_vec();
+    big.extend_from_slice(b"{}      ");
+    let e = write("big.safetensors", &big);
+    assert!(
+        e.contains("big.safetensors")
+            && e.contains("claims 200000000 bytes, more than the 100 MB")
+            && !e.contains("truncated"),
+        "{e}"
+    );
+    let mut long = 1000u64.to_le_bytes().to_vec();
+    long.extend_from_slice(b"{}      ");
+    let e = write("long.safetensors", &long);
+    assert!(
+        e.contains("claims 1000 bytes, more than the file holds (16 bytes"),
+        "{e}"
+    );
+    let good = dir.path().join("good.safetensors");
+    let t = vec![("w".to_string(), Tensor::from_slice(&[1.0f32, 2.0]))];
+    write_tensors(&good, &t, None).unwrap();
+    let bytes = fs::read(&good).unwrap();
+    let e = write("cut.safetensors", &bytes[..bytes.len() - 4]);
+    assert!(
+        e.contains("cut.safetensors") && e.contains("truncated"),
+        "{e}"
+    );
+    assert!(write("tiny.safetensors", b"abc").contains("too short"));
+}
