@@ -518,3 +518,13 @@ pub fn assert_unchanged(before: &[(PathBuf, Vec<u8>)], exp: &Path, what: &str) {
         assert!(a == b, "{what}: {} changed", p.display());
     }
 }
+
+/// Rewrites a checkpoint through `edit` (tensors and metadata).
+pub fn rewrite(
+    path: &Path,
+    edit: impl FnOnce(&mut Vec<(String, Tensor)>, &mut Option<modeconn::checkpoint::Meta>),
+) {
+    let (mut t, mut meta) = modeconn::checkpoint::read_tensors(path).unwrap();
+    edit(&mut t, &mut meta);
+    modeconn::checkpoint::write_tensors(path, &t, meta.as_ref()).unwrap();
+}

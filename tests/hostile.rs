@@ -12,19 +12,7 @@
 use std::fs;
 use std::time::Duration;
 
-use modeconn::checkpoint::{read_tensors, write_tensors};
-
 use crate::common::*;
-
-/// Rewrites a checkpoint through `edit` (tensors and metadata).
-fn rewrite(
-    path: &Path,
-    edit: impl FnOnce(&mut Vec<(String, Tensor)>, &mut Option<modeconn::checkpoint::Meta>),
-) {
-    let (mut t, mut meta) = read_tensors(path).unwrap();
-    edit(&mut t, &mut meta);
-    write_tensors(path, &t, meta.as_ref()).unwrap();
-}
 
 /// A copy of the fixture whose config.json names its own endpoint files (the
 /// fixture's name the original folder, as after moving an experiment) and
