@@ -112,10 +112,17 @@ pub fn data_key(step: &str) -> String {
 /// The data settings `step` recorded; for experiments written before each
 /// step had its own, the shared `data` section.
 pub fn step_data(exp: &Path, step: &str) -> Result<Option<DataConfig>> {
-    match section(exp, &data_key(step))? {
-        Some(d) => Ok(Some(d)),
-        None => section(exp, "data"),
-    }
+    section(exp, &recorded_data_key(exp, step)?)
+}
+
+/// `step`'s own data section when config.json has it, else the shared `data`.
+fn recorded_data_key(exp: &Path, step: &str) -> Result<String> {
+    let own = data_key(step);
+    Ok(if read_config(exp)?.contains_key(&own) {
+        own
+    } else {
+        "data".to_string()
+    })
 }
 
 /// Refuses a `--resume` whose step settings (config section `key`), data or
@@ -130,9 +137,7 @@ pub fn ensure_resumable<T: Serialize>(
 ) -> Result<()> {
     let fix = "--resume continues a run with its own settings: repeat them, or use a new --exp.";
     ensure_same(exp, key, step, what, fix)?;
-    let dkey = data_key(key);
-    let has_own = read_config(exp)?.contains_key(&dkey);
-    ensure_same(exp, if has_own { &dkey } else { "data" }, data, what, fix)?;
+    ensure_same(exp, &recorded_data_key(exp, key)?, data, what, fix)?;
     ensure_same(exp, "arch", arch, what, fix)
 }
 

@@ -77,6 +77,7 @@ impl ExperimentLock {
     }
 
     fn lock(exp: &Path) -> Result<ExperimentLock> {
+        crate::experiment::check_own_folders(exp)?;
         let path = exp.join(LOCK_FILE);
         let mut file = open_lock_file(&path)?;
         match file.try_lock() {
@@ -118,6 +119,7 @@ impl ExperimentLock {
     /// another machine, may be in flight); each records itself in its own
     /// part lock.
     fn lock_shared(exp: &Path) -> Result<ExperimentLock> {
+        crate::experiment::check_own_folders(exp)?;
         let path = exp.join(LOCK_FILE);
         let mut file = open_lock_file(&path)?;
         match file.try_lock_shared() {
@@ -151,9 +153,6 @@ fn open_lock_file(path: &Path) -> Result<File> {
             "{} is not a regular file (a FIFO, a folder or a device where modeconn keeps its lock). Remove it and run again.",
             path.display()
         );
-    }
-    if let Some(exp) = path.parent() {
-        crate::experiment::check_own_folders(exp)?;
     }
     // O_NOFOLLOW: a link planted between the check above and this open
     // fails the open instead of being followed.
