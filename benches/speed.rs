@@ -38,7 +38,7 @@ use std::time::Instant;
 use modeconn::checkpoint;
 use modeconn::curve::{Curve, CurveKind};
 use modeconn::eval::{along, Evaluator};
-use modeconn::landscape::{self, Coords, PlaneMeta};
+use modeconn::landscape;
 use modeconn::loader::{self, Data, DataConfig, Normalize};
 use modeconn::model::{
     channels_last, seed_convnet_pytorch_order, ArchConfig, ArchKind, BnMode, Model, Params,
@@ -47,9 +47,11 @@ use modeconn::model::{
 use modeconn::observe::{Progress, Silent};
 use modeconn::optim::{OptimConfig, OptimKind, Optimizer};
 use modeconn::runtime::Runtime;
+use modeconn::schema::PlaneMeta;
 use modeconn::train::curve::batch_at_random_t;
 use modeconn::train::endpoints::trainable;
 use modeconn::train::Loop;
+use modeconn::vocab::Coords;
 use tch::{Device, Kind, Tensor};
 
 fn rt(precision: Precision, cl: bool) -> Runtime {
@@ -452,11 +454,9 @@ fn bench_curve(model: &Model) -> (Curve, &'static str) {
     )
 }
 
-/// The library's landscape grid of `side`×`side` on `c` (written to a
-/// temporary file); returns the lowest test error found.
+/// The library's landscape grid of `side`×`side` on `c` (kept in memory);
+/// returns the lowest test error found.
 fn landscape_lowest(ev: &Evaluator, c: &Curve, side: usize, name: &str) -> Option<f64> {
-    let out = std::env::temp_dir().join(format!("modeconn-bench-{}.json", std::process::id()));
-    let _ = std::fs::remove_file(&out);
     let meta = PlaneMeta {
         dataset: modeconn::data::DatasetKind::ImageFolder,
         arch: ArchKind::SeedConvnet,
@@ -477,14 +477,11 @@ fn landscape_lowest(ev: &Evaluator, c: &Curve, side: usize, name: &str) -> Optio
         coords: Coords::Orthonormal,
     };
     let run = landscape::grid::Run {
-        shard: modeconn::shard::Shard::WHOLE,
-        out: out.clone(),
-        merged: None,
+        shard: modeconn::vocab::Shard::WHOLE,
+        store: &landscape::grid::InMemory,
         obs: &Silent,
     };
-    let plane = landscape::compute(ev, c, &cfg, meta, &run);
-    let _ = std::fs::remove_file(&out);
-    let plane = plane.ok()?;
+    let plane = landscape::compute(ev, c, &cfg, meta, &run).ok()?;
     Some(
         plane
             .test_err

@@ -13,10 +13,10 @@ use anyhow::{bail, Result};
 
 use modeconn::config::{ArchRequest, CurveConfig, DataRequest, SweepConfig};
 use modeconn::data::DatasetKind;
-use modeconn::eval::session::{self, Session};
 use modeconn::lock::ExperimentLock;
 use modeconn::observe::{Event, Observer};
 use modeconn::runtime::{DeviceChoice, MemoryFormat, PrecisionChoice, Runtime};
+use modeconn::steps::session::{self, Session};
 use modeconn::train::{curve, Context};
 
 /// An observer that prints each finished epoch.

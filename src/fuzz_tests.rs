@@ -168,8 +168,8 @@ fn experiment_json_files_never_panic() {
             // The report's reader, then the landscape's own resume reader.
             let exp = p.parent().and_then(Path::parent).unwrap();
             let _ = crate::report::data::Inputs::load(exp);
-            let _ = crate::checkpoint::read_text(p, crate::checkpoint::JSON_MAX)
-                .map(|s| serde_json::from_str::<crate::landscape::PlaneFile>(&s));
+            let _ = crate::files::read_text(p, crate::files::JSON_MAX)
+                .map(|s| serde_json::from_str::<crate::schema::PlaneFile>(&s));
         }),
     ];
     for (rel, read) in cases {

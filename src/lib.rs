@@ -18,6 +18,7 @@ pub mod curve;
 pub mod data;
 pub mod eval;
 pub mod experiment;
+pub mod files;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod landscape;
@@ -34,4 +35,6 @@ pub mod rng;
 pub mod runtime;
 pub mod schema;
 pub mod shard;
+pub mod steps;
 pub mod train;
+pub mod vocab;

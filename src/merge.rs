@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::choice::Choice;
-use crate::shard::{self, Shard, Target};
+use crate::shard::{self, Target};
+use crate::vocab::Shard;
 
 /// What one merge does: each target with its parts, one per shard.
 #[derive(Debug)]
@@ -78,15 +79,15 @@ pub fn merge(exp: &Path, plan: &Plan) -> Result<Vec<PathBuf>> {
         let again = remake(exp, *t, paths.len());
         match t {
             Target::Plane | Target::Random | Target::Random1d => {
-                let f = crate::landscape::grid::merge(paths, &again)?;
+                let f = crate::steps::grid::merge(paths, &again)?;
                 merged.push(Merged::Plane(*t, Box::new(f)));
             }
             Target::Along => {
-                let f = crate::eval::sweep::merge(paths, &again)?;
+                let f = crate::steps::sweep::merge(paths, &again)?;
                 merged.push(Merged::Along(Box::new(f)));
             }
             Target::Ensemble => {
-                let f = crate::eval::session::merge_ensemble(paths, &again)?;
+                let f = crate::steps::session::merge_ensemble(paths, &again)?;
                 merged.push(Merged::Ensemble(Box::new(f)));
             }
             Target::Endpoints => endpoints = Some((paths, again)),
@@ -105,7 +106,7 @@ pub fn merge(exp: &Path, plan: &Plan) -> Result<Vec<PathBuf>> {
                 written.push(out);
             }
             Merged::Along(f) => {
-                crate::eval::sweep::write(exp, &f)?;
+                crate::steps::sweep::write(exp, &f)?;
                 written.push(exp.join("eval/along.json"));
                 written.push(exp.join("eval/along.csv"));
             }

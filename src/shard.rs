@@ -15,72 +15,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::vocab::Shard;
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
-
-/// One shard of `count`: it does the units `u` with `u mod count == index`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shard {
-    pub index: usize,
-    pub count: usize,
-}
-
-impl Shard {
-    /// All the work in one process (a run without `--shard`).
-    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
-
-    /// Parses `i/n` (as `--shard 3/8` or Slurm's `$SLURM_ARRAY_TASK_ID/8`).
-    pub fn parse(s: &str) -> Result<Shard> {
-        let bad = || {
-            anyhow::anyhow!(
-                "--shard expects i/n with 0 <= i < n (shard i of n, counted from 0, e.g. 0/4), got '{s}'"
-            )
-        };
-        let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let shard = Shard {
-            index: i.trim().parse().map_err(|_| bad())?,
-            count: n.trim().parse().map_err(|_| bad())?,
-        };
-        shard.validate().map_err(|_| bad())?;
-        Ok(shard)
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        if self.count == 0 || self.index >= self.count {
-            bail!(
-                "--shard {}/{}: the index must be below the count (shards are 0..n-1)",
-                self.index,
-                self.count
-            );
-        }
-        Ok(())
-    }
-
-    pub fn is_whole(&self) -> bool {
-        self.count == 1
-    }
-
-    /// Whether unit `u` is this shard's.
-    pub fn owns(&self, u: usize) -> bool {
-        u % self.count == self.index
-    }
-
-    /// This shard's units among `0..total`, in order.
-    pub fn units(&self, total: usize) -> Vec<usize> {
-        (self.index..total).step_by(self.count).collect()
-    }
-
-    /// `i-of-n`, the stem of the part and lock files.
-    pub fn tag(&self) -> String {
-        format!("{}-of-{}", self.index, self.count)
-    }
-}
-
-impl std::fmt::Display for Shard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.index, self.count)
-    }
-}
+use serde::Serialize;
 
 crate::choice! {
     /// The results that can be computed in shards and merged.
@@ -225,7 +162,7 @@ pub fn ensure_same_setup<T: Serialize>(a: &Path, va: &T, b: &Path, vb: &T) -> Re
         a.file_name().and_then(|n| n.to_str()).unwrap_or("first"),
         b.file_name().and_then(|n| n.to_str()).unwrap_or("second"),
     );
-    crate::experiment::json_diffs("", Some(&ja), Some(&jb), labels, &mut diffs);
+    crate::schema::json_diffs("", Some(&ja), Some(&jb), labels, &mut diffs);
     bail!(
         "{} and {} come from different settings or a different curve or model ({}); they cannot be merged. Delete the stale parts and rerun those shards with the settings of the others.",
         a.display(),

@@ -10,6 +10,7 @@ mod example;
 mod fge;
 mod guarantees;
 mod hostile;
+mod layers;
 mod reliability;
 mod run;
 mod shard;

@@ -23,13 +23,14 @@ pub use matching::{permute, weight_matching, MatchSettings, Matching, Permutatio
 use crate::checkpoint;
 use crate::config::{AlignConfig, ArchRequest, CurveConfig, DataRequest};
 use crate::curve::{line_point, weights_only};
-use crate::eval::along::{self, Path as AlongPath};
+use crate::eval::along;
 use crate::eval::Evaluator;
 use crate::experiment as xp;
 use crate::loader::{Data, DataConfig};
 use crate::model::{Model, Params};
 use crate::observe::{note, Observer, Progress};
 use crate::runtime::Runtime;
+use crate::schema::along::Path as AlongPath;
 use crate::schema::{self, AlignFile, AlignMeta, LineSeconds, Repair, FORMAT};
 
 /// Where `align` writes the end model permuted onto the start model.
@@ -92,7 +93,7 @@ impl Pair {
     /// Uses the permutation spec in `path` (JSON, docs/FORMATS.md) instead
     /// of the architecture's own (a TorchScript network has none).
     pub fn with_perm_spec(mut self, path: &Path) -> Result<Pair> {
-        let text = checkpoint::read_text(path, checkpoint::JSON_MAX)?;
+        let text = crate::files::read_text(path, crate::files::JSON_MAX)?;
         let file: crate::model::PermSpecFile = serde_json::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
                 "{}: not a permutation spec ({e}); the format is in docs/FORMATS.md",

@@ -23,13 +23,9 @@ use tch::{Device, Kind, Tensor};
 use crate::curve::{Curve, CurveKind};
 use crate::model::{ArchConfig, Params};
 
-pub(crate) mod files;
 mod pickle;
 mod torch_zip;
-pub use files::{
-    private_dir, read_regular, read_text, sweep_temp_files, sweep_temp_files_of, write_atomic,
-    write_atomic_with, CHECKPOINT_MAX, JSON_MAX,
-};
+use crate::files::{read_regular, write_atomic, CHECKPOINT_MAX};
 
 /// Key of the JSON metadata inside the safetensors header.
 const META_KEY: &str = "modeconn";

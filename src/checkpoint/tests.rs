@@ -1,7 +1,7 @@
 //! Tests of checkpoints and of safe file handling.
 
-use super::files::{write_new_with, TMP_TAG};
 use super::*;
+use crate::files::{read_text, sweep_temp_files, write_new_with, JSON_MAX, TMP_TAG};
 use crate::model::{ArchConfig, ArchKind};
 
 pub(crate) fn sample_meta() -> Meta {

@@ -11,10 +11,10 @@ use super::output::Terminal;
 use modeconn::align::{self, Pair};
 use modeconn::checkpoint;
 use modeconn::config::AlignConfig;
-use modeconn::eval::along::Path as AlongPath;
 use modeconn::experiment as xp;
 use modeconn::lock::ExperimentLock;
 use modeconn::runtime::PrecisionChoice;
+use modeconn::schema::along::Path as AlongPath;
 use modeconn::schema::{self, AlignFile, AlongFile, Repair};
 
 pub fn align(a: &AlignArgs, out: &Terminal) -> Result<()> {

@@ -9,12 +9,13 @@ use super::args::{EvalArgs, ExportArgs};
 use super::output::Terminal;
 use modeconn::config::{EnsembleConfig, SweepConfig};
 use modeconn::eval::along::METRICS;
-use modeconn::eval::members::MemberSet;
-use modeconn::eval::session::{self, Session};
 use modeconn::lock::{ExperimentLock, StepLock};
 use modeconn::runtime::PrecisionChoice;
 use modeconn::schema::{AlongFile, EnsembleFile};
-use modeconn::shard::{Shard, Target};
+use modeconn::shard::Target;
+use modeconn::steps::members::MemberSet;
+use modeconn::steps::session::{self, Session};
+use modeconn::vocab::Shard;
 
 pub fn eval(a: &EvalArgs, out: &Terminal) -> Result<()> {
     if let Some(set) = a.members {
@@ -131,7 +132,7 @@ fn aligned_lines(exp: &std::path::Path) -> String {
     ) else {
         return String::new();
     };
-    let b = |p: &Option<modeconn::eval::along::Path>| {
+    let b = |p: &Option<modeconn::schema::along::Path>| {
         p.as_ref().map_or("–".to_string(), |p| {
             format!("{:.2} pts", p.barrier.test_err)
         })
@@ -201,7 +202,7 @@ fn eval_members(a: &EvalArgs, set: MemberSet, out: &Terminal) -> Result<()> {
         );
     }
     let rt = super::runtime(&a.rt, PrecisionChoice::Fp32, out)?;
-    let r = modeconn::eval::members::evaluate_members(
+    let r = modeconn::steps::members::evaluate_members(
         &a.exp,
         set.name(),
         &dirs,

@@ -7,11 +7,14 @@ use serde_json::json;
 use super::args::{LandscapeArgs, MergeArgs};
 use super::output::Terminal;
 use modeconn::config::{LandscapeConfig, RandomPlaneConfig};
-use modeconn::eval::session::{self, Session};
-use modeconn::landscape::{Coords, PlaneFile, PlaneKind};
+use modeconn::landscape::PlaneKind;
 use modeconn::lock::{ShardLock, StepLock};
 use modeconn::runtime::PrecisionChoice;
-use modeconn::shard::{Shard, Target};
+use modeconn::schema::PlaneFile;
+use modeconn::shard::Target;
+use modeconn::steps::session::{self, Session};
+use modeconn::vocab::Coords;
+use modeconn::vocab::Shard;
 
 pub fn landscape(a: &LandscapeArgs, out: &Terminal) -> Result<()> {
     let shard = a.shard.unwrap_or(Shard::WHOLE);

@@ -70,7 +70,7 @@ fn runtime(
 fn shard_done(
     exp: &std::path::Path,
     target: modeconn::shard::Target,
-    shard: modeconn::shard::Shard,
+    shard: modeconn::vocab::Shard,
     seconds: f64,
     out: &Terminal,
 ) {

@@ -98,7 +98,7 @@ fn with_flags(mut p: Preset, a: &RunArgs) -> Preset {
 
 fn summary(exp: &std::path::Path, s: &RunSummary) -> String {
     let (al, en) = (&s.along, &s.ensemble.report);
-    let mid = |p: &modeconn::eval::along::Path| {
+    let mid = |p: &modeconn::schema::along::Path| {
         p.rows
             .get(p.rows.len() / 2)
             .map_or(f64::NAN, |r| r.test_err)

@@ -8,11 +8,14 @@ use clap::Args;
 use super::args::{choice, DataArgs, ModelArgs, OptimArgs, RuntimeArgs, ScriptArgs};
 use modeconn::config::FinalDropout;
 use modeconn::curve::CurveKind;
-use modeconn::eval::ensemble::{Average, Sampling};
-use modeconn::eval::members::{MemberBn, MemberSet};
-use modeconn::landscape::{Coords, PlaneKind};
+use modeconn::landscape::PlaneKind;
 use modeconn::optim::{OptimKind, Schedule};
-use modeconn::shard::{Shard, Target};
+use modeconn::shard::Target;
+use modeconn::steps::members::MemberSet;
+use modeconn::vocab::Coords;
+use modeconn::vocab::MemberBn;
+use modeconn::vocab::Shard;
+use modeconn::vocab::{Average, Sampling};
 
 fn shard(s: &str) -> Result<Shard, String> {
     Shard::parse(s).map_err(|e| e.to_string())

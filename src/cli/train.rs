@@ -13,8 +13,9 @@ use modeconn::loader;
 use modeconn::lock::{ExperimentLock, StepLock};
 use modeconn::model::{ArchKind, Model, Precision};
 use modeconn::runtime::PrecisionChoice;
-use modeconn::shard::{Shard, Target};
+use modeconn::shard::Target;
 use modeconn::train::{curve, endpoints, Context};
+use modeconn::vocab::Shard;
 
 pub fn endpoints(a: &TrainArgs, out: &Terminal) -> Result<()> {
     let arch_kind = a.model.arch.unwrap_or(ArchKind::SeedConvnet);
@@ -60,7 +61,7 @@ pub fn endpoints(a: &TrainArgs, out: &Terminal) -> Result<()> {
 /// The error for a missing endpoint, with the experiment's own endpoints
 /// when it has others (`--models 3` makes start_model, model_1, model_2).
 pub(super) fn missing_endpoint(p: &std::path::Path, exp: &std::path::Path) -> String {
-    let dirs = modeconn::eval::members::MemberSet::Endpoints.dirs(exp);
+    let dirs = modeconn::steps::members::MemberSet::Endpoints.dirs(exp);
     let have: Vec<String> = dirs
         .iter()
         .filter_map(|d| Some(d.file_name()?.to_string_lossy().into_owned()))

@@ -85,8 +85,8 @@ impl Default for AlignConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EnsembleConfig {
     pub k: usize,
-    pub sampling: crate::eval::ensemble::Sampling,
-    pub average: crate::eval::ensemble::Average,
+    pub sampling: crate::vocab::Sampling,
+    pub average: crate::vocab::Average,
     pub seed: u64,
 }
 
@@ -108,7 +108,7 @@ impl EnsembleConfig {
 pub struct LandscapeConfig {
     pub grid: usize,
     pub margin: f64,
-    pub coords: crate::landscape::Coords,
+    pub coords: crate::vocab::Coords,
 }
 
 impl LandscapeConfig {
@@ -144,7 +144,7 @@ pub struct RandomPlaneConfig {
     /// Give biases and BatchNorm weights a direction too (off: loss-landscape's `--ignore biasbn`).
     pub include_biasbn: bool,
     /// BatchNorm running statistics at each point.
-    pub bn: crate::eval::members::MemberBn,
+    pub bn: crate::vocab::MemberBn,
 }
 
 impl RandomPlaneConfig {
@@ -158,7 +158,7 @@ impl RandomPlaneConfig {
             span: 1.0,
             seed: 0,
             include_biasbn: false,
-            bn: crate::eval::members::MemberBn::Recompute,
+            bn: crate::vocab::MemberBn::Recompute,
         }
     }
 

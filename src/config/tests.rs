@@ -29,7 +29,7 @@ fn defaults_pass_their_own_rules_and_broken_values_do_not() {
     let l = LandscapeConfig {
         grid: 1,
         margin: 0.2,
-        coords: crate::landscape::Coords::Orthonormal,
+        coords: crate::vocab::Coords::Orthonormal,
     };
     assert!(l.validate().is_err());
     let r = RandomPlaneConfig::defaults("m".into());

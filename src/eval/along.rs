@@ -1,59 +1,11 @@
 //! Metrics along the curve and along the straight line between its
 //! endpoints, at equally spaced t: the numbers behind the paper's figures.
 
-use serde::{Deserialize, Serialize};
-
-use super::metrics::{barrier, summarize, Summary};
+use super::metrics::{barrier, summarize};
 use super::{Evaluator, Stats, GROUP_BUDGET};
 use crate::model::Params;
 use crate::observe::Progress;
-
-/// One evaluated point of a path.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Row {
-    #[serde(with = "crate::schema::nan")]
-    pub t: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub train_loss: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub train_nll: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub train_acc: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub train_err: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub test_loss: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub test_nll: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub test_acc: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub test_err: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub test_ece: f64,
-    /// ‖φ(t_i) − φ(t_{i−1})‖ (0 at the first point).
-    #[serde(with = "crate::schema::nan")]
-    pub dl: f64,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Barriers {
-    #[serde(with = "crate::schema::nan")]
-    pub train_loss: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub test_err: f64,
-}
-
-/// A whole path: rows, per-metric summaries, length and barriers.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Path {
-    pub rows: Vec<Row>,
-    pub summary: std::collections::BTreeMap<String, Summary>,
-    #[serde(with = "crate::schema::nan")]
-    pub length: f64,
-    pub barrier: Barriers,
-    pub barrier_t: Barriers,
-}
+use crate::schema::along::{Barriers, Path, Row};
 
 /// The metrics named in `summary`, in table order.
 pub const METRICS: [&str; 9] = [

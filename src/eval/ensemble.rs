@@ -1,28 +1,11 @@
 //! Fast ensembles along a curve: K models φ(t_k), their test-set logits
 //! computed once, then averaged for every ensemble size k = 1..K.
 
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::metrics::{scores, Bin, Scores};
-
-crate::choice! {
-    pub enum Sampling {
-        /// K equally spaced t in [0, 1].
-        Grid = "grid",
-        /// K uniform random t (seeded).
-        Random = "random",
-    }
-}
-
-crate::choice! {
-    pub enum Average {
-        /// Mean of the members' softmax probabilities.
-        Probs = "probs",
-        /// Softmax of the members' mean logits (what the seed experiment does).
-        Logits = "logits",
-    }
-}
+use super::metrics::scores;
+use crate::schema::ensemble::{EnsembleReport, Reliability, SizeRow};
+use crate::vocab::{Average, Sampling};
 
 /// The member t values: a grid, or seeded uniform draws (in draw order).
 pub fn member_ts(k: usize, sampling: Sampling, seed: u64) -> Vec<f64> {
@@ -79,33 +62,6 @@ pub fn combine(members: &[&Tensor], average: Average) -> Tensor {
             .mean_dim(0, false, Kind::Double)
             .softmax(1, Kind::Double),
     }
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct SizeRow {
-    pub k: usize,
-    #[serde(flatten)]
-    pub scores: Scores,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Reliability {
-    pub curve: Vec<Bin>,
-    pub start: Vec<Bin>,
-}
-
-/// Everything `eval/ensemble.json` holds (besides `meta`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct EnsembleReport {
-    pub members_t: Vec<f64>,
-    /// Order in which members join for `by_size`.
-    pub order: Vec<usize>,
-    pub start: Scores,
-    pub end: Scores,
-    pub endpoints: Scores,
-    pub curve: Scores,
-    pub by_size: Vec<SizeRow>,
-    pub reliability: Reliability,
 }
 
 /// Scores all ensembles from precomputed logits.

@@ -8,25 +8,12 @@
 //!   as the Mann–Whitney statistic with tied scores sharing their mean rank.
 
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
+
+use crate::schema::along::Summary;
+use crate::schema::ensemble::{Bin, Scores};
 use tch::{Kind, Tensor};
 
 pub const ECE_BINS: i64 = 15;
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Bin {
-    #[serde(with = "crate::schema::nan")]
-    pub lo: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub hi: f64,
-    pub count: i64,
-    /// Mean confidence of the examples in the bin (0 when empty).
-    #[serde(with = "crate::schema::nan")]
-    pub conf: f64,
-    /// Accuracy of the examples in the bin, as a fraction (0 when empty).
-    #[serde(with = "crate::schema::nan")]
-    pub acc: f64,
-}
 
 /// Bin statistics from per-bin counts, confidence sums and correct counts.
 pub fn bins_from_sums(count: &[f64], conf_sum: &[f64], correct: &[f64]) -> Vec<Bin> {
@@ -61,22 +48,6 @@ pub fn bin_index(conf: &Tensor) -> Tensor {
         .to_kind(Kind::Int64)
         .clamp(1, ECE_BINS)
         - 1
-}
-
-/// Everything reported for one set of predictions.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Scores {
-    /// Accuracy in percent.
-    #[serde(with = "crate::schema::nan")]
-    pub acc: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub nll: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub ece: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub brier: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub auroc: f64,
 }
 
 /// All metrics from probabilities `[N, C]` and labels `[N]`.
@@ -177,24 +148,6 @@ pub fn auroc(scores: &[f64], positive: &[bool]) -> Option<f64> {
     }
     let u = rank_sum_pos - (n_pos * (n_pos + 1)) as f64 / 2.0;
     Some(u / (n_pos * n_neg) as f64)
-}
-
-/// start, end, min, max, mean and length-weighted integral of a metric
-/// along a path.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Summary {
-    #[serde(with = "crate::schema::nan")]
-    pub start: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub end: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub min: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub max: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub mean: f64,
-    #[serde(with = "crate::schema::nan")]
-    pub int: f64,
 }
 
 /// `dl[i]` is the length of the step from point i−1 to i (`dl[0]` = 0).

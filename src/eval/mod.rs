@@ -13,18 +13,15 @@
 
 pub mod along;
 pub mod ensemble;
-mod ensemble_run;
-pub mod members;
 pub mod metrics;
-pub mod session;
-pub mod sweep;
 
 use tch::{Kind, Tensor};
 
 use crate::loader::{Data, Split};
 use crate::model::{BnMode, Model, Params};
 use crate::runtime::Runtime;
-use metrics::{bin_index, bins_from_sums, ece_from_bins, Bin, ECE_BINS};
+use crate::schema::ensemble::Bin;
+use metrics::{bin_index, bins_from_sums, ece_from_bins, ECE_BINS};
 
 /// Loss, accuracy and calibration of one model on one split.
 #[derive(Clone, Debug, Default)]

@@ -7,12 +7,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
 
-use crate::checkpoint::{self, Meta};
+use crate::checkpoint::Meta;
 use crate::config::{default_normalize, ArchRequest, DataRequest};
 use crate::data::DatasetKind;
 use crate::loader::{Data, DataConfig};
 use crate::model::{ArchConfig, ArchKind, Model};
 use crate::observe::{Event, Observer};
+use crate::schema::json_diffs;
 
 mod load;
 mod paths;
@@ -31,7 +32,7 @@ pub fn read_config(exp: &Path) -> Result<Map<String, Value>> {
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", p.display())),
         Ok(_) => {}
     }
-    let s = checkpoint::read_text(&p, checkpoint::JSON_MAX)?;
+    let s = crate::files::read_text(&p, crate::files::JSON_MAX)?;
     match serde_json::from_str::<Value>(&s) {
         Ok(Value::Object(m)) => Ok(m),
         _ => bail!("{} is not a JSON object; fix or delete it", p.display()),
@@ -60,7 +61,7 @@ pub fn write_section<T: Serialize>(exp: &Path, name: &str, value: &T) -> Result<
     paths::make_portable(exp, name, &mut v);
     m.insert(name.to_string(), v);
     let text = serde_json::to_string_pretty(&Value::Object(m))? + "\n";
-    checkpoint::write_atomic(&config_path(exp), text.as_bytes())
+    crate::files::write_atomic(&config_path(exp), text.as_bytes())
 }
 
 /// Refuses when config.json's section `key` exists and differs from `now`,
@@ -139,33 +140,6 @@ pub fn ensure_resumable<T: Serialize>(
     ensure_same(exp, key, step, what, fix)?;
     ensure_same(exp, &recorded_data_key(exp, key)?, data, what, fix)?;
     ensure_same(exp, "arch", arch, what, fix)
-}
-
-/// "path: saved A, requested B" for every leaf where two JSON values differ
-/// (objects are compared key by key, with dotted paths); `labels` name the
-/// two sides ("saved", "requested").
-pub fn json_diffs(
-    path: &str,
-    a: Option<&Value>,
-    b: Option<&Value>,
-    labels: (&str, &str),
-    out: &mut Vec<String>,
-) {
-    if let (Some(Value::Object(x)), Some(Value::Object(y))) = (a, b) {
-        let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-        for k in keys {
-            let p = if path.is_empty() {
-                k.clone()
-            } else {
-                format!("{path}.{k}")
-            };
-            json_diffs(&p, x.get(k), y.get(k), labels, out);
-        }
-    } else if a != b {
-        let show = |v: Option<&Value>| v.map_or("(absent)".to_string(), Value::to_string);
-        let (la, lb) = labels;
-        out.push(format!("{path}: {la} {}, {lb} {}", show(a), show(b)));
-    }
 }
 
 /// Records the machine and the resolved runtime in config.json (section

@@ -33,13 +33,6 @@ crate::choice! {
     }
 }
 
-crate::choice! {
-    pub enum Coords {
-        Orthonormal = "orthonormal",
-        Seed = "seed",
-    }
-}
-
 /// Inner product of two weight sets.
 pub fn dot(a: &Params, b: &Params) -> f64 {
     a.iter()
@@ -149,7 +142,8 @@ impl Plane {
     }
 }
 
-pub use crate::schema::{PlaneFile, PlaneMeta};
+use crate::schema::{PlaneFile, PlaneMeta};
+use crate::vocab::Coords;
 
 /// Grid axes: the bounding box of the bends and the projected curve, widened
 /// by `margin` of its extent on each side.

@@ -22,10 +22,10 @@ use tch::{Kind, Tensor};
 use super::grid::{self, Run, Source};
 use super::{PlaneFile, PlaneMeta};
 use crate::config::RandomPlaneConfig;
-use crate::eval::members::MemberBn;
 use crate::eval::Evaluator;
 use crate::model::{Model, Params};
 use crate::schema::RandomMeta;
+use crate::vocab::MemberBn;
 
 /// A seeded stream of standard normal numbers (splitmix64, Box–Muller).
 struct Gaussians {

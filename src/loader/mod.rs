@@ -300,7 +300,7 @@ pub fn cache_dir() -> std::path::PathBuf {
     match std::env::var_os("HOME") {
         Some(h) => Path::new(&h).join(".cache").join("modeconn"),
         // A per-user folder, created 0700 and checked before use
-        // (checkpoint::private_dir), never one shared with other users.
+        // (crate::files::private_dir), never one shared with other users.
         // SAFETY: geteuid has no preconditions and cannot fail.
         None => std::env::temp_dir().join(format!("modeconn-cache-{}", unsafe { libc::geteuid() })),
     }

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::shard::{Shard, Target};
+use crate::shard::Target;
+use crate::vocab::Shard;
 
 /// The lock file's name inside an experiment directory.
 pub const LOCK_FILE: &str = ".lock";
@@ -103,7 +104,7 @@ impl ExperimentLock {
         write_holder(&mut file, &path)?;
         // With the lock held, no other modeconn writes here: temporary files
         // of dead processes are leftovers of a kill or a full disk.
-        crate::checkpoint::sweep_temp_files(exp);
+        crate::files::sweep_temp_files(exp);
         Ok(ExperimentLock {
             _file: file,
             path,
@@ -258,7 +259,7 @@ impl ShardLock {
         let part = Self::part_lock(exp, target, shard)?;
         // Only this shard writes its part: a temporary file of it is a leftover.
         let part_path = target.part(exp, shard);
-        crate::checkpoint::sweep_temp_files_of(&part_path);
+        crate::files::sweep_temp_files_of(&part_path);
         Ok(ShardLock {
             _exp: lock,
             _parts: vec![part],

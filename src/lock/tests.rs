@@ -102,12 +102,12 @@ fn a_shard_sweeps_the_leftovers_of_its_own_part_only() {
     // A leftover from a process on another machine (a PID alive here) and another shard's.
     let mine = part.with_file_name(format!(
         ".1-of-3.json{}{}.0",
-        crate::checkpoint::files::TMP_TAG,
+        crate::files::TMP_TAG,
         std::process::id()
     ));
     let theirs = part.with_file_name(format!(
         ".2-of-3.json{}{}.0",
-        crate::checkpoint::files::TMP_TAG,
+        crate::files::TMP_TAG,
         std::process::id()
     ));
     std::fs::write(&mine, "x").unwrap();

@@ -12,21 +12,22 @@ use crate::config::{
     default_augment, ArchRequest, CurveConfig, DataRequest, EnsembleConfig, FgeConfig,
     LandscapeConfig, SweepConfig, TrainConfig,
 };
-use crate::eval::ensemble::{Average, Sampling};
-use crate::eval::members::{evaluate_members, MemberBn, MemberSet};
-use crate::eval::session::{self, Session};
 use crate::experiment::{self as xp};
-use crate::landscape::Coords;
 use crate::loader::{self, DataConfig};
 use crate::model::{Model, Precision};
 use crate::observe::{note, Event, Observer};
 use crate::optim::{OptimConfig, OptimKind};
 use crate::runtime::Runtime;
 use crate::schema::{self, AlongFile, EnsembleFile};
-use crate::shard::Shard;
+use crate::steps::members::{evaluate_members, MemberSet};
+use crate::steps::session::{self, Session};
 use crate::train::endpoints::{snapshot_dir, train_endpoints};
 use crate::train::fge::run_fge;
 use crate::train::{curve::fit_curve, Context};
+use crate::vocab::Coords;
+use crate::vocab::MemberBn;
+use crate::vocab::Shard;
+use crate::vocab::{Average, Sampling};
 
 mod presets;
 pub use presets::Preset;

@@ -7,8 +7,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::eval::members::{MemberSet, MembersFile};
+use crate::schema::MembersFile;
 use crate::schema::{self, EnsembleFile, Versioned};
+use crate::steps::members::MemberSet;
 
 /// One ensemble: its size, what it cost in epochs, its test accuracy and NLL.
 #[derive(Clone, Debug, PartialEq)]

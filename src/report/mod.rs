@@ -68,8 +68,8 @@ pub fn plot_compared(
     let fig_dir = exp_dir.join("figures");
     std::fs::create_dir_all(&fig_dir).with_context(|| format!("creating {}", fig_dir.display()))?;
     // Temporary files a killed or failed plot left behind.
-    crate::checkpoint::sweep_temp_files(exp_dir);
-    crate::checkpoint::sweep_temp_files(&fig_dir);
+    crate::files::sweep_temp_files(exp_dir);
+    crate::files::sweep_temp_files(&fig_dir);
     let mut written = Vec::new();
     let mut figures = Vec::new();
     let title = inputs.title();
@@ -296,7 +296,7 @@ fn render(fig: &impl Figure, dir: &Path, name: &str) -> Result<[PathBuf; 2]> {
 /// created with `O_EXCL|O_NOFOLLOW` (a planted link is never followed),
 /// synced, renamed over `path`, and removed on error.
 fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::checkpoint::write_atomic(path, bytes)
+    crate::files::write_atomic(path, bytes)
 }
 
 static FONT_BYTES: &[u8] = include_bytes!(concat!(

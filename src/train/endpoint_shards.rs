@@ -18,7 +18,8 @@ use crate::loader::DataConfig;
 use crate::model::ArchConfig;
 use crate::observe::{Event, Observer};
 use crate::schema::{self, EndpointsPart, FORMAT};
-use crate::shard::{Shard, Target};
+use crate::shard::Target;
+use crate::vocab::Shard;
 
 /// Writes the shard's part before any training (keeping the networks it
 /// finished earlier with these settings) and returns it.
@@ -83,7 +84,7 @@ pub fn ensure_resumable(
     let was = setup(&old);
     if was != now {
         let mut diffs = Vec::new();
-        xp::json_diffs(
+        crate::schema::json_diffs(
             "",
             Some(&was),
             Some(&now),

@@ -14,7 +14,7 @@ use crate::loader::{Data, DataConfig};
 use crate::model::{BnMode, Model, Params};
 use crate::observe::{Observer, Progress};
 use crate::optim::Optimizer;
-use crate::shard::Shard;
+use crate::vocab::Shard;
 
 use super::endpoint_shards;
 

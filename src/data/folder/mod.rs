@@ -245,17 +245,17 @@ fn payload_md5(train: (&[u8], &[u32]), test: (&[u8], &[u32])) -> [u8; 16] {
 }
 
 /// Writes the cache through the program's one atomic writer, in a private
-/// directory ([`crate::checkpoint::private_dir`]), with the MD5 of its
+/// directory ([`crate::files::private_dir`]), with the MD5 of its
 /// payload in the header (checked on every load).
 fn write_cache(path: &Path, key: u64, ds: &RawDataset) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    crate::checkpoint::private_dir(dir)?;
+    crate::files::private_dir(dir)?;
     let classes = serde_json::to_vec(&ds.classes)?;
     let sum = payload_md5(
         (&ds.train.images, &ds.train.labels),
         (&ds.test.images, &ds.test.labels),
     );
-    crate::checkpoint::write_atomic_with(path, &mut |f| {
+    crate::files::write_atomic_with(path, &mut |f| {
         f.write_all(CACHE_MAGIC)?;
         f.write_all(&CACHE_VERSION.to_le_bytes())?;
         f.write_all(&key.to_le_bytes())?;
@@ -365,7 +365,7 @@ pub(crate) fn load(root: &Path, cache_dir: &Path) -> Result<RawDataset> {
 fn load_with_status(root: &Path, cache_dir: &Path) -> Result<(RawDataset, bool)> {
     let listing = list(root)?;
     let cache = cache_path(cache_dir, listing.key);
-    let private = crate::checkpoint::private_dir(cache_dir);
+    let private = crate::files::private_dir(cache_dir);
     if let Err(e) = &private {
         eprintln!("warning: not using the decoded-image cache: {e:#}");
     }

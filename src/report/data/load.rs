@@ -15,7 +15,7 @@ fn view<T: serde::Serialize, V: serde::de::DeserializeOwned>(file: &T) -> anyhow
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text = crate::checkpoint::read_text(path, crate::checkpoint::JSON_MAX)?;
+    let text = crate::files::read_text(path, crate::files::JSON_MAX)?;
     Ok(serde_json::from_str(&text)?)
 }
 

@@ -6,19 +6,22 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use super::grid::Files;
 use crate::checkpoint::Meta;
 use crate::config::{CurveConfig, DataRequest, LandscapeConfig, RandomPlaneConfig};
 use crate::eval::Evaluator;
 use crate::experiment::{self as xp, LoadedCurve};
+use crate::landscape;
 use crate::landscape::grid::Run;
-use crate::landscape::{self, PlaneMeta};
 use crate::loader::{Data, DataConfig};
 use crate::model::Params;
 use crate::observe::Observer;
 use crate::runtime::Runtime;
-use crate::shard::{Shard, Target};
+use crate::schema::{PlaneFile, PlaneMeta};
+use crate::shard::Target;
+use crate::vocab::Shard;
 
-pub use super::ensemble_run::{ensemble, ensemble_shard, merge as merge_ensemble};
+pub use super::ensemble::{ensemble, ensemble_shard, merge as merge_ensemble};
 pub use super::sweep::{sweep, sweep_shard};
 
 /// A curve with its data, ready to evaluate.
@@ -84,7 +87,7 @@ pub fn landscape(
     cfg: &LandscapeConfig,
     shard: Shard,
     obs: &dyn Observer,
-) -> Result<landscape::PlaneFile> {
+) -> Result<PlaneFile> {
     cfg.validate()?;
     let meta = PlaneMeta {
         dataset: s.lc.meta.dataset,
@@ -100,29 +103,13 @@ pub fn landscape(
         wd: s.wd,
         random: None,
     };
-    let run = grid_run(exp, Target::Plane, shard, obs);
+    let files = Files::of(exp, Target::Plane, shard);
+    let run = Run {
+        shard,
+        store: &files,
+        obs,
+    };
     landscape::compute(&s.evaluator(), &s.lc.curve, cfg, meta, &run)
-}
-
-/// Where a landscape run keeps its points: the result itself, or a
-/// shard's part (resuming from a merged result too).
-fn grid_run<'a>(exp: &Path, target: Target, shard: Shard, obs: &'a dyn Observer) -> Run<'a> {
-    let whole = exp.join(target.output());
-    if shard.is_whole() {
-        Run {
-            shard,
-            out: whole,
-            merged: None,
-            obs,
-        }
-    } else {
-        Run {
-            shard,
-            out: target.part(exp, shard),
-            merged: Some(whole),
-            obs,
-        }
-    }
 }
 
 /// A landscape of random directions around one network (`cfg.around`, a
@@ -136,7 +123,7 @@ pub fn random_landscape(
     cfg: &RandomPlaneConfig,
     shard: Shard,
     obs: &dyn Observer,
-) -> Result<landscape::PlaneFile> {
+) -> Result<PlaneFile> {
     cfg.validate()?;
     let inside = exp.join(&cfg.around);
     let around = if cfg.around.is_relative() && inside.exists() {
@@ -178,7 +165,12 @@ pub fn random_landscape(
     } else {
         Target::Random1d
     };
-    let run = grid_run(exp, target, shard, obs);
+    let files = Files::of(exp, target, shard);
+    let run = Run {
+        shard,
+        store: &files,
+        obs,
+    };
     landscape::random::compute(&ev, centre, cfg, base, &run)
 }
 

@@ -14,14 +14,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use tch::Tensor;
 
-use super::ensemble::{self, Sampling};
 use super::session::Session;
 use crate::config::EnsembleConfig;
+use crate::eval::ensemble;
 use crate::experiment as xp;
 use crate::model::Params;
 use crate::observe::{Observer, Progress};
 use crate::schema::{self, EnsembleFile, EnsembleMeta, EnsemblePart, FORMAT};
-use crate::shard::{Shard, Target};
+use crate::shard::Target;
+use crate::vocab::Sampling;
+use crate::vocab::Shard;
 
 /// The header key of a part's description.
 const PART_KEY: &str = "modeconn-part";

@@ -12,14 +12,16 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use super::along::{self, finish_path, Path as AlongPath, Row};
 use super::session::Session;
 use crate::config::SweepConfig;
 use crate::curve::line_point;
+use crate::eval::along::{self, finish_path};
 use crate::model::Params;
 use crate::observe::{note, Observer, Progress};
+use crate::schema::along::{Path as AlongPath, Row};
 use crate::schema::{self, AlongFile, AlongMeta, AlongPart, FORMAT};
-use crate::shard::{Shard, Target};
+use crate::shard::Target;
+use crate::vocab::Shard;
 
 /// The whole sweep; writes eval/along.json and .csv.
 pub fn sweep(s: &Session, exp: &Path, cfg: &SweepConfig, obs: &dyn Observer) -> Result<AlongFile> {
@@ -206,7 +208,7 @@ fn finish(parts: &[AlongPart], paths: &[std::path::PathBuf]) -> Result<AlongFile
 pub fn write(exp: &Path, f: &AlongFile) -> Result<()> {
     let dir = exp.join("eval");
     schema::write_json(&dir.join("along.json"), f)?;
-    crate::checkpoint::write_atomic(
+    crate::files::write_atomic(
         &dir.join("along.csv"),
         along_csv(&f.curve, &f.line).as_bytes(),
     )

@@ -5,27 +5,19 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
+
 use tch::Kind;
 
-use super::ensemble::{combine, Average, SizeRow};
-use super::metrics::{scores, Scores};
-use super::Evaluator;
 use crate::config::DataRequest;
+use crate::eval::ensemble::combine;
+use crate::eval::metrics::scores;
+use crate::eval::Evaluator;
 use crate::experiment::{self as xp};
 use crate::model::Model;
 use crate::observe::{Observer, Progress};
 use crate::runtime::Runtime;
-
-crate::choice! {
-    /// BatchNorm statistics of ensemble members.
-    pub enum MemberBn {
-        /// The running statistics from training (what the reference FGE uses).
-        Keep = "keep",
-        /// Re-estimated per member on the training data.
-        Recompute = "recompute",
-    }
-}
+use crate::schema::ensemble::{MembersFile, SizeRow};
+use crate::vocab::{Average, MemberBn};
 
 crate::choice! {
     /// Which saved networks `eval --members` ensembles.
@@ -71,19 +63,6 @@ impl MemberSet {
             MemberSet::Endpoints => "modeconn train-endpoints --models N",
         }
     }
-}
-
-/// `eval/<name>.json`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct MembersFile {
-    pub format: u32,
-    pub members_dirs: Vec<PathBuf>,
-    pub bn: MemberBn,
-    pub n_test: i64,
-    /// Each member alone.
-    pub members: Vec<Scores>,
-    /// The ensemble of the first k members (probabilities averaged).
-    pub by_size: Vec<SizeRow>,
 }
 
 /// Scores the networks in `dirs` and their ensembles; writes
