@@ -49,7 +49,7 @@ use modeconn::optim::{OptimConfig, OptimKind, Optimizer};
 use modeconn::runtime::Runtime;
 use modeconn::schema::PlaneMeta;
 use modeconn::train::curve::batch_at_random_t;
-use modeconn::train::endpoints::trainable;
+use modeconn::train::network::trainable;
 use modeconn::train::Loop;
 use modeconn::vocab::Coords;
 use tch::{Device, Kind, Tensor};

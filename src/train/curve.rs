@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use tch::{Kind, Tensor};
 
-use super::{Context, EpochPlan, Job, Loop, SavedState, Trainer};
+use super::{stream, Batches, Context, EpochPlan, Job, SavedState, Start, Step, Trainer};
 use crate::checkpoint::{self, CurveMeta, Meta};
 use crate::config::{ArchRequest, CurveConfig, DataRequest};
 use crate::curve::Curve;
@@ -155,20 +155,22 @@ pub fn fit_curve(
     obs: &dyn Observer,
 ) -> Result<()> {
     cfg.validate("--lr")?;
-    let Context {
-        model,
-        data,
-        dcfg,
-        rt,
-    } = *cx;
+    let (model, rt) = (cx.model, cx.rt);
     let dir = xp::curve_dir(exp);
+    let step = Step {
+        exp,
+        section: "curve",
+        what: "a curve fit",
+    };
     // Everything, a saved state included, is read and checked before the
     // first write, so a refused command leaves the experiment as it was.
     let mut curve = initial_curve(model, cfg, rt)?;
     let ends = xp::EndpointFiles::of(&cfg.start, &cfg.end)?;
-    let (start_epoch, saved_optim) = match SavedState::read(&dir)? {
-        Some(st) => {
-            check_resumable(exp, &dir, &st, cx, cfg, resume)?;
+    let mut start = Start::default();
+    if step.refuse_without_resume(&dir, resume)? {
+        if let Some(st) = SavedState::read(&dir)? {
+            check_same_curve(&dir, &st, cx, cfg)?;
+            step.check_settings(cfg, cx)?;
             xp::ensure_same(
                 exp,
                 "curve_endpoints",
@@ -176,38 +178,28 @@ pub fn fit_curve(
                 "a curve fitted between other endpoint files",
                 "The endpoints changed after the curve was started (retrained?): delete curve_model/ to fit a new curve, or use a new --exp.",
             )?;
-            restore_bends(&mut curve, st.tensors, cfg.bends, &st.path, model, rt)?;
+            restore_bends(&mut curve, &st, cfg.bends, model, rt)?;
             let (names, leaves) = (curve.trainable_names(), curve.trainable());
-            super::check_saved_optim(&curve_optim(cfg), &names, &leaves, &st.optim, &st.path)?;
-            (st.meta.epoch, Some(st.optim))
+            st.check_optim(&curve_optim(cfg), &names, &leaves)?;
+            start = st.start();
         }
-        None => (0, None),
-    };
-    // The same network with the curve's own training dropout, if it has one.
-    let fitted = model.with_training_dropout(cfg.dropout)?;
-    let trainer = Trainer {
-        lp: Loop {
-            model: fitted.as_ref().unwrap_or(model),
-            data,
-            rt,
-            batch_size: cfg.batch_size,
-            augment: cfg.augment,
-            bn: BnMode::Train(None),
-        },
-        late: None,
-    };
-    if cfg.epochs > 0 {
-        trainer.lp.ensure_batches("curve")?;
     }
-    xp::write_section(exp, &xp::data_key("curve"), dcfg)?;
+    let batches = Batches {
+        batch_size: cfg.batch_size,
+        augment: cfg.augment,
+        bn: BnMode::Train(None),
+    };
+    let trainer = Trainer::new(cx, batches, &cfg.dropout_schedule(), cfg.epochs)?;
+    if cfg.epochs > 0 {
+        trainer.ensure_batches("curve")?;
+    }
     xp::write_section(exp, "arch", &model.cfg)?;
-    xp::write_section(exp, "curve", cfg)?;
     xp::write_section(exp, "curve_endpoints", &ends)?;
-    xp::record_runtime(exp, rt, model, obs)?;
+    step.record(cfg, cx, obs)?;
     let job = CurveJob::new(dir, curve, cx, cfg);
-    if cfg.epochs == 0 || start_epoch >= cfg.epochs {
+    if cfg.epochs == 0 || start.epoch >= cfg.epochs {
         let file = checkpoint::curve_file(&job.dir);
-        checkpoint::save_curve(&file, &job.curve, &job.meta(cfg.epochs.max(start_epoch)))?;
+        checkpoint::save_curve(&file, &job.curve, &job.meta(cfg.epochs.max(start.epoch)))?;
         if cfg.epochs == 0 {
             obs.event(&Event::Note {
                 text: format!(
@@ -224,31 +216,16 @@ pub fn fit_curve(
         optim: curve_optim(cfg),
         rate: super::Rate::Schedule(cfg.schedule),
     };
-    let total = cfg.epochs as u64 * trainer.lp.batches_per_epoch();
+    let total = cfg.epochs as u64 * trainer.batches_per_epoch();
     let mut prog = Progress::new(obs, "curve", total);
-    trainer.run(&job, &plan, start_epoch, saved_optim, &mut prog)?;
+    trainer.run(&job, &plan, start, &mut prog)?;
     prog.finish();
     Ok(())
 }
 
-/// Refuses a saved fit unless `--resume` was given for the same curve,
-/// architecture, data and settings.
-fn check_resumable(
-    exp: &Path,
-    dir: &Path,
-    st: &SavedState,
-    cx: &Context,
-    cfg: &CurveConfig,
-    resume: bool,
-) -> Result<()> {
-    if !resume {
-        bail!(
-            "{} already holds a curve fit (epoch {}). Pass --resume to continue it, or delete {} to start over.",
-            dir.display(),
-            st.meta.epoch,
-            dir.display()
-        );
-    }
+/// Refuses a saved fit of another curve or architecture: `--resume`
+/// continues a fit with its own settings.
+fn check_same_curve(dir: &Path, st: &SavedState, cx: &Context, cfg: &CurveConfig) -> Result<()> {
     if st.meta.curve != Some(curve_meta(cfg)) || st.meta.arch != cx.model.cfg {
         let saved = st.meta.curve.as_ref().map_or("no curve".to_string(), |c| {
             format!("a {} of {} bends", c.kind, c.bends)
@@ -263,7 +240,7 @@ fn check_resumable(
             dir.display()
         );
     }
-    xp::ensure_resumable(exp, "curve", cfg, cx.dcfg, &cx.model.cfg, "a curve fit")
+    Ok(())
 }
 
 /// SGD with momentum on the bends; the regulariser is on φ(t) (the batch's
@@ -289,13 +266,18 @@ fn curve_meta(cfg: &CurveConfig) -> CurveMeta {
 /// their own files).
 fn restore_bends(
     curve: &mut Curve,
-    tensors: Vec<(String, Tensor)>,
+    st: &SavedState,
     bends: usize,
-    path: &Path,
     model: &Model,
     rt: &Runtime,
 ) -> Result<()> {
+    let path = &st.path;
     let weights: Vec<String> = model.weight_names().map(str::to_string).collect();
+    let tensors = st
+        .tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .collect();
     for (k, b) in checkpoint::split_bends(tensors, bends, path)?
         .into_iter()
         .enumerate()
@@ -385,7 +367,7 @@ impl Job for CurveJob<'_> {
         &self.dir
     }
     fn seed(&self) -> u64 {
-        self.cfg.seed + 7_000
+        self.cfg.seed + stream::CURVE
     }
     fn leaves(&self) -> (&[String], &[Tensor]) {
         (&self.names, &self.leaves)

@@ -7,17 +7,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use tch::Tensor;
 
-use super::endpoints::trainable;
-use super::{check_saved_optim, Context, EpochPlan, Job, Loop, Rate, SavedState, Trainer};
-use crate::checkpoint::{self, Meta};
+use super::network::{trainable, Keep, NetworkJob};
+use super::{stream, Batches, Context, EpochPlan, Rate, SavedState, Start, Step, Trainer};
 use crate::config::FgeConfig;
-use crate::eval::{Evaluator, Stats};
 use crate::experiment::{self as xp};
 use crate::model::{BnMode, Params};
 use crate::observe::{note, Observer, Progress};
-use crate::optim::{OptimConfig, OptimKind, Optimizer};
+use crate::optim::{OptimConfig, OptimKind};
 
 /// The folder of an experiment's FGE run.
 pub fn fge_dir(exp: &Path) -> PathBuf {
@@ -39,6 +36,15 @@ fn optim(cfg: &FgeConfig) -> OptimConfig {
     }
 }
 
+/// FGE as config.json records it.
+fn step(exp: &Path) -> Step<'_> {
+    Step {
+        exp,
+        section: "fge",
+        what: "an FGE run",
+    }
+}
+
 /// Runs FGE in `<exp>/fge/` (resuming it when `resume`); returns the member
 /// folders.
 pub fn run_fge(
@@ -50,34 +56,34 @@ pub fn run_fge(
 ) -> Result<Vec<PathBuf>> {
     cfg.validate()?;
     let dir = fge_dir(exp);
-    let (params, start_epoch, saved_optim) = starting_point(exp, &dir, cx, cfg, resume, obs)?;
-    // The same network with FGE's own training dropout, if it has one.
-    let trained = cx.model.with_training_dropout(cfg.dropout)?;
-    let trainer = Trainer {
-        lp: Loop {
-            model: trained.as_ref().unwrap_or(cx.model),
-            data: cx.data,
-            rt: cx.rt,
-            batch_size: cfg.batch_size,
-            augment: cfg.augment,
-            bn: BnMode::Train(Some(0.1)),
-        },
-        late: None,
+    let (params, start) = starting_point(exp, &dir, cx, cfg, resume, obs)?;
+    let batches = Batches {
+        batch_size: cfg.batch_size,
+        augment: cfg.augment,
+        bn: BnMode::Train(Some(0.1)),
     };
-    trainer.lp.ensure_batches("fge")?;
-    xp::write_section(exp, &xp::data_key("fge"), cx.dcfg)?;
-    xp::write_section(exp, "fge", cfg)?;
-    xp::record_runtime(exp, cx.rt, cx.model, obs)?;
-    let (params, names, leaves) = trainable(cx.model, &params);
-    let job = FgeJob {
-        dir,
-        exp: exp.to_path_buf(),
-        cx: *cx,
-        cfg,
-        params,
-        names,
-        leaves,
+    let trainer = Trainer::new(cx, batches, &cfg.dropout_schedule(), cfg.epochs)?;
+    trainer.ensure_batches("fge")?;
+    step(exp).record(cfg, cx, obs)?;
+    let members = {
+        let (exp, cfg) = (exp.to_path_buf(), cfg.clone());
+        Keep::Members(Box::new(move |epoch| {
+            cfg.is_member_epoch(epoch).then(|| {
+                let k = (0..epoch).filter(|&e| cfg.is_member_epoch(e)).count();
+                member_dir(&exp, k)
+            })
+        }))
     };
+    let note = format!(
+        "FGE from {} ({}, cycle {}, lr {} to {})",
+        cfg.from.display(),
+        cfg.optimizer.name(),
+        cfg.cycle,
+        cfg.lr1,
+        cfg.lr2
+    );
+    let seed = cfg.seed + stream::FGE;
+    let job = NetworkJob::new(dir, "fge", seed, &params, cx, members, note);
     let plan = EpochPlan {
         epochs: cfg.epochs,
         optim: optim(cfg),
@@ -87,17 +93,17 @@ pub fn run_fge(
             lr2: cfg.lr2,
         },
     };
-    let total = cfg.epochs as u64 * trainer.lp.batches_per_epoch();
+    let total = cfg.epochs as u64 * trainer.batches_per_epoch();
     let mut prog = Progress::new(obs, "fge", total);
-    trainer.run(&job, &plan, start_epoch, saved_optim, &mut prog)?;
+    trainer.run(&job, &plan, start, &mut prog)?;
     prog.finish();
     Ok((0..cfg.members()).map(|k| member_dir(exp, k)).collect())
 }
 
-/// The network, epoch and optimiser state FGE starts from: its own saved
-/// state when resuming, else `cfg.from` with the optimiser state beside it
-/// when it is of FGE's kind (SGD's momentum, or Adam's moments). Everything is checked before
-/// the first write.
+/// The network FGE starts from and where: its own saved state when
+/// resuming, else `cfg.from` at epoch 0 with the optimiser state beside it
+/// when it is of FGE's kind (SGD's momentum, or Adam's moments). Everything
+/// is checked before the first write.
 fn starting_point(
     exp: &Path,
     dir: &Path,
@@ -105,22 +111,13 @@ fn starting_point(
     cfg: &FgeConfig,
     resume: bool,
     obs: &dyn Observer,
-) -> Result<(Params, usize, Option<checkpoint::NamedTensors>)> {
+) -> Result<(Params, Start)> {
     let model = cx.model;
-    if let Some(st) = SavedState::read(dir)? {
-        if !resume {
-            bail!(
-                "{} already holds an FGE run (epoch {}). Pass --resume to continue it, or delete {} to start over.",
-                dir.display(),
-                st.meta.epoch,
-                dir.display()
-            );
-        }
-        xp::ensure_resumable(exp, "fge", cfg, cx.dcfg, &model.cfg, "an FGE run")?;
-        let params = super::endpoints::saved_params(&st, model)?;
+    if let Some(st) = step(exp).saved(dir, resume, cfg, cx)? {
+        let params = st.network(model)?;
         let (_, names, leaves) = trainable(model, &params);
-        check_saved_optim(&optim(cfg), &names, &leaves, &st.optim, &st.path)?;
-        return Ok((params, st.meta.epoch, Some(st.optim)));
+        st.check_optim(&optim(cfg), &names, &leaves)?;
+        return Ok((params, st.start()));
     }
     let from = xp::resolve_model_path(&cfg.from);
     if !from.exists() {
@@ -150,7 +147,7 @@ fn starting_point(
                 None
             } else {
                 let (_, names, leaves) = trainable(model, &params);
-                check_saved_optim(&optim(cfg), &names, &leaves, &st.optim, &st.path)?;
+                st.check_optim(&optim(cfg), &names, &leaves)?;
                 // SGD keeps its momentum and restarts its step count; Adam
                 // keeps its step count too, whose bias correction matches
                 // the moments it keeps.
@@ -174,73 +171,13 @@ fn starting_point(
             None
         }
     };
-    Ok((params, 0, kept))
-}
-
-/// One FGE run: the network's weights are the leaves.
-struct FgeJob<'a> {
-    dir: PathBuf,
-    exp: PathBuf,
-    cx: Context<'a>,
-    cfg: &'a FgeConfig,
-    params: Params,
-    names: Vec<String>,
-    leaves: Vec<Tensor>,
-}
-
-impl FgeJob<'_> {
-    fn meta(&self, epoch: usize) -> Meta {
-        let mut m = xp::meta_for(&self.cx.model.cfg, self.cx.data, self.cx.dcfg, epoch);
-        m.note = format!(
-            "FGE from {} ({}, cycle {}, lr {} to {})",
-            self.cfg.from.display(),
-            self.cfg.optimizer.name(),
-            self.cfg.cycle,
-            self.cfg.lr1,
-            self.cfg.lr2
-        );
-        m
-    }
-}
-
-impl Job for FgeJob<'_> {
-    fn label(&self) -> &str {
-        "fge"
-    }
-    fn dir(&self) -> &Path {
-        &self.dir
-    }
-    fn seed(&self) -> u64 {
-        self.cfg.seed + 9_000
-    }
-    fn leaves(&self) -> (&[String], &[Tensor]) {
-        (&self.names, &self.leaves)
-    }
-    fn batch(&self) -> Vec<(Params, Option<Tensor>)> {
-        vec![(self.params.shallow_clone(), None)]
-    }
-    fn test(&self, ev: &Evaluator) -> Result<(Stats, Option<f64>)> {
-        let (mut test, _) = ev.evaluate(
-            std::slice::from_ref(&self.params),
-            &self.cx.data.test,
-            false,
-        )?;
-        Ok((test.swap_remove(0), None))
-    }
-    /// A member at a cycle's low point (as trained, with the running
-    /// BatchNorm statistics), then the resume state (the commit point).
-    fn save(&self, epochs_done: usize, opt: &Optimizer) -> Result<()> {
-        let meta = self.meta(epochs_done);
-        let epoch = epochs_done - 1;
-        if self.cfg.is_member_epoch(epoch) {
-            let k = (0..epoch).filter(|&e| self.cfg.is_member_epoch(e)).count();
-            let d = member_dir(&self.exp, k);
-            checkpoint::save_model(&checkpoint::model_file(&d), &self.params, &meta)?;
-        }
-        let mut all = self.params.to_state_dict();
-        all.extend(opt.state(&self.names));
-        checkpoint::write_tensors(&checkpoint::state_file(&self.dir), &all, Some(&meta))
-    }
+    Ok((
+        params,
+        Start {
+            epoch: 0,
+            optim: kept,
+        },
+    ))
 }
 
 #[cfg(test)]

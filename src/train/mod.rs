@@ -6,27 +6,33 @@
 //! an endpoint ([`endpoints`]) and a curve ([`curve`]) is a [`Job`]: its
 //! trainable tensors, the parameters of each batch (an endpoint's own; a
 //! curve's φ(t) at a random t, plus its L2 term), the test pass and what it
-//! saves. Resuming reads the state a job saved with [`SavedState::read`].
+//! saves. The trainer owns resume ([`resume`]): the saved state is read,
+//! refused without `--resume` and checked before anything is written. One
+//! network job ([`network`]) serves endpoints and FGE alike.
 
 pub mod batch;
 pub mod curve;
 pub mod endpoint_shards;
 pub mod endpoints;
 pub mod fge;
+pub mod network;
+pub mod resume;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use tch::Tensor;
 
 pub use batch::{epoch_seed, Loop};
+pub use resume::{SavedState, Start, Step};
 
-use crate::checkpoint::{self, Meta};
+use crate::checkpoint;
+use crate::config::DropoutSchedule;
 use crate::eval::{Evaluator, Stats};
 use crate::loader::{Data, DataConfig};
-use crate::model::Model;
+use crate::model::{BnMode, Model};
 use crate::observe::{Event, Progress};
 use crate::optim::{lr_at, OptimConfig, Optimizer, Schedule};
 use crate::runtime::Runtime;
@@ -102,64 +108,100 @@ pub fn cyclic_lr(epoch: usize, i: usize, iters: u64, cycle: usize, lr1: f64, lr2
     }
 }
 
-/// A resume state as saved by a job: its tensors (optimiser state apart)
-/// and its metadata.
-pub struct SavedState {
-    pub path: PathBuf,
-    pub tensors: Vec<(String, Tensor)>,
-    pub optim: Vec<(String, Tensor)>,
-    pub meta: Meta,
+/// How a trainer batches the training split.
+#[derive(Clone, Copy, Debug)]
+pub struct Batches {
+    pub batch_size: i64,
+    pub augment: bool,
+    /// BatchNorm behaviour while training (batch statistics; networks also
+    /// track running statistics with momentum 0.1).
+    pub bn: BnMode,
 }
 
-impl SavedState {
-    /// Reads `dir`'s state file, if there is one.
-    pub fn read(dir: &Path) -> Result<Option<SavedState>> {
-        let path = checkpoint::state_file(dir);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let (tensors, meta) = checkpoint::read_tensors(&path)?;
-        let meta = meta.ok_or_else(|| {
-            anyhow!(
-                "{} lacks metadata; delete {} to start over",
-                path.display(),
-                dir.display()
-            )
-        })?;
-        let (optim, tensors) = tensors
-            .into_iter()
-            .partition(|(n, _)| n.starts_with("optim."));
-        Ok(Some(SavedState {
-            path,
-            tensors,
-            optim,
-            meta,
-        }))
-    }
+/// The seed streams of the kinds of training: each draws its batch order
+/// (and a curve its t) from the recipe's seed plus its own offset, so that a
+/// curve or an FGE run with the endpoints' seed does not replay an
+/// endpoint's batches (endpoint i takes seed + i).
+pub mod stream {
+    pub const CURVE: u64 = 7_000;
+    pub const FGE: u64 = 9_000;
 }
 
 /// The epoch engine.
 pub struct Trainer<'a> {
-    pub lp: Loop<'a>,
-    /// From this epoch (0-based) on, train this network instead of
-    /// `lp.model`: the same architecture at another dropout (endpoints'
-    /// `--final-dropout`). Evaluation always uses `lp.model`.
-    pub late: Option<(usize, &'a Model)>,
+    cx: Context<'a>,
+    batches: Batches,
+    /// The network trained from each epoch (0-based) on: the context's own
+    /// (None) or the same architecture at another dropout. Evaluation always
+    /// uses the context's network.
+    phases: Vec<(usize, Option<Model>)>,
+}
+
+impl<'a> Trainer<'a> {
+    /// A trainer of `epochs` epochs on `cx`, its dropout following `dropout`.
+    pub fn new(
+        cx: &Context<'a>,
+        batches: Batches,
+        dropout: &DropoutSchedule,
+        epochs: usize,
+    ) -> Result<Trainer<'a>> {
+        let phases = dropout
+            .phases(epochs)
+            .into_iter()
+            .map(|(from, p)| Ok((from, cx.model.with_training_dropout(p)?)))
+            .collect::<Result<_>>()?;
+        Ok(Trainer {
+            cx: *cx,
+            batches,
+            phases,
+        })
+    }
+
+    /// The batch loop of `epoch`.
+    fn lp(&self, epoch: usize) -> Loop<'_> {
+        let model = self
+            .phases
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= epoch)
+            .and_then(|(_, m)| m.as_ref())
+            .unwrap_or(self.cx.model);
+        Loop {
+            model,
+            data: self.cx.data,
+            rt: self.cx.rt,
+            batch_size: self.batches.batch_size,
+            augment: self.batches.augment,
+            bn: self.batches.bn,
+        }
+    }
+
+    /// Refuses a training split too small for one batch (`what` names the step).
+    pub fn ensure_batches(&self, what: &str) -> Result<()> {
+        self.lp(0).ensure_batches(what)
+    }
+
+    pub fn batches_per_epoch(&self) -> u64 {
+        self.lp(0).batches_per_epoch()
+    }
 }
 
 impl Trainer<'_> {
-    /// Trains `job` from `start_epoch` (0, or the epoch a saved state holds)
-    /// to `plan.epochs`, restoring the optimiser from `saved_optim`.
+    /// Trains `job` from `start` (epoch 0, or the epoch a saved state
+    /// holds, with its optimiser buffers) to `plan.epochs`.
     pub fn run(
         &self,
         job: &dyn Job,
         plan: &EpochPlan,
-        start_epoch: usize,
-        saved_optim: Option<Vec<(String, Tensor)>>,
+        start: Start,
         prog: &mut Progress,
     ) -> Result<()> {
-        self.lp.ensure_batches(job.label())?;
-        let per_epoch = self.lp.batches_per_epoch();
+        self.ensure_batches(job.label())?;
+        let per_epoch = self.batches_per_epoch();
+        let Start {
+            epoch: start_epoch,
+            optim: saved_optim,
+        } = start;
         if start_epoch >= plan.epochs {
             prog.inc(plan.epochs as u64 * per_epoch);
             crate::observe::note(
@@ -176,7 +218,7 @@ impl Trainer<'_> {
         let (names, leaves) = job.leaves();
         let mut opt = Optimizer::new(plan.optim.clone(), leaves);
         if let Some(st) = saved_optim {
-            let dev = self.lp.rt.device;
+            let dev = self.cx.rt.device;
             let map: HashMap<String, Tensor> = st.into_iter().collect();
             opt.load_state(names, |k| map.get(k).map(|t| t.to_device(dev)))
                 .with_context(|| {
@@ -188,9 +230,9 @@ impl Trainer<'_> {
                 })?;
         }
         let ev = Evaluator {
-            model: self.lp.model,
-            data: self.lp.data,
-            rt: self.lp.rt,
+            model: self.cx.model,
+            data: self.cx.data,
+            rt: self.cx.rt,
         };
         for epoch in start_epoch..plan.epochs {
             let started = Instant::now();
@@ -204,11 +246,9 @@ impl Trainer<'_> {
             ));
             let mut batch = || job.batch();
             let rate = |i: usize| plan.lr(epoch, i, per_epoch);
-            let (loss, acc) = match self.late {
-                Some((from, model)) if epoch >= from => Loop { model, ..self.lp },
-                _ => self.lp,
-            }
-            .epoch(leaves, &mut opt, &rate, &mut batch, prog)?;
+            let (loss, acc) = self
+                .lp(epoch)
+                .epoch(leaves, &mut opt, &rate, &mut batch, prog)?;
             check_finite(loss, epoch + 1, job.label(), lr, job.dir())?;
             let (test, test_t) = job.test(&ev)?;
             let entry = EpochLog {
@@ -230,28 +270,6 @@ impl Trainer<'_> {
         }
         Ok(())
     }
-}
-
-/// Checks a saved optimiser state against the tensors it will drive
-/// (every buffer present, of the right shape, finite) without changing
-/// anything, so a damaged state is refused before the first write.
-pub fn check_saved_optim(
-    optim: &OptimConfig,
-    names: &[String],
-    leaves: &[Tensor],
-    saved: &[(String, Tensor)],
-    state: &Path,
-) -> Result<()> {
-    let probe: Vec<Tensor> = leaves.iter().map(|t| t.detach().zeros_like()).collect();
-    let mut opt = Optimizer::new(optim.clone(), &probe);
-    let map: HashMap<&str, &Tensor> = saved.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    opt.load_state(names, |k| map.get(k).map(|t| t.shallow_clone()))
-        .with_context(|| {
-            format!(
-                "{}: the resume state is damaged; delete its folder to start over",
-                state.display()
-            )
-        })
 }
 
 /// A mean training loss above this is divergence, not learning.
