@@ -2,6 +2,7 @@
 //! layouts, precision and the tuned operations.
 
 use super::*;
+use tch::Device;
 
 fn tiny(arch: ArchKind, c: i64, hw: i64) -> Model {
     let mut cfg = ArchConfig::new(arch, c, 10, hw, hw);
