@@ -58,6 +58,36 @@ pub fn fmt_sig(v: f64, sig: usize) -> String {
     trim_zeros(&format!("{:.*}", decimals, rounded)).to_string()
 }
 
+/// `v` at the precision `fmt_sig(scale, sig)` has, so that the numbers of
+/// one figure (say, two barriers) share their decimals: 80.4 and 0.00275 at
+/// the scale 80.4 read "80.4" and "< 0.1" (a non-zero value below that
+/// precision), not "80.4" and "0.00275".
+pub fn fmt_at_scale(v: f64, scale: f64, sig: usize) -> String {
+    let scale = scale.abs();
+    if !(v.is_finite() && scale.is_finite() && scale > 0.0) || v.abs() > scale {
+        return fmt_sig(v, sig);
+    }
+    let rounded: f64 = format!("{:.*e}", sig.max(1) - 1, scale)
+        .parse()
+        .unwrap_or(scale);
+    let mag = rounded.log10().floor() as i32;
+    if !(-4..6).contains(&mag) {
+        return fmt_sig(v, sig);
+    }
+    let decimals = (sig.max(1) as i32 - 1 - mag).max(0) as usize;
+    let text = format!("{:.*}", decimals, v);
+    if v != 0.0
+        && text
+            .trim_start_matches('-')
+            .trim_matches(['0', '.'])
+            .is_empty()
+    {
+        let step = format!("{:.*}", decimals, 10f64.powi(-(decimals as i32)));
+        return format!("< {step}");
+    }
+    trim_zeros(&text).to_string()
+}
+
 fn trim_zeros(s: &str) -> &str {
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.')
@@ -124,6 +154,22 @@ pub fn log_ticks(lo: f64, hi: f64, max: usize) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_of_one_figure_share_their_decimals() {
+        // The along-curve figure's two test-error barriers, in points.
+        assert_eq!(fmt_at_scale(80.43, 80.43, 3), "80.4");
+        assert_eq!(fmt_at_scale(0.00275, 80.43, 3), "< 0.1");
+        assert_eq!(fmt_at_scale(1.26, 80.43, 3), "1.3");
+        assert_eq!(fmt_at_scale(0.0, 80.43, 3), "0");
+        // Train-loss barriers of 2.13 and 0.0123.
+        assert_eq!(fmt_at_scale(0.0123, 2.13, 3), "0.01");
+        assert_eq!(fmt_at_scale(2.13, 2.13, 3), "2.13");
+        // On their own, small numbers keep their digits.
+        assert_eq!(fmt_at_scale(0.00275, 0.00275, 3), "0.00275");
+        assert_eq!(fmt_at_scale(312.0, 312.0, 3), "312");
+        assert_eq!(fmt_at_scale(0.4, 312.0, 3), "< 1");
+    }
 
     #[test]
     fn log_levels_endpoints_spacing_monotone() {

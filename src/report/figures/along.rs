@@ -6,7 +6,7 @@ use super::axis::Axis;
 use super::panel::{annotate, draw_legend, legend_mark, panel, series, titled, Chart};
 use super::style::{font, fontc, CURVE, LINE, PALETTE};
 use crate::report::data::{Aligned, Along, PathEval};
-use crate::report::levels::fmt_sig;
+use crate::report::levels::fmt_at_scale;
 use crate::report::Figure;
 use anyhow::Result;
 use plotters::coord::Shift;
@@ -117,12 +117,24 @@ where
     Ok(())
 }
 
+/// The largest barrier of `key` over `paths`: the scale their barriers
+/// are printed at, so that they share their decimals.
+fn barrier_scale(paths: &[StyledPath], key: &str) -> f64 {
+    paths
+        .iter()
+        .filter_map(|(_, p, _, _)| barrier_of(p, key).map(|b| b.3.abs()))
+        .fold(0.0, f64::max)
+}
+
 /// "name: test-error barrier B points, train-loss barrier L" for each path.
 fn barrier_legend(paths: &[StyledPath]) -> Vec<String> {
     paths
         .iter()
         .map(|&(name, p, _, _)| {
-            let b = |k: &str| barrier_of(p, k).map_or("–".into(), |b| fmt_sig(b.3.abs(), 3));
+            let b = |k: &str| {
+                let scale = barrier_scale(paths, k);
+                barrier_of(p, k).map_or("–".into(), |b| fmt_at_scale(b.3.abs(), scale, 3))
+            };
             format!(
                 "{name}: test-error barrier {} points, train-loss barrier {}",
                 b("test_err"),
@@ -275,8 +287,10 @@ where
         series(&mut chart, pts, colour.stroke_width(3), *dashed, label)?;
     }
     if !matches!(labels, Labels::StripOnly(_)) {
+        let scale = barrier_scale(paths, key);
         for (i, path) in paths.iter().enumerate() {
-            mark_barrier(&mut chart, path, i == 0, !shared_legend, key, &y)?;
+            let label = (!shared_legend).then_some(scale);
+            mark_barrier(&mut chart, path, i == 0, label, key, &y)?;
         }
     }
     if shared_legend {
@@ -306,13 +320,14 @@ fn y_axis(key: &str, vals: Vec<f64>, allow_log: bool, shared_legend: bool) -> Ax
 }
 
 /// Marks the barrier of `key` on one path (if it has a non-zero one): a vertical segment from the
-/// chord to the peak, a dot at each end and, with `label`, a label. `is_curve` places the label
-/// above the segment.
+/// chord to the peak, a dot at each end and, with `label` (the scale the panel's barriers are
+/// printed at), a label. `is_curve` places the label above the segment, on the side of the panel's
+/// middle so that it stays inside the plot.
 fn mark_barrier<'a, DB: DrawingBackend + 'a>(
     chart: &mut Chart<'a, DB>,
     &(name, p, colour, _): &StyledPath,
     is_curve: bool,
-    label: bool,
+    label: Option<f64>,
     key: &str,
     y: &Axis,
 ) -> Result<()>
@@ -329,19 +344,20 @@ where
     let (c, v) = ((t, y.t(chord)), (t, y.t(top)));
     chart.draw_series(std::iter::once(PathElement::new(vec![c, v], dark)))?;
     chart.draw_series([c, v].map(|p| Circle::new(p, 4, colour.filled())))?;
-    if !label {
+    let Some(scale) = label else {
         return Ok(());
-    }
+    };
     // The line's label sits left of its segment's middle; the curve's (usually a
-    // short segment on top of its line) above the segment's upper end.
-    let text = format!("{name} barrier {}", fmt_sig(b.abs(), 3));
+    // short segment on top of its line) above the segment's upper end, running
+    // towards the middle of the panel.
+    let text = format!("{name} barrier {}", fmt_at_scale(b.abs(), scale, 3));
     let (at, dx, dy, anchor) = if is_curve {
-        (
-            (t, c.1.max(v.1)),
-            8,
-            -10,
-            Pos::new(HPos::Left, VPos::Bottom),
-        )
+        let (dx, side) = if t > 0.5 {
+            (-8, HPos::Right)
+        } else {
+            (8, HPos::Left)
+        };
+        ((t, c.1.max(v.1)), dx, -10, Pos::new(side, VPos::Bottom))
     } else {
         (
             (t, (c.1 + v.1) / 2.0),
